@@ -1,0 +1,18 @@
+"""spikeyolo: spiking-neural-network object detection (SpikeYOLO and Spiking-YOLO).
+
+The small public API:
+
+    cfg = spikeyolo.compose(["model=spikeyolo_s", "neuron.max_level=4"])
+    model = spikeyolo.build_model(cfg)
+    model = spikeyolo.load_checkpoint("runs/demo/weights/best.pt")
+    spikeyolo.load_reference_weights(model, "23M_best.pt")   # reference (BICLab) weights
+"""
+
+from spikeyolo.config import build_model, compose
+from spikeyolo.engine.checkpoint import load_checkpoint
+from spikeyolo.nn.reference import convert_reference_state_dict, load_reference_weights
+
+__version__ = "0.1.0"
+
+__all__ = ["compose", "build_model", "load_checkpoint", "load_reference_weights", "convert_reference_state_dict",
+           "__version__"]

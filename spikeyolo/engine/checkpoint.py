@@ -1,0 +1,136 @@
+"""Checkpoints: atomic writes, safe (weights-only) reads, and model reconstruction.
+
+A spikeyolo checkpoint is a plain dict of tensors and primitives, so it loads with
+``torch.load(weights_only=True)`` (no pickled code is ever executed):
+
+    format, version     "spikeyolo-checkpoint", 1
+    model_config        {"model": {...}, "neuron": {...}}  (enough to rebuild the network)
+    model               state_dict (float32)
+    ema, ema_updates    EMA state_dict (or None) and its update count
+    optimizer, scaler   state dicts (or None)
+    epoch               last finished epoch (0-based); -1 before the first
+    best_fitness        best validation fitness so far
+    rng                 torch / numpy / python RNG states
+    train_config        the resolved run config as YAML text (or None)
+    names, metrics      class names and the last metrics
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMAT = "spikeyolo-checkpoint"
+VERSION = 1
+
+__all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "load_checkpoint", "load_weights",
+           "rng_state", "set_rng_state", "describe_model_config"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
+    """Write ``payload`` atomically: a temp file in the same folder, fsync, then rename over ``path``.
+
+    A crash at any moment leaves either the old file or the new one, never a torn file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and validate a spikeyolo checkpoint (weights only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated file, foreign pickle, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {first[:200]}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a spikeyolo checkpoint (for reference SpikeYOLO/ultralytics "
+                              "weights use spikeyolo.nn.reference.load_reference_weights)")
+    if int(payload.get("version", 0)) > VERSION:
+        raise CheckpointError(f"{path} was written by a newer spikeyolo (format version {payload['version']})")
+    return payload
+
+
+def describe_model_config(model_config: dict[str, Any]) -> str:
+    """Short human description: 'depth 0.33 width 0.5, 80 classes, T=1 D=4'."""
+    model = model_config.get("model", {})
+    neuron = model_config.get("neuron", {})
+    return (f"depth {model.get('depth_multiple')} width {model.get('width_multiple')}, "
+            f"{model.get('num_classes')} classes, T={neuron.get('time_steps')} D={neuron.get('max_level')}")
+
+
+def load_weights(model: nn.Module, payload: dict[str, Any], use_ema: bool = True,
+                 source: str = "checkpoint") -> nn.Module:
+    """Load a checkpoint's (EMA) weights into ``model``, with a clear error when the architecture differs."""
+    state = payload.get("ema") if use_ema and payload.get("ema") is not None else payload["model"]
+    ours = model.state_dict()
+    missing = sorted(set(ours) - set(state))
+    unexpected = sorted(set(state) - set(ours))
+    shapes = [k for k in set(ours) & set(state) if tuple(ours[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        stored = describe_model_config(payload.get("model_config", {}))
+        detail = (f"{len(missing)} missing, {len(unexpected)} unexpected keys, {len(shapes)} shape mismatches"
+                  + (f" (e.g. {shapes[0]})" if shapes else ""))
+        raise CheckpointError(f"{source} holds another architecture ({stored}) than the configured model: {detail}")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", use_ema: bool = True) -> nn.Module:
+    """Rebuild the model stored in a spikeyolo checkpoint and load its (EMA) weights; returns it in eval mode."""
+    from spikeyolo.config import build_model
+
+    payload = read_checkpoint(path, map_location)
+    model = build_model(payload["model_config"])
+    load_weights(model, payload, use_ema=use_ema, source=str(path))
+    model.names = list(payload.get("names") or [])
+    return model.to(map_location).eval()
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states as weights-only-loadable values."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

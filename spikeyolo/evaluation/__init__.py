@@ -1,0 +1,26 @@
+"""Evaluation: COCO mAP (pycocotools / faster-coco-eval), the ultralytics-style AP, COCO results, plots."""
+
+from spikeyolo.evaluation.ap import IOU_THRESHOLDS, evaluate_yolo_ap, match_image
+from spikeyolo.evaluation.coco import STAT_NAMES, ClassAP, CocoResult, evaluate_coco
+from spikeyolo.evaluation.plots import plot_pr_curve
+from spikeyolo.evaluation.predictions import (
+    letterbox_ratio_pad,
+    save_coco_results,
+    to_coco_results,
+    unletterbox_boxes,
+)
+
+__all__ = [
+    "STAT_NAMES",
+    "ClassAP",
+    "CocoResult",
+    "evaluate_coco",
+    "IOU_THRESHOLDS",
+    "match_image",
+    "evaluate_yolo_ap",
+    "to_coco_results",
+    "save_coco_results",
+    "letterbox_ratio_pad",
+    "unletterbox_boxes",
+    "plot_pr_curve",
+]

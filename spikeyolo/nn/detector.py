@@ -1,0 +1,149 @@
+"""SpikeYOLO detector assembled from a layer list (configs/model/*.yaml).
+
+A layer spec is ``[from, repeats, class_path, args]`` as in YOLOv8 yamls, where
+``class_path`` names a class with a ``build(in_chs, scale, neuron, **args)``
+classmethod (spikeyolo.nn.blocks / heads). Layer indices equal the reference
+model's (layer 0 is the time expansion), so checkpoint keys line up 1:1.
+
+Forward contract:
+    input  [B, 3, H, W] float in [0, 1] (repeated over T) or [T, B, C, H, W] (event frames)
+    train  -> list of raw head maps [B, 4*reg_max + num_classes, H_l, W_l] (mean over T)
+    eval   -> (decoded [B, 4 + num_classes, A], raw maps)
+Neuron state is reset once at the start of every forward.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Iterable, Mapping
+
+import torch
+from hydra.utils import get_class
+from torch import nn
+
+from spikeyolo.nn.blocks import Scale
+from spikeyolo.nn.layers import NeuronFactory
+from spikeyolo.nn.neurons import SpikingNeuron, reset_states
+
+__all__ = ["SpikeYOLO", "LayerSpec"]
+
+
+class LayerSpec:
+    """One parsed entry of the layer list."""
+
+    def __init__(self, index: int, spec: Iterable[Any], overrides: Mapping[str, Any] | None = None) -> None:
+        source, repeats, class_path, args = list(spec)
+        self.index = index
+        self.sources = [int(source)] if isinstance(source, int) else [int(s) for s in source]
+        self.repeats = int(repeats)
+        self.cls = get_class(str(class_path))
+        self.args = dict(args or {})
+        if overrides:
+            self.args.update(dict(overrides))
+
+    def absolute_sources(self) -> list[int]:
+        return [s if s >= 0 else self.index + s for s in self.sources]
+
+
+class SpikeYOLO(nn.Module):
+    """SpikeYOLO detector (YOLOv8 macro design, meta SNN blocks, I-LIF neurons, DFL head).
+
+    Args:
+        layers: the layer list ([from, repeats, class_path, args] per layer); the last layer is the head.
+        depth_multiple, width_multiple, max_channels: YOLOv8 scale.
+        num_classes: number of classes.
+        neuron: zero-argument factory of the spiking neuron (e.g. a partial ILIF); T and D come from it.
+        block_overrides: per-layer argument overrides {layer index: {arg: value}} (the per-scale
+            differences of the reference, e.g. layer 25's mlp_ratio 2 for m and l).
+        reg_max: DFL bins.
+        in_chs: input channels.
+    """
+
+    def __init__(self, layers: list, depth_multiple: float, width_multiple: float, max_channels: int,
+                 num_classes: int, neuron: NeuronFactory, block_overrides: Mapping[Any, Any] | None = None,
+                 reg_max: int = 16, in_chs: int = 3) -> None:
+        super().__init__()
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        probe = neuron()
+        if not isinstance(probe, SpikingNeuron):
+            raise TypeError(f"neuron factory must build a SpikingNeuron, got {type(probe).__name__}")
+        self.time_steps = probe.time_steps
+        self.max_level = probe.max_level
+        self.num_classes = int(num_classes)
+        self.scale = Scale(float(depth_multiple), float(width_multiple), int(max_channels))
+        overrides = {int(k): v for k, v in (block_overrides or {}).items()}
+        context = {"num_classes": self.num_classes, "time_steps": self.time_steps, "reg_max": reg_max}
+
+        specs = [LayerSpec(i, spec, overrides.get(i)) for i, spec in enumerate(layers)]
+        channels: list[int] = []
+        modules = []
+        for spec in specs:
+            in_list = [in_chs] if spec.index == 0 else [channels[s] for s in spec.absolute_sources()]
+            wanted = inspect.signature(spec.cls.build).parameters
+            args = {**{k: v for k, v in context.items() if k in wanted}, **spec.args}
+            repeats = self.scale.repeats(spec.repeats)
+            built = []
+            for _ in range(repeats):
+                module, out_chs = spec.cls.build(in_list, self.scale, neuron, **args)
+                built.append(module)
+            modules.append(built[0] if repeats == 1 else nn.Sequential(*built))
+            channels.append(out_chs if out_chs is not None else 0)
+        self.layers = nn.ModuleList(modules)
+        self.sources = [spec.absolute_sources() for spec in specs]
+        # outputs read by a later layer other than through the plain "previous layer" edge
+        self.keep = sorted({s for i, srcs in enumerate(self.sources)
+                            if i > 0 and (len(srcs) > 1 or srcs[0] != i - 1) for s in srcs})
+        self.channels = channels
+        self._initialise()
+
+    # ------------------------------------------------------------------ setup
+
+    def _initialise(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eps = 1e-3
+                module.momentum = 0.03
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            _, maps = self.forward(torch.zeros(1, 3, 64, 64))
+        self.train(was_training)
+        self.head.stride.copy_(torch.tensor([64.0 / m.shape[-2] for m in maps]))
+        self.head.init_biases()
+
+    @property
+    def head(self) -> nn.Module:
+        """The detection head (the last layer)."""
+        return self.layers[-1]
+
+    @property
+    def strides(self) -> list[int]:
+        return [int(s) for s in self.head.stride.tolist()]
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, images: torch.Tensor):
+        """Run the detector; see the module docstring for the contract."""
+        reset_states(self)
+        kept: dict[int, torch.Tensor] = {}
+        x = images
+        keep = set(self.keep)
+        for index, layer in enumerate(self.layers):
+            sources = self.sources[index]
+            if index > 0 and (len(sources) > 1 or sources[0] != index - 1):
+                inputs = [x if s == index - 1 else kept[s] for s in sources]
+                x = inputs if len(inputs) > 1 else inputs[0]
+            x = layer(x)
+            if index in keep:
+                kept[index] = x
+        return x
+
+    # ------------------------------------------------------------------ info
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def neurons(self) -> list[tuple[str, SpikingNeuron]]:
+        """All spiking neurons with their qualified names."""
+        return [(name, m) for name, m in self.named_modules() if isinstance(m, SpikingNeuron)]

@@ -1,0 +1,179 @@
+"""Convolution units of SpikeYOLO: BN-and-pad, RepConv, SepRepConv, SepConv, spiking convs.
+
+All modules take flat [T*B, C, H, W] tensors (see neurons.py). A ``neuron``
+argument is a zero-argument factory returning a fresh spiking neuron.
+Residual additions happen on real-valued (post-BN) tensors; only neurons turn
+them into spikes, so every conv that follows a neuron sees integer input in
+{0..D} (binary after the spike-driven expansion).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NeuronFactory = Callable[[], nn.Module]
+
+__all__ = ["NeuronFactory", "BNAndPad", "RepConv", "SepRepConv", "SepConv", "SpikeConv", "SpikeConvOut",
+           "bn_fold"]
+
+
+def bn_fold(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (scale, shift) of a BatchNorm under its running statistics: y = scale * x + shift."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    return scale, shift
+
+
+class BNAndPad(nn.Module):
+    """BatchNorm, then a 1-pixel border whose value per channel is BN(0) under running stats.
+
+    The border equals beta - mu * gamma / sqrt(var + eps) with gamma and beta detached,
+    in training mode too (reference facts, section 3). With it, 1x1 -> BNAndPad ->
+    depthwise 3x3 (padding 0) equals one zero-padded 3x3 conv plus a constant.
+
+    Args:
+        num_chs: channels.
+        pad: border width (1).
+    """
+
+    def __init__(self, num_chs: int, pad: int = 1) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(num_chs)
+        self.pad = pad
+
+    def pad_values(self) -> torch.Tensor:
+        """[C] the border value BN(0) under running statistics (detached)."""
+        bn = self.bn
+        return (bn.bias - bn.running_mean * bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn(x)
+        if self.pad == 0:
+            return out
+        border = self.pad_values().view(1, -1, 1, 1)
+        # zero-pad around (out - border), then add border back: the padded ring equals border.
+        return F.pad(out - border, [self.pad] * 4) + border
+
+
+class RepConv(nn.Module):
+    """Re-parameterisable conv (no neuron inside): 1x1 -> BNAndPad -> dw 3x3 -> 1x1 -> BN.
+
+    Equals one 3x3 conv plus BN at inference (Eq. 6-7 of the SpikeYOLO paper). Spatial size kept.
+
+    Args:
+        in_chs: input channels.
+        out_chs: output channels.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int) -> None:
+        super().__init__()
+        self.pw_in = nn.Conv2d(in_chs, in_chs, 1, bias=False)
+        self.pad_bn = BNAndPad(in_chs)
+        self.dw = nn.Conv2d(in_chs, in_chs, 3, padding=0, groups=in_chs, bias=False)
+        self.pw_out = nn.Conv2d(in_chs, out_chs, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_chs)
+
+    reference_key_map = (("body.0.", "pw_in."), ("body.1.", "pad_bn."), ("body.2.0.", "dw."),
+                         ("body.2.1.", "pw_out."), ("body.2.2.", "bn."))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.pw_out(self.dw(self.pad_bn(self.pw_in(x)))))
+
+
+class SepRepConv(nn.Module):
+    """BNAndPad -> 1x1 (in -> out) -> depthwise 3x3 on out (padding 0): the last stage of SepConv.
+
+    Args:
+        in_chs: input channels.
+        out_chs: output channels.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int) -> None:
+        super().__init__()
+        self.pad_bn = BNAndPad(in_chs)
+        self.pw = nn.Conv2d(in_chs, out_chs, 1, bias=False)
+        self.dw = nn.Conv2d(out_chs, out_chs, 3, padding=0, groups=out_chs, bias=False)
+
+    reference_key_map = (("body.0.", "pad_bn."), ("body.1.0.", "pw."), ("body.1.1.", "dw."))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dw(self.pw(self.pad_bn(x)))
+
+
+class SepConv(nn.Module):
+    """Inverted separable conv, the token mixer of the meta SNN block (Eq. 4).
+
+    neuron -> 1x1 C->2C -> BN -> neuron -> depthwise kxk -> BN -> neuron -> SepRepConv(2C->C) -> BN.
+
+    Args:
+        chs: input and output channels C.
+        neuron: neuron factory.
+        kernel_size: depthwise kernel (7).
+        expansion: hidden expansion (2).
+    """
+
+    def __init__(self, chs: int, neuron: NeuronFactory, kernel_size: int = 7, expansion: int = 2) -> None:
+        super().__init__()
+        hidden = int(expansion * chs)
+        self.neuron1 = neuron()
+        self.pw_expand = nn.Conv2d(chs, hidden, 1, bias=False)
+        self.bn_expand = nn.BatchNorm2d(hidden)
+        self.neuron2 = neuron()
+        self.dw = nn.Conv2d(hidden, hidden, kernel_size, padding=kernel_size // 2, groups=hidden, bias=False)
+        self.bn_dw = nn.BatchNorm2d(hidden)
+        self.neuron3 = neuron()
+        self.pw_project = SepRepConv(hidden, chs)
+        self.bn_project = nn.BatchNorm2d(chs)
+
+    reference_key_map = (("pwconv1.", "pw_expand."), ("bn1.", "bn_expand."), ("dwconv2.", "dw."),
+                         ("bn2.", "bn_dw."), ("pwconv3.body.0.", "pw_project.pad_bn."),
+                         ("pwconv3.body.1.0.", "pw_project.pw."), ("pwconv3.body.1.1.", "pw_project.dw."),
+                         ("bn3.", "bn_project."))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn_expand(self.pw_expand(self.neuron1(x)))
+        x = self.bn_dw(self.dw(self.neuron2(x)))
+        return self.bn_project(self.pw_project(self.neuron3(x)))
+
+
+class SpikeConv(nn.Module):
+    """neuron -> kxk conv (stride s, padding k//2, no bias) -> BN.
+
+    The reference's MS_StandardConv and SpikeConv are this unit.
+
+    Args:
+        in_chs, out_chs: channels.
+        neuron: neuron factory.
+        kernel_size, stride: conv geometry.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, neuron: NeuronFactory, kernel_size: int = 1,
+                 stride: int = 1) -> None:
+        super().__init__()
+        self.neuron = neuron()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(out_chs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(self.neuron(x)))
+
+
+class SpikeConvOut(nn.Module):
+    """neuron -> 1x1 conv with bias (no BN): the last conv of each head branch.
+
+    Args:
+        in_chs, out_chs: channels.
+        neuron: neuron factory.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, neuron: NeuronFactory) -> None:
+        super().__init__()
+        self.neuron = neuron()
+        self.conv = nn.Conv2d(in_chs, out_chs, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.neuron(x))

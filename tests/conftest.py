@@ -1,0 +1,29 @@
+"""Shared test helpers: tiny composed configs (the real configs with small overrides)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+# A "tiny" model: the real layer list, with small width (channels = int(c * 0.0625)).
+TINY = ["model.width_multiple=0.0625", "model.depth_multiple=0.33"]
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    return FIXTURES
+
+
+def tiny_model(scale: str = "s", num_classes: int = 3, extra: tuple[str, ...] = ()):
+    import spikeyolo
+
+    cfg = spikeyolo.compose([f"model=spikeyolo_{scale}", *TINY, *extra])
+    return spikeyolo.build_model(cfg, num_classes=num_classes)
