@@ -139,6 +139,12 @@ class SpikeYOLO(nn.Module):
                 kept[index] = x
         return x
 
+    def build_loss(self, box: float = 7.5, cls: float = 0.5, dfl: float = 1.5, tal_topk: int = 10):
+        """The training loss of this detector's head: ``loss(raw_maps, batch) -> {box, cls, dfl, total}``."""
+        from spikeyolo.losses import build_detection_loss
+
+        return build_detection_loss(self.head, box=box, cls=cls, dfl=dfl, tal_topk=tal_topk)
+
     # ------------------------------------------------------------------ info
 
     def num_parameters(self, trainable_only: bool = False) -> int:

@@ -1,0 +1,257 @@
+"""Evaluation: COCO mAP against the official fixture, COCO results, the ultralytics-style AP, plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spikeyolo.evaluation import (
+    STAT_NAMES,
+    evaluate_coco,
+    evaluate_yolo_ap,
+    letterbox_ratio_pad,
+    match_image,
+    plot_pr_curve,
+    save_coco_results,
+    to_coco_results,
+    unletterbox_boxes,
+)
+
+FIXTURE = Path(__file__).parent / "fixtures" / "coco"
+GT_FILE = FIXTURE / "instances_val2014_100.json"
+DT_FILE = FIXTURE / "instances_val2014_fakebbox100_results.json"
+
+
+@pytest.fixture(scope="module")
+def expected() -> dict:
+    return json.loads((FIXTURE / "expected_stats.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def gt_dataset() -> dict:
+    return json.loads(GT_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def reference_result():
+    return evaluate_coco(GT_FILE, DT_FILE)
+
+
+# --------------------------------------------------------------------------- COCO protocol
+
+
+def test_pycocotools_reproduces_fixture(reference_result, expected):
+    assert reference_result.stats[0] == pytest.approx(0.5045806987249628, abs=1e-12)
+    np.testing.assert_allclose(reference_result.stats, expected["stats"], rtol=0, atol=1e-12)
+    for name, value in zip(STAT_NAMES, expected["stats"]):
+        assert getattr(reference_result, name) == pytest.approx(value, abs=1e-12)
+    per_class = {str(row.category_id): row.ap50_95 for row in reference_result.per_class}
+    assert per_class.keys() == expected["per_category_AP_all_maxDets100"].keys()
+    for category_id, value in expected["per_category_AP_all_maxDets100"].items():
+        if value is None:
+            assert per_class[category_id] is None
+        else:
+            assert per_class[category_id] == pytest.approx(value, abs=1e-12)
+
+
+def test_result_table_and_dict(reference_result):
+    person = reference_result.per_class[0]
+    assert (person.category_id, person.name, person.num_gt) == (1, "person", 250)
+    as_dict = json.loads(json.dumps(reference_result.to_dict()))
+    assert as_dict["map50_95"] == reference_result.map50_95
+    assert len(as_dict["per_class"]) == 80
+    markdown = reference_result.table().splitlines()
+    assert markdown[0] == "| id | name | num_gt | AP50:95 | AP50 |"
+    assert markdown[2] == "| 1 | person | 250 | 0.5326 | 0.7883 |"
+    assert markdown[-1].startswith("|  | all | ") and markdown[-1].endswith("| 0.5046 | 0.6970 |")
+    plain = {line.split()[0]: line.split() for line in reference_result.table(markdown=False).splitlines()[1:-1]}
+    assert plain["11"] == ["11", "fire", "hydrant", "0", "-", "-"]  # no GT of category 11 in these images
+
+
+def test_faster_backend_agrees(reference_result, expected):
+    pytest.importorskip("faster_coco_eval")
+    faster = evaluate_coco(GT_FILE, DT_FILE, backend="faster")
+    # faster-coco-eval 1.8.0 is not bit-identical: its precision sums differ in the last bit.
+    # Measured on this fixture: stats differ by at most 1 ulp (1.1e-16, on AP50 only) and the
+    # per-class AP by at most 2 ulp (2.2e-16). Test that bound.
+    reference = np.asarray(expected["stats"])
+    assert np.all(np.abs(np.asarray(faster.stats) - reference) <= 2 * np.spacing(reference))
+    for ours, theirs in zip(reference_result.per_class, faster.per_class):
+        assert ours.category_id == theirs.category_id
+        for key in ("ap50_95", "ap50"):
+            value, other = getattr(ours, key), getattr(theirs, key)
+            assert (value is None) == (other is None)
+            if value is not None:
+                assert abs(value - other) <= 2 * np.spacing(value)
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "faster"])
+def test_empty_detections_give_zeros(gt_dataset, backend):
+    if backend == "faster":
+        pytest.importorskip("faster_coco_eval")
+    result = evaluate_coco(gt_dataset, [], backend=backend)
+    assert result.stats == [0.0] * 12
+    assert result.map50_95 == 0.0
+
+
+def test_unknown_image_id_raises(gt_dataset):
+    detection = {"image_id": 999999999, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.5}
+    with pytest.raises(ValueError, match="image_id.*not in the ground truth"):
+        evaluate_coco(gt_dataset, [detection])
+    detection = {"image_id": 42, "category_id": 0, "bbox": [0, 0, 10, 10], "score": 0.5}
+    with pytest.raises(ValueError, match="category_id"):
+        evaluate_coco(gt_dataset, [detection])
+
+
+def test_quiet_by_default(capsys, gt_dataset):
+    evaluate_coco(gt_dataset, [])
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "faster"])
+def test_gt_boxes_as_detections(gt_dataset, backend):
+    """All 839 GT boxes (9 of them crowd) as score-1 detections: AP is exactly 1, AR@1/AR@10 is not."""
+    if backend == "faster":
+        pytest.importorskip("faster_coco_eval")
+    detections = [{"image_id": ann["image_id"], "category_id": ann["category_id"], "bbox": ann["bbox"],
+                   "score": 1.0} for ann in gt_dataset["annotations"]]
+    result = evaluate_coco(gt_dataset, detections, backend=backend)
+    # Crowd GT is ignored and so is a detection matched to it; every AP and AR@100 is 1.0.
+    # AR@1 and AR@10 are < 1: many images have more than 1 (10) objects. Computed, both backends.
+    assert result.stats == [1.0] * 6 + [0.6046959118084726, 0.9841385369802442] + [1.0] * 4
+    for row in result.per_class:
+        if row.num_gt:  # pycocotools' tp / (tp + fp + eps) leaves 1 GT classes at 1 - 2.2e-16
+            assert row.ap50_95 == pytest.approx(1.0, abs=3e-16) and row.ap50 == pytest.approx(1.0, abs=3e-16)
+        else:
+            assert row.ap50_95 is None
+    assert gt_dataset["annotations"][0].keys() >= {"iscrowd"} and "ignore" not in gt_dataset["annotations"][0]
+
+
+# --------------------------------------------------------------------------- COCO results
+
+
+def test_to_coco_results_unletterbox_by_hand():
+    # 400x300 (w x h) image letterboxed to 320x320: scale = min(320/300, 320/400) = 0.8,
+    # resized 320x240, 80 rows of padding split 40 top / 40 bottom.
+    ratio_pad = letterbox_ratio_pad((300, 400), (320, 320))
+    assert ratio_pad == ((0.8, 0.8), (0, 40))
+    detections = torch.tensor([
+        [40.0, 60.0, 200.0, 220.0, 0.9, 2.0],  # -> x (40/0.8, 200/0.8), y ((60-40)/0.8, (220-40)/0.8)
+        [300.0, 260.0, 330.0, 300.0, 0.25, 0.0],  # -> (375, 275, 412.5, 325) clipped to (400, 300)
+    ])
+    category_ids = [1, 7, 90]  # non-contiguous COCO ids
+    expected = [
+        {"image_id": 42, "category_id": 90, "bbox": [50.0, 25.0, 200.0, 200.0], "score": pytest.approx(0.9)},
+        {"image_id": 42, "category_id": 1, "bbox": [375.0, 275.0, 25.0, 25.0], "score": 0.25},
+    ]
+    assert to_coco_results([detections], [42], category_ids, ratio_pads=[ratio_pad], orig_shapes=[(300, 400)]) \
+        == expected
+    # The same ratio_pad derived from the shapes.
+    assert to_coco_results([detections], [torch.tensor(42)], category_ids, orig_shapes=[(300, 400)],
+                           input_shape=(320, 320)) == expected
+    # No geometry: boxes are taken as original pixels, not clipped, nothing rounded.
+    plain = to_coco_results([torch.tensor([[1.5, 2.25, 3.75, 9.0, 0.5, 1.0]])], [7], category_ids)
+    assert plain == [{"image_id": 7, "category_id": 7, "bbox": [1.5, 2.25, 2.25, 6.75], "score": 0.5}]
+    with pytest.raises(ValueError, match="class index 3"):
+        to_coco_results([torch.tensor([[0.0, 0.0, 1.0, 1.0, 0.5, 3.0]])], [7], category_ids)
+
+
+@pytest.mark.parametrize("orig_shape", [(300, 400), (480, 640), (427, 640), (612, 612), (333, 500), (1, 999)])
+def test_unletterbox_matches_ultralytics_scale_boxes(orig_shape):
+    from spikeyolo import ultralytics_adapter  # noqa: F401  (offline environment before ultralytics)
+    from ultralytics.utils import ops
+
+    input_shape = (320, 416)
+    boxes = torch.tensor([[-5.0, 3.0, 100.5, 200.25], [10.0, 20.0, 415.0, 319.0]], dtype=torch.float64)
+    ratio_pad = letterbox_ratio_pad(orig_shape, input_shape)
+    ours = unletterbox_boxes(boxes, ratio_pad, orig_shape)
+    derived = ops.scale_boxes(input_shape, boxes.clone(), orig_shape)  # ratio_pad=None branch
+    given = ops.scale_boxes(input_shape, boxes.clone(), orig_shape, ratio_pad=ratio_pad)
+    torch.testing.assert_close(ours, derived, rtol=0, atol=0)
+    torch.testing.assert_close(ours, given, rtol=0, atol=0)
+
+
+def test_letterboxed_gt_round_trip(gt_dataset, tmp_path):
+    """Fixture GT -> letterboxed 640 input -> to_coco_results -> file -> evaluate_coco: AP 1."""
+    category_ids = sorted(category["id"] for category in gt_dataset["categories"])
+    class_index = {category_id: index for index, category_id in enumerate(category_ids)}
+    images = gt_dataset["images"][:20]
+    input_shape = (640, 640)
+    detections, orig_shapes = [], []
+    for image in images:
+        orig_shape = (image["height"], image["width"])
+        (gain_h, gain_w), (pad_w, pad_h) = letterbox_ratio_pad(orig_shape, input_shape)
+        rows = []
+        for ann in gt_dataset["annotations"]:
+            if ann["image_id"] == image["id"]:
+                x, y, w, h = ann["bbox"]
+                rows.append([x * gain_w + pad_w, y * gain_h + pad_h, (x + w) * gain_w + pad_w,
+                             (y + h) * gain_h + pad_h, 1.0, class_index[ann["category_id"]]])
+        detections.append(torch.tensor(rows, dtype=torch.float64).reshape(-1, 6))
+        orig_shapes.append(orig_shape)
+    results = to_coco_results(detections, [image["id"] for image in images], category_ids,
+                              orig_shapes=orig_shapes, input_shape=input_shape)
+    assert len(results) == sum(len(d) for d in detections)
+    path = save_coco_results(results, tmp_path / "out" / "results.json")
+    assert [p.name for p in path.parent.iterdir()] == ["results.json"]  # no temp file left
+    subset = dict(gt_dataset, images=images)
+    subset["annotations"] = [a for a in gt_dataset["annotations"] if a["image_id"] in {i["id"] for i in images}]
+    assert evaluate_coco(subset, path).map50_95 == 1.0
+
+
+# --------------------------------------------------------------------------- ultralytics-style AP
+
+
+def test_yolo_ap_perfect_detector():
+    boxes = torch.tensor([[10.0, 10.0, 50.0, 50.0], [60.0, 60.0, 100.0, 120.0]])
+    classes = torch.tensor([0.0, 1.0])
+    predictions = torch.cat([boxes, torch.tensor([[0.9], [0.8]]), classes[:, None]], dim=1)  # [2, 6]
+    result = evaluate_yolo_ap([predictions], [boxes], [classes])
+    # Not 1.0: ultralytics' envelope drops to 0 at recall 1 itself (mrec ends 1, 1, 1 with mpre 0),
+    # so the 101-point trapezoid loses half a step: 1 - 0.01 / 2 = 0.995.
+    np.testing.assert_allclose(result["ap"], np.full((2, 10), 0.995), rtol=0, atol=1e-15)
+    assert result["map50_95"] == pytest.approx(0.995, abs=1e-15)
+    assert (result["precision"], result["recall"]) == (1.0, 1.0)
+    assert result["class_index"].tolist() == [0, 1]
+
+
+def test_yolo_ap_by_hand(tmp_path):
+    # One class, two labels; predictions by score: exact hit (TP), a miss (FP), IoU 0.68 hit.
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
+    classes = torch.tensor([0, 0])
+    predictions = torch.tensor([
+        [50.0, 50.0, 60.0, 60.0, 0.8, 0.0],
+        [20.0, 20.0, 30.0, 26.8, 0.7, 0.0],  # IoU 68/100
+        [0.0, 0.0, 10.0, 10.0, 0.9, 0.0],
+        [0.0, 0.0, 10.0, 10.0, 0.6, 3.0],  # a class without labels: not in the mean
+    ])
+    tp, scores, _ = match_image(predictions, boxes, classes)
+    assert scores.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6])
+    assert tp.astype(int).tolist() == [[1] * 10, [0] * 10, [1] * 4 + [0] * 6, [0] * 10]
+    result = evaluate_yolo_ap([predictions], [boxes], [classes])
+    # IoU 0.50-0.65: recall 0.5, 0.5, 1 / precision 1, 1/2, 2/3 -> envelope 1 on [0, 0.5), 2/3 on
+    # [0.5, 1), 0 at 1; trapezoid: 49 * 0.01 + (1 + 2/3) / 2 * 0.01 + 49 * 2/3 * 0.01 + (2/3) / 2 * 0.01.
+    ap_low = 0.49 + 1 / 120 + 0.98 / 3 + 1 / 300
+    # IoU 0.70-0.95: only the first hit: envelope 1 on [0, 0.5), 0 from 0.5: 0.49 + 0.5 * 0.01.
+    ap_high = 0.495
+    np.testing.assert_allclose(result["ap"][0], [ap_low] * 4 + [ap_high] * 6, rtol=0, atol=1e-12)
+    assert result["class_index"].tolist() == [0]
+    assert result["map50"] == pytest.approx(ap_low, abs=1e-12)
+    assert result["map50_95"] == pytest.approx((4 * ap_low + 6 * ap_high) / 10, abs=1e-12)
+    assert result["precision"] == pytest.approx(2 / 3) and result["recall"] == pytest.approx(1.0)
+
+    path = plot_pr_curve(result["recall_grid"], result["precision_curve"], ["thing"], tmp_path / "pr.png",
+                         ap50=result["ap50"])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_yolo_ap_without_predictions():
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    result = evaluate_yolo_ap([torch.zeros(0, 6)], [boxes], [torch.tensor([2])])
+    assert (result["map50_95"], result["map50"], result["precision"], result["recall"]) == (0.0, 0.0, 0.0, 0.0)
+    empty = evaluate_yolo_ap([torch.zeros(0, 6)], [torch.zeros(0, 4)], [torch.zeros(0)])
+    assert empty["map50_95"] == 0.0 and empty["class_index"].shape == (0,)
