@@ -1,0 +1,101 @@
+"""spikeyolo-eval: COCO mAP of a checkpoint on a dataset, or of an existing COCO results file.
+
+Writes RUN_DIR/metrics.json (map50_95, map50, the 12 COCO stats, the ultralytics-protocol AP,
+firing rates) and prints the results table. ``deploy=spike_driven`` evaluates through the
+binary T x D spike-driven path built from the same weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from spikeyolo.cli.common import UserError, friendly_errors, prepare_run_dir, setup_logging, write_json
+from spikeyolo.config import CONFIG_DIR
+
+log = logging.getLogger("spikeyolo.eval")
+
+
+def score_files(gt: str, detections: str, backend: str, run_dir: Path) -> dict[str, float]:
+    """The 12 COCO stats of a results json against a ground-truth json."""
+    from spikeyolo.evaluation import evaluate_coco
+
+    for path in (gt, detections):
+        if not Path(path).is_file():
+            raise UserError(f"file not found: {path}")
+    result = evaluate_coco(gt, detections, backend=backend)
+    print(result.summary)
+    print(result.table(markdown=True))
+    metrics = {k: v for k, v in result.to_dict().items() if isinstance(v, float)}
+    write_json(run_dir / "metrics.json", {**metrics, "stats": result.stats})
+    return metrics
+
+
+def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    import torch
+
+    from spikeyolo.data import dataloader_from_config, spec_from_config
+    from spikeyolo.engine.checkpoint import load_checkpoint
+    from spikeyolo.engine.distributed import select_device
+    from spikeyolo.engine.validate import validate
+    from spikeyolo.evaluation import save_coco_results
+
+    if not Path(cfg.checkpoint).is_file():
+        raise UserError(f"checkpoint not found: {cfg.checkpoint}")
+    device = select_device(cfg.device)
+    model = load_checkpoint(cfg.checkpoint, map_location="cpu", use_ema=bool(cfg.use_ema))
+    spec = spec_from_config(cfg.data)
+    if model.num_classes != spec.num_classes:
+        raise UserError(f"checkpoint {cfg.checkpoint} predicts {model.num_classes} classes but dataset "
+                        f"{spec.name!r} has {spec.num_classes}")
+    if cfg.deploy == "spike_driven":
+        from spikeyolo.deploy import to_spike_driven
+
+        model = to_spike_driven(model)
+    elif cfg.deploy != "integer":
+        raise UserError(f"deploy must be 'integer' or 'spike_driven', got {cfg.deploy!r}")
+    model = model.to(device)
+    loader = dataloader_from_config(spec, cfg.data, "val", int(cfg.batch_size), int(cfg.workers),
+                                    stride=max(model.strides), device=device)
+    with torch.no_grad():
+        result = validate(model, loader, spec, device, cfg.nms.conf, cfg.nms.iou, cfg.nms.max_det,
+                          backend=cfg.backend, progress=True)
+    print(result.coco.summary)
+    print(result.coco.table(markdown=True))
+    metrics = {**result.metrics, "checkpoint": str(cfg.checkpoint), "deploy": str(cfg.deploy),
+               "dataset": spec.name}
+    if cfg.save_json:
+        save_coco_results(result.coco_results, run_dir / "predictions.json")
+    write_json(run_dir / "metrics.json", metrics)
+    print(f"mAP@50 {metrics['map50']:.4f}  mAP@50:95 {metrics['map50_95']:.4f}  ({cfg.deploy} path)  "
+          f"-> {run_dir / 'metrics.json'}")
+    return metrics
+
+
+@friendly_errors
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    run_dir = prepare_run_dir(cfg)
+    setup_logging(None)
+    if cfg.gt is not None or cfg.detections is not None:
+        if cfg.gt is None or cfg.detections is None:
+            raise UserError("scoring mode needs both gt=FILE and detections=FILE")
+        return score_files(cfg.gt, cfg.detections, cfg.backend, run_dir)
+    if cfg.checkpoint is None:
+        raise UserError("give checkpoint=PATH (or gt=FILE detections=FILE to score a results file)")
+    return evaluate_checkpoint(cfg, run_dir)
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="eval", version_base=None)
+def _hydra_main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""spikeyolo-train: train any config (Hydra app). ``python -m spikeyolo.cli.train`` works too.
+
+Examples:
+    spikeyolo-train                                   # the CPU demo (experiment=demo)
+    spikeyolo-train model=spikeyolo_s data=coco trainer.epochs=300 neuron.max_level=4 experiment=none
+    spikeyolo-train data=yolo data.yaml=PATH/TO/dataset.yaml
+    spikeyolo-train run_dir=runs/x trainer.resume=true
+    torchrun --nproc_per_node 2 -m spikeyolo.cli.train run_dir=runs/ddp trainer.device=0,1
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from spikeyolo.cli.common import friendly_errors, prepare_run_dir, setup_logging, write_json
+from spikeyolo.config import CONFIG_DIR
+
+log = logging.getLogger("spikeyolo.train")
+
+
+@friendly_errors
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train, evaluate the best weights, write RUN_DIR/metrics.json and plots; returns the final metrics."""
+    import os
+
+    from spikeyolo.engine.trainer import Trainer
+
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    run_dir = prepare_run_dir(cfg) if is_main else None
+    setup_logging(run_dir)
+    logger = None
+    if is_main:
+        logger = instantiate(cfg.logger, _recursive_=False, run_dir=str(run_dir), run_config=OmegaConf.to_container(cfg, resolve=True))
+    trainer = Trainer(cfg, logger=logger)
+    if is_main:
+        log.info("run %s: %s on %s (%d train / %d val images), %s, T=%d D=%d, %.2fM parameters", trainer.run_dir,
+                 OmegaConf.select(cfg, "model._target_").rsplit(".", 1)[-1], trainer.spec.name,
+                 len(trainer.train_loader.dataset), len(trainer.val_loader.dataset), trainer.device,
+                 trainer.model.time_steps, trainer.model.max_level, trainer.model.num_parameters() / 1e6)
+    metrics = trainer.fit()
+    if not is_main:
+        return metrics
+    return finish_run(trainer, logger)
+
+
+def finish_run(trainer, logger) -> dict[str, float]:
+    """Evaluate best.pt (the EMA weights of the best epoch), write metrics.json and the plots."""
+    from spikeyolo.engine import checkpoint as ckpt
+    from spikeyolo.engine.plots import plot_training_curves, plot_val_mosaic
+    from spikeyolo.evaluation import plot_pr_curve
+
+    run_dir = trainer.run_dir
+    best = trainer.weights_dir / "best.pt"
+    model = trainer.ema.module if trainer.ema else trainer.model
+    if best.is_file():
+        ckpt.load_weights(model, ckpt.read_checkpoint(best), source=str(best))
+    metrics = trainer.validate()
+    result = trainer.last_result
+    write_json(run_dir / "metrics.json", {**metrics, "weights": str(best), "epochs_trained":
+                                          len(trainer.metrics_file.read())})
+    (run_dir / "per_class_ap.md").write_text(result.coco.table(markdown=True) + "\n")
+    plot_training_curves(trainer.metrics_file.read(), run_dir / "curves.png")
+    yolo = result.yolo_ap
+    if len(yolo.get("class_index", [])):
+        plot_pr_curve(yolo["recall_grid"], yolo["precision_curve"], list(trainer.spec.names), run_dir / "pr_curve.png",
+                      ap50=yolo["ap50"])
+    mosaic = plot_val_mosaic(result.im_files, result.detections, list(trainer.spec.names), run_dir / "val_pred.png")
+    if logger is not None:
+        logger.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=len(trainer.metrics_file.read()) + 1)
+        for name in ("curves.png", "pr_curve.png"):
+            if (run_dir / name).exists():
+                logger.log_image(name.removesuffix(".png"), run_dir / name, step=len(trainer.metrics_file.read()) + 1)
+        if mosaic is not None:
+            logger.log_image("val_predictions", mosaic, step=len(trainer.metrics_file.read()) + 1)
+        logger.finish()
+    print(result.coco.table(markdown=True))
+    print(f"final evaluation ({best.name}): mAP@50 {metrics['map50']:.4f}  mAP@50:95 {metrics['map50_95']:.4f}  "
+          f"(ultralytics protocol: mAP@50 {metrics['yolo_map50']:.4f})  -> {run_dir / 'metrics.json'}")
+    return metrics
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base=None)
+def _hydra_main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""Trainer: the SpikeYOLO / YOLOv8 recipe (SGD, warmup, linear lr, EMA, AMP, DDP), resumable.
+
+``Trainer(cfg).fit() -> metrics`` trains the configured model on the configured data,
+validating the EMA weights every ``trainer.val_interval`` epochs and writing
+RUN_DIR/weights/{last,best}.pt atomically after every epoch. ``trainer.resume=true``
+continues from RUN_DIR/weights/last.pt at the next epoch with the same schedule, EMA,
+optimizer, scaler and RNG state, so a killed run ends with the same weights as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from spikeyolo.config import build_model, model_config, resolve_num_classes
+from spikeyolo.engine import checkpoint as ckpt
+from spikeyolo.engine.distributed import cleanup_distributed, init_distributed, select_device
+from spikeyolo.engine.ema import ModelEMA
+from spikeyolo.engine.loggers import MetricsFile
+from spikeyolo.engine.optim import Warmup, build_optimizer, lr_factor
+
+log = logging.getLogger("spikeyolo.train")
+
+__all__ = ["Trainer", "TrainingError", "fitness"]
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue (bad resume state, non-finite loss, ...)."""
+
+
+def fitness(metrics: dict[str, float]) -> float:
+    """Model selection score: 0.1 mAP50 + 0.9 mAP50:95 (ultralytics)."""
+    return 0.1 * metrics.get("map50", 0.0) + 0.9 * metrics.get("map50_95", 0.0)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+class Trainer:
+    """Train a detector from a composed config (see configs/train.yaml).
+
+    Args:
+        cfg: the composed config (model, neuron, data, optim, trainer, logger, seed, run_dir).
+        logger: an experiment logger (configs/logger); None: no dashboard.
+    """
+
+    def __init__(self, cfg: DictConfig, logger: Any = None) -> None:
+        from spikeyolo.data import dataloader_from_config, spec_from_config
+
+        self.cfg = cfg
+        self.tcfg = cfg.trainer
+        self.dist = init_distributed(self.tcfg.device)
+        self.device = select_device(self.tcfg.device, self.dist.local_rank)
+        self.run_dir = Path(cfg.run_dir)
+        self.weights_dir = self.run_dir / "weights"
+        self.is_main = self.dist.is_main
+        seed_everything(int(cfg.seed) + max(self.dist.rank, 0), bool(cfg.get("deterministic", False)))
+
+        self.spec = spec_from_config(cfg.data)
+        num_classes = resolve_num_classes(cfg) if OmegaConf.select(cfg, "model.num_classes") else \
+            self.spec.num_classes
+        self.model_config = model_config(cfg, num_classes)
+        self.model = build_model(self.model_config).to(self.device)
+        self.loss_fn = self.model.build_loss(**OmegaConf.to_container(self.tcfg.loss, resolve=True))
+        if hasattr(self.loss_fn, "to"):
+            self.loss_fn.to(self.device)
+
+        stride = max(self.model.strides)
+        batch_size = int(self.tcfg.batch_size)
+        self.train_loader = dataloader_from_config(self.spec, cfg.data, "train", batch_size,
+                                                   int(self.tcfg.workers), rank=self.dist.rank, stride=stride,
+                                                   device=self.device)
+        self.val_loader = None
+        if self.is_main:
+            val_batch = int(self.tcfg.val_batch_size or 2 * batch_size)
+            self.val_loader = dataloader_from_config(self.spec, cfg.data, "val", val_batch, int(self.tcfg.workers),
+                                                     stride=stride, device=self.device)
+
+        ocfg = cfg.optim
+        self.total_batch = batch_size * self.dist.world_size
+        self.accumulate = max(round(ocfg.nominal_batch_size / self.total_batch), 1)
+        weight_decay = ocfg.weight_decay * self.total_batch * self.accumulate / ocfg.nominal_batch_size
+        self.optimizer = build_optimizer(self.model, ocfg.lr0, ocfg.momentum, weight_decay, ocfg.nesterov)
+        self.epochs = int(self.tcfg.epochs)
+        self.batches_per_epoch = len(self.train_loader)
+        self.warmup = Warmup(
+            iterations=max(round(ocfg.warmup_epochs * self.batches_per_epoch), int(ocfg.warmup_min_iters))
+            if ocfg.warmup_epochs > 0 else -1,
+            bias_lr=ocfg.warmup_bias_lr, start_momentum=ocfg.warmup_momentum, momentum=ocfg.momentum,
+            accumulate=self.accumulate)
+        self.amp = bool(self.tcfg.amp) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.ema = ModelEMA(self.model, self.tcfg.ema_decay, self.tcfg.ema_tau) if self.tcfg.ema else None
+        self.start_epoch = 0
+        self.best_fitness = -1.0
+        self.last_metrics: dict[str, float] = {}
+        self.epochs_without_improvement = 0
+        self.logger = logger
+        self.metrics_file = MetricsFile(self.run_dir)
+        if self.tcfg.resume:
+            self._resume()
+        self.train_model: nn.Module = self.model
+        if self.dist.enabled:
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _payload(self, epoch: int) -> dict[str, Any]:
+        return {
+            "model_config": self.model_config,
+            "model": {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
+                      for k, v in self.model.state_dict().items()},
+            "ema": ({k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
+                     for k, v in self.ema.module.state_dict().items()} if self.ema else None),
+            "ema_updates": self.ema.updates if self.ema else 0,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.amp else None,
+            "epoch": epoch,
+            "best_fitness": self.best_fitness,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "rng": ckpt.rng_state(),
+            "train_config": OmegaConf.to_yaml(self.cfg, resolve=True),
+            "names": list(self.spec.names),
+            "metrics": dict(self.last_metrics),
+        }
+
+    def _resume(self) -> None:
+        path = self.weights_dir / "last.pt"
+        if not path.is_file():
+            raise TrainingError(f"trainer.resume=true but {path} does not exist (run_dir={self.run_dir})")
+        payload = ckpt.read_checkpoint(path, map_location="cpu")
+        ckpt.load_weights(self.model, {**payload, "ema": None}, source=str(path))
+        if self.ema and payload.get("ema") is not None:
+            self.ema.module.load_state_dict(payload["ema"])
+            self.ema.updates = int(payload["ema_updates"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.amp and payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        self.start_epoch = int(payload["epoch"]) + 1
+        self.best_fitness = float(payload.get("best_fitness", -1.0))
+        self.epochs_without_improvement = int(payload.get("epochs_without_improvement", 0))
+        self.last_metrics = dict(payload.get("metrics") or {})
+        if payload.get("rng") is not None:
+            ckpt.set_rng_state(payload["rng"])
+        if self.start_epoch >= self.epochs:
+            raise TrainingError(f"{path} already finished {self.start_epoch} of {self.epochs} epochs; "
+                                "raise trainer.epochs to train further")
+        log.info("resuming %s from epoch %d", path, self.start_epoch)
+
+    # ------------------------------------------------------------------ training
+
+    def _lr_scale(self, epoch: int) -> float:
+        return lr_factor(epoch, self.epochs, self.cfg.optim.lrf, self.cfg.optim.cos_lr)
+
+    def _set_epoch_lr(self, epoch: int) -> None:
+        scale = self._lr_scale(epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * scale
+
+    def _optimizer_step(self) -> None:
+        self.scaler.unscale_(self.optimizer)
+        if self.cfg.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema:
+            self.ema.update(self.model)
+
+    def train_epoch(self, epoch: int, deadline: float | None = None) -> dict[str, float]:
+        """One epoch; returns mean loss terms, lr and throughput."""
+        from spikeyolo.data import maybe_close_mosaic
+
+        if maybe_close_mosaic(self.train_loader, epoch, self.epochs, self.cfg.data.augment.get("close_mosaic")
+                              if self.tcfg.close_mosaic is None else int(self.tcfg.close_mosaic)):
+            log.info("epoch %d: mosaic closed", epoch)
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        self.train_model.train()
+        self._set_epoch_lr(epoch)
+        sums: dict[str, float] = {}
+        images_seen = 0
+        started = time.perf_counter()
+        last_step = (epoch * self.batches_per_epoch) - 1 if epoch else -1
+        progress = self.train_loader
+        bar = None
+        if self.is_main and self.tcfg.get("progress", True):
+            from tqdm import tqdm
+
+            bar = progress = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
+                                  dynamic_ncols=True)
+        accumulate = self.accumulate
+        for index, batch in enumerate(progress):
+            iteration = index + self.batches_per_epoch * epoch
+            if iteration <= self.warmup.iterations:
+                accumulate = self.warmup.apply(self.optimizer, iteration, self._lr_scale(epoch))
+            images = batch["img"].to(self.device, non_blocking=True).float() / 255
+            with torch.autocast(self.device.type, enabled=self.amp):
+                maps = self.train_model(images)
+                losses = self.loss_fn([m.float() for m in maps], batch)
+            total = losses["total"] * (self.dist.world_size if self.dist.enabled else 1)
+            if not torch.isfinite(total):
+                raise TrainingError(f"non-finite loss at epoch {epoch + 1}, batch {index}: "
+                                    f"{ {k: float(v) for k, v in losses.items()} } (last good checkpoint kept)")
+            self.scaler.scale(total).backward()
+            if iteration - last_step >= accumulate:
+                self._optimizer_step()
+                last_step = iteration
+            images_seen += images.shape[0]
+            for name in ("box", "cls", "dfl"):
+                if name in losses:
+                    sums[name] = sums.get(name, 0.0) + float(losses[name].detach())
+            if bar is not None:
+                elapsed = time.perf_counter() - started
+                bar.set_postfix({**{k: f"{v / (index + 1):.3f}" for k, v in sums.items()},
+                                 "lr": f"{self.optimizer.param_groups[1]['lr']:.2e}",
+                                 "img/s": f"{images_seen / max(elapsed, 1e-9):.1f}"})
+            if deadline is not None and time.time() > deadline:
+                break
+        if bar is not None:
+            bar.close()
+        elapsed = time.perf_counter() - started
+        count = max(index + 1, 1)
+        stats = {f"train/{k}": v / count for k, v in sums.items()}
+        stats.update({f"lr/pg{i}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)})
+        stats["train/images_per_s"] = images_seen * self.dist.world_size / max(elapsed, 1e-9)
+        return stats
+
+    def _save(self, epoch: int, name: str) -> Path:
+        return ckpt.save_checkpoint(self._payload(epoch), self.weights_dir / name)
+
+    def validate(self) -> dict[str, float]:
+        from spikeyolo.engine.validate import validate
+
+        model = self.ema.module if self.ema else self.model
+        nms = self.tcfg.nms
+        result = validate(model, self.val_loader, self.spec, self.device, nms.conf, nms.iou, nms.max_det,
+                          amp=self.amp)
+        self.last_result = result
+        return result.metrics
+
+    def fit(self) -> dict[str, float]:
+        """Train for the configured epochs (or until max_minutes / patience); returns the final metrics."""
+        if self.is_main:
+            self.weights_dir.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        deadline = started + 60 * float(self.tcfg.max_minutes) if self.tcfg.max_minutes else None
+        epoch = self.start_epoch
+        for epoch in range(self.start_epoch, self.epochs):
+            stats = self.train_epoch(epoch, deadline)
+            out_of_time = deadline is not None and time.time() > deadline
+            final = epoch == self.epochs - 1 or out_of_time
+            if self.is_main:
+                record: dict[str, Any] = {"epoch": epoch + 1, **stats}
+                if (epoch + 1) % int(self.tcfg.val_interval) == 0 or final:
+                    metrics = self.validate()
+                    self.last_metrics = metrics
+                    record.update({f"metrics/{k}": v for k, v in metrics.items()})
+                    score = fitness(metrics)
+                    improved = score > self.best_fitness
+                    self.epochs_without_improvement = 0 if improved else self.epochs_without_improvement + 1
+                    if improved:
+                        self.best_fitness = score
+                    self._save(epoch, "last.pt")
+                    if improved:
+                        self._save(epoch, "best.pt")
+                    final = final or self.epochs_without_improvement >= int(self.tcfg.patience)
+                else:
+                    self._save(epoch, "last.pt")
+                if self.tcfg.save_period and (epoch + 1) % int(self.tcfg.save_period) == 0:
+                    self._save(epoch, f"epoch{epoch + 1}.pt")
+                record["time/elapsed_s"] = time.time() - started
+                self.metrics_file.write(record)
+                if self.logger is not None:
+                    self.logger.log_metrics(record, step=epoch + 1)
+                self._log_epoch(record)
+            if self.dist.enabled:
+                flag = torch.tensor([1.0 if final else 0.0], device=self.device)
+                torch.distributed.broadcast(flag, 0)
+                final = bool(flag.item())
+            if final:
+                break
+        cleanup_distributed(self.dist)
+        return dict(self.last_metrics)
+
+    def _log_epoch(self, record: dict[str, Any]) -> None:
+        parts = [f"epoch {record['epoch']}/{self.epochs}"]
+        parts += [f"{k.split('/')[1]} {record[k]:.3f}" for k in ("train/box", "train/cls", "train/dfl") if k in record]
+        if "metrics/map50" in record:
+            parts += [f"mAP50 {record['metrics/map50']:.4f}", f"mAP50-95 {record['metrics/map50_95']:.4f}"]
+        parts.append(f"{record.get('train/images_per_s', 0):.1f} img/s")
+        log.info("  ".join(parts))
