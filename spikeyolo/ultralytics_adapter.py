@@ -387,3 +387,33 @@ def close_dataset_mosaic(loader: torch.utils.data.DataLoader) -> None:
     dataset.mosaic_closed = True
     if hasattr(loader, "reset"):
         loader.reset()  # workers hold a copy of the dataset: fork new ones
+
+
+# ---- loader state (engine resume)
+
+
+def loader_state(loader: torch.utils.data.DataLoader) -> dict[str, Any]:
+    """What an exact resume needs of a training loader: the shuffle generator and the mosaic buffer.
+
+    ultralytics shuffles with the loader's own generator (not the global RNG) and picks mosaic
+    partners from a buffer of recently loaded image indices.
+    """
+    generator = getattr(loader, "generator", None)
+    return {"generator": generator.get_state() if generator is not None else None,
+            "mosaic_buffer": [int(i) for i in getattr(loader.dataset, "buffer", [])]}
+
+
+def restore_loader_state(loader: torch.utils.data.DataLoader, state: dict[str, Any]) -> None:
+    """Restore :func:`loader_state` into a freshly built loader (single-process loading is exact)."""
+    if getattr(loader, "iterator", "absent") is None:
+        # 8.4 creates its persistent iterator lazily; creating it draws a base seed from the
+        # generator, which the original run did before its first epoch: do it now, then restore.
+        loader.iterator = loader._get_iterator()
+    generator = getattr(loader, "generator", None)
+    if generator is not None and state.get("generator") is not None:
+        generator.set_state(state["generator"])
+    dataset = loader.dataset
+    if state.get("mosaic_buffer") and hasattr(dataset, "buffer"):
+        dataset.buffer.clear()
+        for index in state["mosaic_buffer"]:  # replaying the loads rebuilds the buffer and its cached images
+            dataset.load_image(index)

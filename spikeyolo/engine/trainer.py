@@ -28,6 +28,7 @@ from spikeyolo.engine.distributed import cleanup_distributed, init_distributed, 
 from spikeyolo.engine.ema import ModelEMA
 from spikeyolo.engine.loggers import MetricsFile
 from spikeyolo.engine.optim import Warmup, build_optimizer, lr_factor
+from spikeyolo.ultralytics_adapter import loader_state, restore_loader_state
 
 log = logging.getLogger("spikeyolo.train")
 
@@ -135,6 +136,7 @@ class Trainer:
             "best_fitness": self.best_fitness,
             "epochs_without_improvement": self.epochs_without_improvement,
             "rng": ckpt.rng_state(),
+            "loader": loader_state(self.train_loader),
             "train_config": OmegaConf.to_yaml(self.cfg, resolve=True),
             "names": list(self.spec.names),
             "metrics": dict(self.last_metrics),
@@ -158,6 +160,8 @@ class Trainer:
         self.last_metrics = dict(payload.get("metrics") or {})
         if payload.get("rng") is not None:
             ckpt.set_rng_state(payload["rng"])
+        if payload.get("loader") is not None:
+            restore_loader_state(self.train_loader, payload["loader"])
         if self.start_epoch >= self.epochs:
             raise TrainingError(f"{path} already finished {self.start_epoch} of {self.epochs} epochs; "
                                 "raise trainer.epochs to train further")

@@ -1,0 +1,129 @@
+"""Trainer: optimisation, resume equivalence, config plumbing, DDP (gloo) smoke run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import spikeyolo
+from spikeyolo.engine import checkpoint as ckpt
+from spikeyolo.engine.optim import build_optimizer, lr_factor
+from spikeyolo.engine.trainer import Trainer, TrainingError
+
+REPO = Path(__file__).resolve().parents[1]
+
+# a tiny but real training configuration on the embedded tree data
+TINY_RUN = ["model.width_multiple=0.0625", "data.imgsz=64", "trainer.batch_size=8", "trainer.workers=0",
+            "trainer.device=cpu", "trainer.max_minutes=null", "trainer.close_mosaic=0", "logger=none",
+            "optim.warmup_epochs=1", "optim.warmup_min_iters=2", "trainer.progress=false"]
+
+
+def compose_run(tmp_path: Path, *extra: str):
+    return spikeyolo.compose([*TINY_RUN, f"run_dir={tmp_path}", *extra])
+
+
+def test_optimizer_groups_and_schedule():
+    model = spikeyolo.build_model(spikeyolo.compose(["model.width_multiple=0.0625"]), num_classes=1)
+    optimizer = build_optimizer(model, lr0=0.01, momentum=0.937, weight_decay=5e-4)
+    biases, weights, norms = (group["params"] for group in optimizer.param_groups)
+    assert all(p.ndim == 1 for p in biases) and all(p.ndim == 4 for p in weights) and all(p.ndim == 1 for p in norms)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.0, 5e-4, 0.0]
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == trainable
+    # linear schedule of the reference: lf(e) = (1 - e/E)(1 - lrf) + lrf
+    assert lr_factor(0, 300, 0.004) == 1.0
+    assert lr_factor(150, 300, 0.004) == pytest.approx(0.502)
+    assert lr_factor(300, 300, 0.004) == pytest.approx(0.004)
+
+
+def test_one_optimizer_step_reduces_loss_on_a_fixed_batch():
+    from spikeyolo.data import build_dataloader, load_dataset_spec
+
+    torch.manual_seed(0)
+    spec = load_dataset_spec("embedded")
+    batch = next(iter(build_dataloader(spec, "train", imgsz=64, batch_size=4, workers=0, augment=False,
+                                       shuffle=False)))
+    model = spikeyolo.build_model(spikeyolo.compose(["model.width_multiple=0.0625"]), num_classes=1)
+    loss_fn = model.build_loss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    images = batch["img"].float() / 255
+
+    def loss_value():
+        return loss_fn(model(images), batch)["total"]
+
+    model.train()
+    before = loss_value()
+    before.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    with torch.no_grad():
+        after = loss_value()
+    assert torch.isfinite(before) and after.item() < before.item()
+
+
+def test_overrides_reach_the_objects(tmp_path):
+    cfg = compose_run(tmp_path, "neuron.time_steps=2", "neuron.max_level=3", "optim.lr0=0.02",
+                      "trainer.batch_size=4", "data.imgsz=96", "trainer.epochs=7")
+    trainer = Trainer(cfg)
+    assert trainer.model.time_steps == 2 and trainer.model.max_level == 3
+    assert {n.max_level for _, n in trainer.model.neurons()} == {3}
+    assert {n.time_steps for _, n in trainer.model.neurons()} == {2}
+    assert trainer.model.num_classes == 1  # follows the data
+    assert all(g["initial_lr"] == 0.02 for g in trainer.optimizer.param_groups)
+    assert trainer.train_loader.batch_size == 4 and trainer.train_loader.dataset.imgsz == 96
+    assert trainer.epochs == 7 and trainer.accumulate == 16  # nominal batch 64 / 4
+
+
+def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return ckpt.read_checkpoint(run_dir / "weights" / "last.pt")["model"]
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    Trainer(compose_run(straight, "trainer.epochs=2", "trainer.val_interval=10")).fit()
+
+    killed = tmp_path / "killed"
+    original = Trainer.train_epoch
+
+    def dies_in_second_epoch(self, epoch, deadline=None):
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, epoch, deadline)
+
+    monkeypatch.setattr(Trainer, "train_epoch", dies_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(compose_run(killed, "trainer.epochs=2", "trainer.val_interval=10")).fit()
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    assert ckpt.read_checkpoint(killed / "weights" / "last.pt")["epoch"] == 0
+    Trainer(compose_run(killed, "trainer.epochs=2", "trainer.val_interval=10", "trainer.resume=true")).fit()
+
+    a, b = _final_weights(straight), _final_weights(killed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with pytest.raises(TrainingError, match="already finished"):
+        Trainer(compose_run(killed, "trainer.epochs=2", "trainer.resume=true"))
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(TrainingError, match="does not exist"):
+        Trainer(compose_run(tmp_path, "trainer.resume=true"))
+
+
+@pytest.mark.slow
+def test_ddp_two_process_gloo_smoke(tmp_path):
+    run_dir = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+               "-m", "spikeyolo.cli.train", *TINY_RUN, "trainer.epochs=1", f"run_dir={run_dir}"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = (run_dir / "metrics.json").read_text()
+    assert '"map50"' in metrics and '"map50_95"' in metrics
+    payload = ckpt.read_checkpoint(run_dir / "weights" / "last.pt")
+    assert payload["epoch"] == 0
