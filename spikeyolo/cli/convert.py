@@ -1,0 +1,116 @@
+"""spikeyolo-convert: calibrate and convert a Tiny YOLO checkpoint into a Spiking-YOLO checkpoint.
+
+    spikeyolo-convert checkpoint=ANN.pt data=trees norm=channel spiking_neuron=ibt timesteps=1000
+
+Bad input (missing checkpoint, a model the converter cannot map, unknown choices, an unusable
+dataset) ends with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from itertools import islice
+from pathlib import Path
+from typing import Iterator
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from spikeyolo.config import CONFIG_DIR
+
+log = logging.getLogger("spikeyolo.convert")
+
+__all__ = ["convert", "main", "calibration_batches"]
+
+
+class ConvertError(ValueError):
+    """Bad input to spikeyolo-convert (reported as one line, exit code 2)."""
+
+
+def calibration_batches(cfg: DictConfig, stride: int) -> Iterator[torch.Tensor]:
+    """Up to ``calibration.images`` letterboxed training images as float batches [B, 3, H, W] in [0, 1]."""
+    from spikeyolo.data import build_dataloader, spec_from_config
+
+    calib = cfg.calibration
+    spec = spec_from_config(cfg.data)
+    loader = build_dataloader(spec, str(calib.split), imgsz=int(calib.imgsz or cfg.data.imgsz),
+                              batch_size=int(calib.batch_size), workers=0, augment=False, shuffle=False,
+                              stride=stride, device=cfg.device)
+    remaining = int(calib.images)
+    for batch in islice(iter(loader), len(loader)):
+        if remaining <= 0:
+            break
+        images = batch["img"][:remaining].to(cfg.device).float() / 255.0  # uint8 [B, 3, H, W] -> [0, 1]
+        remaining -= images.shape[0]
+        yield images
+
+
+def convert(cfg: DictConfig) -> Path:
+    """Load the ANN, calibrate, convert, save; returns the SNN checkpoint path."""
+    from spikeyolo.conversion import DECODINGS, convert_detector, spiking_model_config
+    from spikeyolo.conversion.normalize import NORM_MODES
+    from spikeyolo.engine.checkpoint import load_weights, read_checkpoint, save_checkpoint
+    from spikeyolo.config import build_model
+
+    if cfg.norm not in NORM_MODES:
+        raise ConvertError(f"norm={cfg.norm!r}: expected one of {', '.join(NORM_MODES)}")
+    if cfg.spiking_neuron not in cfg.spiking_neurons:
+        choices = ", ".join(cfg.spiking_neurons)
+        raise ConvertError(f"spiking_neuron={cfg.spiking_neuron!r}: expected one of {choices}")
+    if cfg.decoding not in DECODINGS:
+        raise ConvertError(f"decoding={cfg.decoding!r}: expected one of {', '.join(DECODINGS)}")
+    if int(cfg.timesteps) < 1 or int(cfg.calibration.images) < 1:
+        raise ConvertError("timesteps and calibration.images must be >= 1")
+    torch.manual_seed(int(cfg.seed))
+    path = Path(cfg.checkpoint)
+    payload = read_checkpoint(path)
+    ann = build_model(payload["model_config"])
+    if not hasattr(ann, "conversion_layers"):
+        raise ConvertError(f"{path}: holds a {type(ann).__name__}, not an ANN the converter maps (model=tiny_yolo)")
+    load_weights(ann, payload, source=str(path))
+    ann = ann.to(cfg.device).eval()
+    neuron_node = OmegaConf.to_container(cfg.spiking_neurons[cfg.spiking_neuron], resolve=True)
+    slope = getattr(ann, "negative_slope", None)
+    if "alpha" in neuron_node and slope is not None and abs(float(neuron_node["alpha"]) - slope) > 1e-9:
+        raise ConvertError(f"spiking_neurons.{cfg.spiking_neuron}.alpha={neuron_node['alpha']} differs from "
+                           f"the ANN's leaky slope {slope}")
+    try:
+        snn = convert_detector(ann, calibration_batches(cfg, max(getattr(ann, "strides", [32]))), cfg.norm,
+                               instantiate(neuron_node), cfg.percentile, int(cfg.timesteps), cfg.decoding,
+                               int(cfg.time_chunk))
+    except TypeError as err:
+        raise ConvertError(f"{path}: {err}") from None
+    default_name = f"{path.stem}_snn_{cfg.norm}_{cfg.spiking_neuron}.pt"
+    output = Path(cfg.output) if cfg.output else path.with_name(default_name)
+    config = spiking_model_config(payload["model_config"], neuron_node, int(cfg.timesteps), cfg.decoding,
+                                  int(cfg.time_chunk), cfg.norm, cfg.percentile)
+    save_checkpoint({"model_config": config, "model": snn.state_dict(), "names": payload.get("names"),
+                     "source_checkpoint": str(path), "ema": None}, output)
+    log.info("saved %s (norm=%s, neuron=%s, T=%d, %s decoding)", output, cfg.norm, cfg.spiking_neuron,
+             int(cfg.timesteps), cfg.decoding)
+    return output
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="convert", version_base=None)
+def _app(cfg: DictConfig) -> None:
+    from spikeyolo.data import DatasetError
+    from spikeyolo.engine.checkpoint import CheckpointError
+
+    try:
+        output = convert(cfg)
+    except (ConvertError, CheckpointError, DatasetError, OmegaConfBaseException) as err:
+        print(f"spikeyolo-convert: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)
+    print(output)
+
+
+def main() -> None:
+    _app()
+
+
+if __name__ == "__main__":
+    main()
