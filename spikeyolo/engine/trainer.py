@@ -28,6 +28,7 @@ from spikeyolo.engine.distributed import cleanup_distributed, init_distributed, 
 from spikeyolo.engine.ema import ModelEMA
 from spikeyolo.engine.loggers import MetricsFile
 from spikeyolo.engine.optim import Warmup, build_optimizer, lr_factor
+from spikeyolo.structures import model_input
 from spikeyolo.ultralytics_adapter import loader_state, restore_loader_state
 
 log = logging.getLogger("spikeyolo.train")
@@ -215,7 +216,7 @@ class Trainer:
             iteration = index + self.batches_per_epoch * epoch
             if iteration <= self.warmup.iterations:
                 accumulate = self.warmup.apply(self.optimizer, iteration, self._lr_scale(epoch))
-            images = batch["img"].to(self.device, non_blocking=True).float() / 255
+            images = model_input(batch["img"], self.device)
             with torch.autocast(self.device.type, enabled=self.amp):
                 maps = self.train_model(images)
                 losses = self.loss_fn([m.float() for m in maps], batch)
@@ -227,7 +228,7 @@ class Trainer:
             if iteration - last_step >= accumulate:
                 self._optimizer_step()
                 last_step = iteration
-            images_seen += images.shape[0]
+            images_seen += batch["img"].shape[0]
             for name in ("box", "cls", "dfl"):
                 if name in losses:
                     sums[name] = sums.get(name, 0.0) + float(losses[name].detach())

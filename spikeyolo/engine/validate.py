@@ -20,6 +20,7 @@ from torch import nn
 
 from spikeyolo.evaluation import evaluate_coco, evaluate_yolo_ap, to_coco_results, unletterbox_boxes
 from spikeyolo.nn.neurons import SpikingNeuron
+from spikeyolo.structures import model_input
 
 __all__ = ["ValidationResult", "FiringRecorder", "validate", "coco_gt_from_labels"]
 
@@ -125,7 +126,7 @@ def validate(model: nn.Module, loader, spec, device: torch.device, conf: float =
 
         iterator = tqdm(loader, desc="val", leave=False)
     for batch in iterator:
-        images = batch["img"].to(device, non_blocking=True).float() / 255
+        images = model_input(batch["img"], device)
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             decoded, _ = model(images)
         for index, image_dets in enumerate(non_max_suppression(decoded.float(), conf, iou, max_det)):
