@@ -9,6 +9,7 @@ import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -55,5 +56,12 @@ def build_model(cfg: DictConfig | dict, num_classes: int | None = None) -> torch
         description = dict(cfg)
         if num_classes is not None:
             description["model"] = {**description["model"], "num_classes": int(num_classes)}
-    neuron = instantiate(OmegaConf.create(description["neuron"]))
-    return instantiate(OmegaConf.create(description["model"]), neuron=neuron, _convert_="all")
+    try:
+        neuron = instantiate(OmegaConf.create(description["neuron"]))
+        return instantiate(OmegaConf.create(description["model"]), neuron=neuron, _convert_="all")
+    except InstantiationException as err:
+        # surface the constructor's own message (e.g. "time_steps (T) must be >= 1") instead of Hydra's wrapper
+        cause = err.__cause__
+        if isinstance(cause, (ValueError, TypeError)):
+            raise type(cause)(str(cause)) from err
+        raise

@@ -133,7 +133,8 @@ class AnchorLoss:
         head = self.head
         device = maps[0].device
         batch_size = maps[0].shape[0]
-        img_h, img_w = batch["img"].shape[-2:]
+        # input size from the first level's grid and stride (the batch may not carry the images)
+        img_h, img_w = (int(n * head.stride[0].item()) for n in maps[0].shape[-2:])
         image_idx = batch["batch_idx"].to(device).long().view(-1)
         classes = batch["cls"].to(device).long().view(-1)
         gt = batch["bboxes"].to(device).float().view(-1, 4) * torch.tensor([img_w, img_h, img_w, img_h],

@@ -126,8 +126,8 @@ class _MetaBlock(nn.Module):
 
     @classmethod
     def build(cls, in_chs: list[int], scale: Scale, neuron: NeuronFactory, mlp_ratio: float = 4,
-              kernel_size: int = 7):
-        return cls(in_chs[0], neuron, mlp_ratio, kernel_size), in_chs[0]
+              kernel_size: int = 7, reparam: bool = True):
+        return cls(in_chs[0], neuron, mlp_ratio, kernel_size, reparam), in_chs[0]
 
     def channel_mixer(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -145,12 +145,14 @@ class AllConvBlock(_MetaBlock):
         neuron: neuron factory.
         mlp_ratio: expansion r.
         kernel_size: SepConv depthwise kernel.
+        reparam: False puts a neuron inside the SepConv's last stage (Table 5 ablation).
     """
 
-    def __init__(self, chs: int, neuron: NeuronFactory, mlp_ratio: float = 4, kernel_size: int = 7) -> None:
+    def __init__(self, chs: int, neuron: NeuronFactory, mlp_ratio: float = 4, kernel_size: int = 7,
+                 reparam: bool = True) -> None:
         super().__init__()
         hidden = int(chs * mlp_ratio)
-        self.token_mixer = SepConv(chs, neuron, kernel_size)
+        self.token_mixer = SepConv(chs, neuron, kernel_size, reparam=reparam)
         self.mixer1 = SpikeConv(chs, hidden, neuron, 3)
         self.mixer2 = SpikeConv(hidden, chs, neuron, 3)
 
@@ -170,12 +172,14 @@ class ConvBlock(_MetaBlock):
         neuron: neuron factory.
         mlp_ratio: expansion r.
         kernel_size: SepConv depthwise kernel.
+        reparam: False puts a neuron inside the SepConv's last stage (Table 5 ablation).
     """
 
-    def __init__(self, chs: int, neuron: NeuronFactory, mlp_ratio: float = 4, kernel_size: int = 7) -> None:
+    def __init__(self, chs: int, neuron: NeuronFactory, mlp_ratio: float = 4, kernel_size: int = 7,
+                 reparam: bool = True) -> None:
         super().__init__()
         hidden = int(chs * mlp_ratio)
-        self.token_mixer = SepConv(chs, neuron, kernel_size)
+        self.token_mixer = SepConv(chs, neuron, kernel_size, reparam=reparam)
         self.neuron1 = neuron()
         self.mixer1 = RepConv(chs, hidden)
         self.bn1 = nn.BatchNorm2d(hidden)

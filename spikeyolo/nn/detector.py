@@ -9,7 +9,8 @@ Forward contract:
     input  [B, 3, H, W] float in [0, 1] (repeated over T) or [T, B, C, H, W] (event frames)
     train  -> list of raw head maps [B, 4*reg_max + num_classes, H_l, W_l] (mean over T)
     eval   -> (decoded [B, 4 + num_classes, A], raw maps)
-Neuron state is reset once at the start of every forward.
+Neuron state is reset once at the start of every forward, unless ``reset_state`` is set to False
+(streaming inference carrying the membrane across windows, see spikeyolo/cli/predict.py).
 """
 
 from __future__ import annotations
@@ -28,15 +29,34 @@ from spikeyolo.nn.neurons import SpikingNeuron, reset_states
 __all__ = ["SpikeYOLO", "LayerSpec"]
 
 
-class LayerSpec:
-    """One parsed entry of the layer list."""
+def _role_choices() -> dict[str, dict[str, type]]:
+    """Layer roles whose class is a model-level choice (the paper's ablations, Table 5)."""
+    from spikeyolo.nn.attention import TransformerBlock
+    from spikeyolo.nn.blocks import AllConvBlock, ConvBlock
+    from spikeyolo.nn.heads import AnchorFreeHead, SpikingAnchorHead
 
-    def __init__(self, index: int, spec: Iterable[Any], overrides: Mapping[str, Any] | None = None) -> None:
+    return {
+        "early_block": {"block1": AllConvBlock, "block2": ConvBlock},
+        "late_block": {"conv": ConvBlock, "transformer": TransformerBlock},
+        "head": {"anchor_free": AnchorFreeHead, "anchor_based": SpikingAnchorHead},
+    }
+
+
+class LayerSpec:
+    """One parsed entry of the layer list.
+
+    The class column is a dotted class path, or a role name (``early_block``, ``late_block``,
+    ``head``) resolved through ``choices`` {role: chosen class}.
+    """
+
+    def __init__(self, index: int, spec: Iterable[Any], overrides: Mapping[str, Any] | None = None,
+                 choices: Mapping[str, type] | None = None) -> None:
         source, repeats, class_path, args = list(spec)
         self.index = index
         self.sources = [int(source)] if isinstance(source, int) else [int(s) for s in source]
         self.repeats = int(repeats)
-        self.cls = get_class(str(class_path))
+        choices = choices or {}
+        self.cls = choices[str(class_path)] if str(class_path) in choices else get_class(str(class_path))
         self.args = dict(args or {})
         if overrides:
             self.args.update(dict(overrides))
@@ -57,11 +77,19 @@ class SpikeYOLO(nn.Module):
             differences of the reference, e.g. layer 25's mlp_ratio 2 for m and l).
         reg_max: DFL bins.
         in_chs: input channels.
+        early_block: ``block1`` (SNN-Block-1, SpikeYOLO) or ``block2`` for the layers of role
+            ``early_block`` (Table 5 ablation).
+        late_block: ``conv`` (SNN-Block-2) or ``transformer`` (meta Transformer block) for the
+            layers of role ``late_block`` (Table 5).
+        reparam: False adds neurons inside the separable convs (no re-parameterisation, Table 5).
+        head: ``anchor_free`` (DFL, SpikeYOLO) or ``anchor_based`` (Table 5; needs ``anchors``).
+        anchors: per output level [w0, h0, w1, h1, ...] in input pixels (anchor-based head).
     """
 
     def __init__(self, layers: list, depth_multiple: float, width_multiple: float, max_channels: int,
                  num_classes: int, neuron: NeuronFactory, block_overrides: Mapping[Any, Any] | None = None,
-                 reg_max: int = 16, in_chs: int = 3) -> None:
+                 reg_max: int = 16, in_chs: int = 3, early_block: str = "block1", late_block: str = "conv",
+                 reparam: bool = True, head: str = "anchor_free", anchors: list | None = None) -> None:
         super().__init__()
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -71,11 +99,24 @@ class SpikeYOLO(nn.Module):
         self.time_steps = probe.time_steps
         self.max_level = probe.max_level
         self.num_classes = int(num_classes)
+        self.in_chs = int(in_chs)
+        # False: forward keeps the membrane of the previous call (streaming; same batch size needed)
+        self.reset_state = True
         self.scale = Scale(float(depth_multiple), float(width_multiple), int(max_channels))
         overrides = {int(k): v for k, v in (block_overrides or {}).items()}
-        context = {"num_classes": self.num_classes, "time_steps": self.time_steps, "reg_max": reg_max}
+        context = {"num_classes": self.num_classes, "time_steps": self.time_steps, "reg_max": reg_max,
+                   "reparam": bool(reparam), "anchors": anchors}
+        roles = _role_choices()
+        picked = {"early_block": early_block, "late_block": late_block, "head": head}
+        for role, choice in picked.items():
+            if choice not in roles[role]:
+                raise ValueError(f"model.{role}={choice!r} is not one of {', '.join(roles[role])}")
+        if head == "anchor_based" and not anchors:
+            raise ValueError("model.head=anchor_based needs model.anchors (per level [w0, h0, ...] in pixels)")
+        choices = {role: roles[role][choice] for role, choice in picked.items()}
+        self.variant = {**picked, "reparam": bool(reparam)}
 
-        specs = [LayerSpec(i, spec, overrides.get(i)) for i, spec in enumerate(layers)]
+        specs = [LayerSpec(i, spec, overrides.get(i), choices) for i, spec in enumerate(layers)]
         channels: list[int] = []
         modules = []
         for spec in specs:
@@ -107,7 +148,7 @@ class SpikeYOLO(nn.Module):
         was_training = self.training
         self.eval()
         with torch.no_grad():
-            _, maps = self.forward(torch.zeros(1, 3, 64, 64))
+            _, maps = self.forward(torch.zeros(1, self.in_chs, 64, 64))
         self.train(was_training)
         self.head.stride.copy_(torch.tensor([64.0 / m.shape[-2] for m in maps]))
         self.head.init_biases()
@@ -125,7 +166,8 @@ class SpikeYOLO(nn.Module):
 
     def forward(self, images: torch.Tensor):
         """Run the detector; see the module docstring for the contract."""
-        reset_states(self)
+        if self.reset_state:
+            reset_states(self)
         kept: dict[int, torch.Tensor] = {}
         x = images
         keep = set(self.keep)
@@ -139,11 +181,13 @@ class SpikeYOLO(nn.Module):
                 kept[index] = x
         return x
 
-    def build_loss(self, box: float = 7.5, cls: float = 0.5, dfl: float = 1.5, tal_topk: int = 10):
-        """The training loss of this detector's head: ``loss(raw_maps, batch) -> {box, cls, dfl, total}``."""
-        from spikeyolo.losses import build_detection_loss
+    def build_loss(self, **gains: float):
+        """The training loss of this detector's head: ``loss(raw_maps, batch) -> {..., total}``.
 
-        return build_detection_loss(self.head, box=box, cls=cls, dfl=dfl, tal_topk=tal_topk)
+        ``gains`` are the trainer's loss settings (box/cls/dfl/tal_topk for the anchor-free head,
+        anchor_box/anchor_obj/anchor_cls for the anchor-based one); each head takes its own.
+        """
+        return self.head.build_loss(**gains)
 
     # ------------------------------------------------------------------ info
 

@@ -14,10 +14,11 @@ import math
 import torch
 from torch import nn
 
+from spikeyolo.nn.anchor_head import AnchorHead
 from spikeyolo.nn.blocks import Scale
 from spikeyolo.nn.layers import NeuronFactory, SpikeConv, SpikeConvOut
 
-__all__ = ["DFL", "AnchorFreeHead", "make_anchors"]
+__all__ = ["DFL", "AnchorFreeHead", "SpikingAnchorHead", "make_anchors"]
 
 
 def make_anchors(feats: list[torch.Tensor], strides: torch.Tensor, offset: float = 0.5):
@@ -98,6 +99,12 @@ class AnchorFreeHead(nn.Module):
               reg_max: int = 16):
         return cls(in_chs, num_classes, neuron, time_steps, reg_max), None
 
+    def build_loss(self, box: float = 7.5, cls: float = 0.5, dfl: float = 1.5, tal_topk: int = 10, **_: float):
+        """YOLOv8 loss (task-aligned assigner, BCE, CIoU, DFL): ``loss(raw_maps, batch) -> dict``."""
+        from spikeyolo.losses import build_detection_loss
+
+        return build_detection_loss(self, box=box, cls=cls, dfl=dfl, tal_topk=tal_topk)
+
     def init_biases(self, reference_size: int = 640) -> None:
         """Box bias 1.0; class bias log(5 / nc / (640 / stride)^2) (reference ``bias_init``)."""
         for box, cls_branch, stride in zip(self.box_branches, self.cls_branches, self.stride.tolist()):
@@ -131,3 +138,54 @@ class AnchorFreeHead(nn.Module):
         size = bottom_right - top_left
         boxes = torch.cat((centre, size), 1) * stride_per_anchor.transpose(0, 1)
         return torch.cat((boxes, cls_logits.sigmoid()), 1)
+
+
+class SpikingAnchorHead(AnchorHead):
+    """Anchor-based (YOLOv2/v5-style) head for the SpikeYOLO detector (``model.head=anchor_based``).
+
+    Per level: a spiking 3x3 conv and a spiking 1x1 conv with bias to A * (5 + num_classes),
+    averaged over T; decoding and loss are those of :class:`spikeyolo.nn.anchor_head.AnchorHead`.
+
+    Args:
+        in_chs: channels of the input levels.
+        num_classes: classes.
+        neuron: neuron factory.
+        time_steps: T.
+        anchors: per level [w0, h0, w1, h1, ...] in input pixels.
+    """
+
+    def __init__(self, in_chs: list[int], num_classes: int, neuron: NeuronFactory, time_steps: int,
+                 anchors: list[list[float]]) -> None:
+        super().__init__(in_chs, num_classes, anchors)
+        self.time_steps = time_steps
+        outputs = self.num_anchors * self.num_outputs
+        self.pred = nn.ModuleList(nn.Sequential(SpikeConv(c, c, neuron, 3), SpikeConvOut(c, outputs, neuron))
+                                  for c in in_chs)
+
+    @classmethod
+    def build(cls, in_chs: list[int], scale: Scale, neuron: NeuronFactory, num_classes: int, time_steps: int,
+              anchors: list[list[float]]):
+        return cls(in_chs, num_classes, neuron, time_steps, anchors), None
+
+    def init_biases(self, reference_size: int = 640) -> None:
+        for branch, stride in zip(self.pred, self.stride.tolist()):
+            bias = branch[-1].conv.bias.data.view(self.num_anchors, self.num_outputs)
+            bias[:, 4] = math.log(8 / (reference_size / max(stride, 1.0)) ** 2)
+            bias[:, 5:] = math.log(0.6 / max(self.num_classes - 0.99, 0.01))
+
+    def forward(self, feats: list[torch.Tensor]):
+        maps = []
+        for branch, x in zip(self.pred, feats):
+            out = branch(x)
+            # [T*B, A*(5+nc), H, W] -> mean over T -> [B, A*(5+nc), H, W]
+            maps.append(out.view(self.time_steps, -1, *out.shape[1:]).mean(0))
+        if self.training:
+            return maps
+        return self.decode(maps), maps
+
+    def build_loss(self, anchor_box: float = 1.0, anchor_obj: float = 1.0, anchor_cls: float = 1.0,
+                   **_: float):
+        """YOLOv2-style anchor loss (its own gains; the YOLOv8 gains do not apply)."""
+        from spikeyolo.nn.anchor_head import AnchorLoss
+
+        return AnchorLoss(self, box=anchor_box, obj=anchor_obj, cls=anchor_cls)

@@ -90,18 +90,25 @@ class SepRepConv(nn.Module):
     Args:
         in_chs: input channels.
         out_chs: output channels.
+        neuron: with ``reparam=False``, the neuron inserted between the 1x1 and the depthwise conv.
+        reparam: True (SpikeYOLO): no neuron inside, re-parameterisable into one 3x3 conv.
+            False: the paper's "remove re-parameterisation" ablation (Table 5), a neuron inside.
     """
 
-    def __init__(self, in_chs: int, out_chs: int) -> None:
+    def __init__(self, in_chs: int, out_chs: int, neuron: NeuronFactory | None = None, reparam: bool = True) -> None:
         super().__init__()
+        if not reparam and neuron is None:
+            raise ValueError("SepRepConv(reparam=False) needs a neuron factory")
+        self.reparam = reparam
         self.pad_bn = BNAndPad(in_chs)
         self.pw = nn.Conv2d(in_chs, out_chs, 1, bias=False)
+        self.inner_neuron = nn.Identity() if reparam else neuron()
         self.dw = nn.Conv2d(out_chs, out_chs, 3, padding=0, groups=out_chs, bias=False)
 
     reference_key_map = (("body.0.", "pad_bn."), ("body.1.0.", "pw."), ("body.1.1.", "dw."))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dw(self.pw(self.pad_bn(x)))
+        return self.dw(self.inner_neuron(self.pw(self.pad_bn(x))))
 
 
 class SepConv(nn.Module):
@@ -114,9 +121,11 @@ class SepConv(nn.Module):
         neuron: neuron factory.
         kernel_size: depthwise kernel (7).
         expansion: hidden expansion (2).
+        reparam: False puts a neuron inside the last stage (Table 5 ablation).
     """
 
-    def __init__(self, chs: int, neuron: NeuronFactory, kernel_size: int = 7, expansion: int = 2) -> None:
+    def __init__(self, chs: int, neuron: NeuronFactory, kernel_size: int = 7, expansion: int = 2,
+                 reparam: bool = True) -> None:
         super().__init__()
         hidden = int(expansion * chs)
         self.neuron1 = neuron()
@@ -126,7 +135,7 @@ class SepConv(nn.Module):
         self.dw = nn.Conv2d(hidden, hidden, kernel_size, padding=kernel_size // 2, groups=hidden, bias=False)
         self.bn_dw = nn.BatchNorm2d(hidden)
         self.neuron3 = neuron()
-        self.pw_project = SepRepConv(hidden, chs)
+        self.pw_project = SepRepConv(hidden, chs, neuron, reparam)
         self.bn_project = nn.BatchNorm2d(chs)
 
     reference_key_map = (("pwconv1.", "pw_expand."), ("bn1.", "bn_expand."), ("dwconv2.", "dw."),

@@ -101,11 +101,12 @@ class TinyYOLO(nn.Module):
         """Leaf modules in execution order (backbone, then the linear detection conv)."""
         return [m for m in self.backbone.modules() if not list(m.children())] + [self.head.pred[0]]
 
-    def build_loss(self, box: float = 1.0, cls: float = 1.0, obj: float = 1.0, ignore_iou: float = 0.6,
-                   **ignored) -> AnchorLoss:
-        """The YOLOv2 loss of the anchor head; v8-only arguments (dfl, tal_topk) are ignored."""
+    def build_loss(self, anchor_box: float = 1.0, anchor_cls: float = 1.0, anchor_obj: float = 1.0,
+                   anchor_ignore_iou: float = 0.6, **ignored) -> AnchorLoss:
+        """The YOLOv2 loss of the anchor head (``trainer.loss.anchor_*`` gains); the YOLOv8 gains
+        (box, cls, dfl, tal_topk) belong to the anchor-free head and are ignored."""
         del ignored
-        return AnchorLoss(self.head, box=box, obj=obj, cls=cls, ignore_iou=ignore_iou)
+        return AnchorLoss(self.head, box=anchor_box, obj=anchor_obj, cls=anchor_cls, ignore_iou=anchor_ignore_iou)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
