@@ -16,7 +16,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from spikeyolo.cli.common import friendly_errors, prepare_run_dir, setup_logging, write_json
+from spikeyolo.cli.common import friendly_errors, prepare_run_dir, run_hydra_app, setup_logging, write_json
 from spikeyolo.config import CONFIG_DIR
 
 log = logging.getLogger("spikeyolo.train")
@@ -48,8 +48,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def finish_run(trainer, logger) -> dict[str, float]:
-    """Evaluate best.pt (the EMA weights of the best epoch), write metrics.json and the plots."""
+    """Evaluate best.pt (the EMA weights of the best epoch), write metrics.json, model_card.md and the plots."""
     from spikeyolo.engine import checkpoint as ckpt
+    from spikeyolo.engine.model_card import write_model_card
     from spikeyolo.engine.plots import plot_training_curves, plot_val_mosaic
     from spikeyolo.evaluation import plot_pr_curve
 
@@ -61,8 +62,12 @@ def finish_run(trainer, logger) -> dict[str, float]:
     metrics = trainer.validate()
     result = trainer.last_result
     write_json(run_dir / "metrics.json", {**metrics, "weights": str(best), "epochs_trained":
-                                          len(trainer.metrics_file.read())})
+                                          len(trainer.metrics_file.read()),
+                                          "parameters": trainer.model.num_parameters(),
+                                          "time_steps": trainer.model.time_steps,
+                                          "max_level": trainer.model.max_level})
     (run_dir / "per_class_ap.md").write_text(result.coco.table(markdown=True) + "\n")
+    write_model_card(trainer, metrics)
     plot_training_curves(trainer.metrics_file.read(), run_dir / "curves.png")
     yolo = result.yolo_ap
     if len(yolo.get("class_index", [])):
@@ -89,7 +94,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    _hydra_main()
+    run_hydra_app(_hydra_main, "train")
 
 
 if __name__ == "__main__":
