@@ -10,14 +10,17 @@ I-LIF (SpikeYOLO paper, Eq. 8-11; exact form in shared/reference, section 1):
     S[t] = round_half_even(clip(H[t], 0, D))           (Eq. 11)
 
 with a rectangular straight-through gradient dS/dH = 1 on [0, D] (both ends
-included) and 0 outside. For T = 1 the neuron is a plain clamp-round, run by a
-fused fast path; for T > 1 the recursion is spikingjelly's ``ILIFNode``
-(multi-step, ``detach_reset=True``), which has exactly these dynamics with
-``tau = 1 / (1 - decay)``.
+included) and 0 outside. For T = 1 the neuron is a plain clamp-round with a
+custom backward (no more work than a ReLU); for T > 1 a fused multi-step
+function runs the recursion and a hand-written BPTT that stores one bool mask
+per step. spikingjelly's ``ILIFNode`` (multi-step, ``detach_reset=True``,
+``tau = 1 / (1 - decay)``) has exactly these dynamics and is kept as
+``backend="spikingjelly"``; tests check both against a direct implementation
+of the equations.
 
 State: the spikingjelly node keeps its membrane between calls, so the detector
 resets every neuron once at the start of each forward (``reset_states``); the
-fast path keeps no state.
+fused paths keep no state between calls.
 """
 
 from __future__ import annotations
@@ -56,6 +59,41 @@ def quantize_ste(x: torch.Tensor, max_level: int) -> torch.Tensor:
     return _QuantizeSTE.apply(x, float(max_level))
 
 
+class _ILIFMultiStep(torch.autograd.Function):
+    """Fused multi-step I-LIF (Eq. 11) with a hand-written BPTT that stores one bool mask per step.
+
+    Forward over t: H = decay * (H - S) + X[t]; S = round(clip(H, 0, D)).
+    Backward (S detached in the reset): dL/dH[t] = dL/dS[t] * 1[0 <= H[t] <= D] + decay * dL/dH[t+1],
+    and dL/dX[t] = dL/dH[t]. Autograd through the Python loop keeps several float tensors per step;
+    this keeps 1 byte per element per step.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, max_level: float, decay: float) -> torch.Tensor:
+        # x: [T, N]
+        out = torch.empty_like(x)
+        windows = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+        membrane = x[0].clone()
+        for t in range(x.shape[0]):
+            if t > 0:
+                membrane.sub_(out[t - 1]).mul_(decay).add_(x[t])
+            torch.logical_and(membrane >= 0, membrane <= max_level, out=windows[t])
+            torch.round(membrane.clamp(0.0, max_level), out=out[t])
+        ctx.save_for_backward(windows)
+        ctx.decay = decay
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (windows,) = ctx.saved_tensors
+        grad_x = torch.empty_like(grad_output)
+        carry = torch.zeros_like(grad_output[0])
+        for t in range(grad_output.shape[0] - 1, -1, -1):
+            carry = grad_output[t] * windows[t] + ctx.decay * carry
+            grad_x[t] = carry
+        return grad_x, None, None
+
+
 class SpikingNeuron(nn.Module):
     """Base class: every neuron in a spikeyolo network derives from it.
 
@@ -78,9 +116,12 @@ class ILIF(SpikingNeuron):
         time_steps: T (>= 1). Input is [T*B, ...] (time-major) or [T, ...].
         max_level: D (>= 1); outputs are integers in {0, ..., D}.
         decay: membrane decay per step (reference 0.25, i.e. spikingjelly tau 4/3).
+        backend: for T > 1, ``fused`` (a hand-written BPTT storing one bool mask per step, the
+            default) or ``spikingjelly`` (spikingjelly's ``ILIFNode``, multi-step). Same numbers.
     """
 
-    def __init__(self, time_steps: int = 1, max_level: int = 4, decay: float = 0.25) -> None:
+    def __init__(self, time_steps: int = 1, max_level: int = 4, decay: float = 0.25,
+                 backend: str = "fused") -> None:
         super().__init__()
         if int(time_steps) < 1:
             raise ValueError(f"time_steps (T) must be >= 1, got {time_steps}")
@@ -91,8 +132,11 @@ class ILIF(SpikingNeuron):
         self.time_steps = int(time_steps)
         self.max_level = int(max_level)
         self.decay = float(decay)
+        if backend not in ("fused", "spikingjelly"):
+            raise ValueError(f"backend must be 'fused' or 'spikingjelly', got {backend!r}")
+        self.backend = backend
         self.node: nn.Module | None = None
-        if self.time_steps > 1:
+        if self.time_steps > 1 and backend == "spikingjelly":
             # spikingjelly: H[t] = (1 - 1/tau) V[t-1] + X[t], C = round(clip(H)), V = H - C.
             # tau must be > 1; decay 0 (no memory) is tau = 1, which spikingjelly rejects,
             # so that case uses a tiny offset, exact to float precision for decay = 0.
@@ -110,11 +154,14 @@ class ILIF(SpikingNeuron):
         flat_shape = x.shape
         # [T*B, C, H, W] -> [T, B*C*H*W]
         seq = x.reshape(self.time_steps, -1)
-        out = self.node(seq)
+        if self.node is None:
+            out = _ILIFMultiStep.apply(seq, float(self.max_level), self.decay)
+        else:
+            out = self.node(seq)
         return out.reshape(flat_shape)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, decay={self.decay}"
+        return f"{super().extra_repr()}, decay={self.decay}, backend={self.backend}"
 
 
 class ReLUNeuron(SpikingNeuron):
