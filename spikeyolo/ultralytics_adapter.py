@@ -417,3 +417,26 @@ def restore_loader_state(loader: torch.utils.data.DataLoader, state: dict[str, A
         dataset.buffer.clear()
         for index in state["mosaic_buffer"]:  # replaying the loads rebuilds the buffer and its cached images
             dataset.load_image(index)
+
+
+# ---- YOLOv8 peer (benchmarks, ANN comparison)
+
+
+def yolov8_detection_model(scale: str = "s", num_classes: int = 80) -> torch.nn.Module:
+    """An untrained ultralytics YOLOv8 DetectionModel of a scale (built from its bundled yaml, no download)."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    model = DetectionModel(f"yolov8{scale}.yaml", nc=num_classes, verbose=False)
+    model.args = hyperparameters()
+    return model
+
+
+def yolov8_loss(model: torch.nn.Module):
+    """YOLOv8's own loss for a :func:`yolov8_detection_model`: ``loss(preds, batch) -> {"total": ...}``."""
+    criterion = v8DetectionLoss(model)
+
+    def loss(preds: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        total, _ = criterion(preds, batch)
+        return {"total": total.sum()}
+
+    return loss

@@ -21,7 +21,7 @@ def ilif_oracle(x: torch.Tensor, max_level: int, decay: float) -> torch.Tensor:
     return torch.stack(outputs)
 
 
-@pytest.mark.parametrize("backend", ["fused", "spikingjelly"])
+@pytest.mark.parametrize("backend", ["fused", "spikingjelly", "loop"])
 @pytest.mark.parametrize("time_steps", [1, 2, 4])
 @pytest.mark.parametrize("max_level", [1, 2, 4, 8])
 def test_ilif_matches_equations_and_gradients(time_steps, max_level, backend):
@@ -49,7 +49,7 @@ def test_reference_measured_sequence(backend):
     assert neuron(x).tolist() == [[0, 1, 4, 0, 2, 0], [0, 1, 4, 0, 3, 1]]
 
 
-@pytest.mark.parametrize("backend", ["fused", "spikingjelly"])
+@pytest.mark.parametrize("backend", ["fused", "spikingjelly", "loop"])
 def test_window_edges_over_time(backend):
     x = torch.tensor([[0.0, 4.0, -1e-4, 4.001]] * 2, requires_grad=True)
     ILIF(time_steps=2, max_level=4, backend=backend)(x).sum().backward()

@@ -94,6 +94,17 @@ class _ILIFMultiStep(torch.autograd.Function):
         return grad_x, None, None
 
 
+def _ilif_loop(x: torch.Tensor, max_level: int, decay: float) -> torch.Tensor:
+    """Per-step I-LIF under autograd (the reference's way): x [T, N] -> spikes [T, N]."""
+    outputs = []
+    membrane = x[0]
+    for t in range(x.shape[0]):
+        if t > 0:
+            membrane = decay * (membrane - outputs[-1].detach()) + x[t]
+        outputs.append(quantize_ste(membrane, max_level))
+    return torch.stack(outputs)
+
+
 class SpikingNeuron(nn.Module):
     """Base class: every neuron in a spikeyolo network derives from it.
 
@@ -117,7 +128,9 @@ class ILIF(SpikingNeuron):
         max_level: D (>= 1); outputs are integers in {0, ..., D}.
         decay: membrane decay per step (reference 0.25, i.e. spikingjelly tau 4/3).
         backend: for T > 1, ``fused`` (a hand-written BPTT storing one bool mask per step, the
-            default) or ``spikingjelly`` (spikingjelly's ``ILIFNode``, multi-step). Same numbers.
+            default), ``spikingjelly`` (spikingjelly's ``ILIFNode``, multi-step) or ``loop`` (a
+            per-step loop under autograd, as the reference implementation runs; the benchmark
+            baseline). Same numbers.
     """
 
     def __init__(self, time_steps: int = 1, max_level: int = 4, decay: float = 0.25,
@@ -132,8 +145,8 @@ class ILIF(SpikingNeuron):
         self.time_steps = int(time_steps)
         self.max_level = int(max_level)
         self.decay = float(decay)
-        if backend not in ("fused", "spikingjelly"):
-            raise ValueError(f"backend must be 'fused' or 'spikingjelly', got {backend!r}")
+        if backend not in ("fused", "spikingjelly", "loop"):
+            raise ValueError(f"backend must be 'fused', 'spikingjelly' or 'loop', got {backend!r}")
         self.backend = backend
         self.node: nn.Module | None = None
         if self.time_steps > 1 and backend == "spikingjelly":
@@ -154,10 +167,12 @@ class ILIF(SpikingNeuron):
         flat_shape = x.shape
         # [T*B, C, H, W] -> [T, B*C*H*W]
         seq = x.reshape(self.time_steps, -1)
-        if self.node is None:
-            out = _ILIFMultiStep.apply(seq, float(self.max_level), self.decay)
-        else:
+        if self.node is not None:
             out = self.node(seq)
+        elif self.backend == "loop":
+            out = _ilif_loop(seq, self.max_level, self.decay)
+        else:
+            out = _ILIFMultiStep.apply(seq, float(self.max_level), self.decay)
         return out.reshape(flat_shape)
 
     def extra_repr(self) -> str:
