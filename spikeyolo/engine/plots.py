@@ -44,7 +44,9 @@ def plot_val_mosaic(im_files: Sequence[str], detections: Sequence[Any], names: S
     """Up to ``max_images`` validation images with predicted boxes (score >= min_score) in original pixels."""
     import cv2
 
-    count = min(len(im_files), max_images)
+    # only real image files (event samples are ids such as "recording@t_us")
+    pairs = [(f, d) for f, d in zip(im_files, detections) if Path(str(f)).is_file()][:max_images]
+    count = len(pairs)
     if count == 0:
         return None
     cols = int(np.ceil(np.sqrt(count)))
@@ -52,7 +54,7 @@ def plot_val_mosaic(im_files: Sequence[str], detections: Sequence[Any], names: S
     figure, axes = _figure(rows, cols, (4 * cols, 4 * rows))
     for axis in axes.flat:
         axis.axis("off")
-    for axis, file, dets in zip(axes.flat, im_files[:count], detections[:count]):
+    for axis, (file, dets) in zip(axes.flat, pairs):
         image = cv2.imread(str(file))
         if image is None:
             continue
