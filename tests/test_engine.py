@@ -67,7 +67,7 @@ def test_one_optimizer_step_reduces_loss_on_a_fixed_batch():
 
 
 def test_overrides_reach_the_objects(tmp_path):
-    cfg = compose_run(tmp_path, "neuron.time_steps=2", "neuron.max_level=3", "optim.lr0=0.02",
+    cfg = compose_run(tmp_path, "neuron.time_steps=2", "neuron.max_level=3", "optim.lr0=0.02", "optim.nominal_batch_size=64",
                       "trainer.batch_size=4", "data.imgsz=96", "trainer.epochs=7")
     trainer = Trainer(cfg)
     assert trainer.model.time_steps == 2 and trainer.model.max_level == 3

@@ -2,7 +2,9 @@
 
 Writes RUN_DIR/metrics.json (map50_95, map50, the 12 COCO stats, the ultralytics-protocol AP,
 firing rates) and prints the results table. ``deploy=spike_driven`` evaluates through the
-binary T x D spike-driven path built from the same weights.
+binary T x D spike-driven path built from the same weights. On a Gen1 dataset (``data=gen1``) it
+scores the three Gen1 protocols (``protocol=all``, or one of them) and adds them to metrics.json
+under ``protocols``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from spikeyolo.cli.common import UserError, friendly_errors, prepare_run_dir, setup_logging, write_json
+from spikeyolo.cli.common import UserError, friendly_errors, prepare_run_dir, run_hydra_app, setup_logging, write_json
 from spikeyolo.config import CONFIG_DIR
 
 log = logging.getLogger("spikeyolo.eval")
@@ -58,6 +60,10 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     elif cfg.deploy != "integer":
         raise UserError(f"deploy must be 'integer' or 'spike_driven', got {cfg.deploy!r}")
     model = model.to(device)
+    if spec.source == "gen1":
+        return evaluate_gen1(cfg, model, spec, device, run_dir)
+    if cfg.protocol != "all":
+        raise UserError(f"protocol={cfg.protocol} applies to Gen1 datasets only (data=gen1)")
     loader = dataloader_from_config(spec, cfg.data, "val", int(cfg.batch_size), int(cfg.workers),
                                     stride=max(model.strides), device=device)
     with torch.no_grad():
@@ -72,6 +78,33 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     write_json(run_dir / "metrics.json", metrics)
     print(f"mAP@50 {metrics['map50']:.4f}  mAP@50:95 {metrics['map50_95']:.4f}  ({cfg.deploy} path)  "
           f"-> {run_dir / 'metrics.json'}")
+    return metrics
+
+
+def evaluate_gen1(cfg: DictConfig, model, spec, device, run_dir: Path) -> dict:
+    """All (or one of) the Gen1 protocols; the data window's validation metrics plus ``protocols``."""
+    import torch
+
+    from spikeyolo.evaluation import GEN1_PROTOCOLS, evaluate_gen1_protocols, save_coco_results
+
+    names = list(GEN1_PROTOCOLS) if cfg.protocol == "all" else [str(cfg.protocol)]
+    if names[0] not in GEN1_PROTOCOLS:
+        raise UserError(f"protocol must be all or one of {', '.join(GEN1_PROTOCOLS)}, got {cfg.protocol!r}")
+    with torch.no_grad():
+        scores, results = evaluate_gen1_protocols(model, spec, cfg.data, device, names, int(cfg.batch_size),
+                                                  int(cfg.workers), cfg.nms.conf, cfg.nms.iou, cfg.nms.max_det,
+                                                  backend=cfg.backend, progress=True)
+    result = results.get(int(cfg.data.window_us), next(iter(results.values())))
+    print("| protocol | metric | mAP@50:95 | mAP@50 | images | gt boxes |\n|---|---|---|---|---|---|")
+    for name, score in scores.items():
+        print(f"| {name} | {score['metric']} | {score['map50_95']:.4f} | {score['map50']:.4f} | {score['images']} | "
+              f"{score['gt_boxes']} |")
+    metrics = {**result.metrics, "checkpoint": str(cfg.checkpoint), "deploy": str(cfg.deploy),
+               "dataset": spec.name, "protocols": scores}
+    if cfg.save_json:
+        save_coco_results(result.coco_results, run_dir / "predictions.json")
+    write_json(run_dir / "metrics.json", metrics)
+    print(f"Gen1 protocols ({cfg.deploy} path) -> {run_dir / 'metrics.json'}")
     return metrics
 
 
@@ -94,7 +127,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    _hydra_main()
+    run_hydra_app(_hydra_main, "eval")
 
 
 if __name__ == "__main__":

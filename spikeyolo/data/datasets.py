@@ -7,6 +7,8 @@ Sources:
                    Optional spikeyolo keys: ``val_json`` (COCO gt json, relative to ``path``) and ``category_ids``.
     ``coco_json``  an images folder plus COCO train/val jsons, converted once into a YOLO label cache under
                    :func:`~spikeyolo.data.cache.cache_root` (images are referenced by a list file, never copied).
+    ``gen1``       a Prophesee Gen1 folder of ``*_td.dat`` / ``*_bbox.npy`` recordings (:mod:`spikeyolo.data.gen1`);
+                   resolved from a data config by :func:`spec_from_config` only.
 
 Nothing here writes beside the dataset.
 """
@@ -29,7 +31,7 @@ from spikeyolo.data.cache import cache_key, cache_root
 from spikeyolo.data.coco_json import categories, convert_coco_json, load_coco_json
 from spikeyolo.data.errors import DatasetError
 
-SOURCES = ("embedded", "yolo", "coco_json")
+SOURCES = ("embedded", "yolo", "coco_json", "gen1")
 SPLITS = ("train", "val")
 _COCO_CACHE_VERSION = 1  # bump when convert_coco_json's output changes
 
@@ -109,6 +111,8 @@ def load_dataset_spec(source: str = "embedded", *, yaml: str | os.PathLike | Non
         return _spec_from_yaml(Path(yaml), source="yolo")
     if source == "coco_json":
         return _spec_from_coco_json(images, train_json, val_json)
+    if source == "gen1":
+        raise DatasetError("source 'gen1' is resolved from a data config: use spec_from_config (data=gen1)")
     raise DatasetError(f"unknown dataset source {source!r}; expected one of {', '.join(SOURCES)}")
 
 
@@ -125,8 +129,13 @@ def spec_from_config(cfg: Mapping[str, Any]) -> DatasetSpec:
     cfg = dict(cfg)
     hint = cfg.get("hint")
     try:
-        spec = load_dataset_spec(cfg.get("source") or "embedded", yaml=cfg.get("yaml"), images=cfg.get("images"),
-                                 train_json=cfg.get("train_json"), val_json=cfg.get("val_json"))
+        if cfg.get("source") == "gen1":
+            from spikeyolo.data.gen1 import gen1_spec
+
+            spec = gen1_spec(cfg)
+        else:
+            spec = load_dataset_spec(cfg.get("source") or "embedded", yaml=cfg.get("yaml"), images=cfg.get("images"),
+                                     train_json=cfg.get("train_json"), val_json=cfg.get("val_json"))
     except DatasetError as err:
         if hint:
             raise DatasetError(f"{err} ({hint})") from None

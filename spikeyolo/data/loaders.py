@@ -127,7 +127,12 @@ def dataloader_from_config(spec: DatasetSpec, data_cfg: Mapping[str, Any], split
                            workers: int, rank: int = -1, stride: int = 32,
                            device: torch.device | str | None = None) -> torch.utils.data.DataLoader:
     """:func:`build_dataloader` with the data config group's values (``imgsz``, ``augment``, ``val_rect``,
-    ``cache_images``); training splits are augmented and shuffled, validation splits are not."""
+    ``cache_images``); training splits are augmented and shuffled, validation splits are not.
+    Gen1 specs (``source: gen1``) get the event-clip loader of :mod:`spikeyolo.data.gen1` instead."""
+    if spec.source == "gen1":
+        from spikeyolo.data.gen1 import gen1_dataloader_from_config
+
+        return gen1_dataloader_from_config(spec, data_cfg, split, batch_size, workers, rank=rank, device=device)
     cfg = _as_dict(data_cfg)
     return build_dataloader(spec, split, imgsz=int(cfg.get("imgsz", 320)), batch_size=batch_size, workers=workers,
                             hyp=cfg.get("augment"), rank=rank, rect=bool(cfg.get("val_rect")) and split == "val",

@@ -45,6 +45,29 @@ def fitness(metrics: dict[str, float]) -> float:
     return 0.1 * metrics.get("map50", 0.0) + 0.9 * metrics.get("map50_95", 0.0)
 
 
+def _reporting_loader_errors(batches: Any, epoch: int) -> Any:
+    """Yield from a data loader; a failed loader worker becomes a TrainingError naming the file where known.
+
+    torch re-raises a worker's exception as "Caught X in DataLoader worker process N. Original Traceback
+    ..."; its last line carries the message (ultralytics names the image it cannot read). A worker killed
+    by a signal (out of memory, ...) has no file to name.
+    """
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except Exception as err:
+            if "DataLoader worker" not in str(err):
+                raise
+            lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+            detail = lines[-1] if lines[0].startswith("Caught ") else lines[0]
+            raise TrainingError(f"data loading failed in epoch {epoch + 1}: {detail} (last good checkpoint kept; "
+                                "resume with trainer.resume=true)") from err
+        yield batch
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -83,6 +106,10 @@ class Trainer:
             self.loss_fn.to(self.device)
 
         stride = max(self.model.strides)
+        imgsz = int(cfg.data.get("imgsz", 320))
+        if imgsz % stride:
+            raise TrainingError(f"data.imgsz={imgsz} is not a multiple of the model's largest stride {stride} "
+                                f"(use {imgsz // stride * stride or stride} or {(imgsz // stride + 1) * stride})")
         batch_size = int(self.tcfg.batch_size)
         self.train_loader = dataloader_from_config(self.spec, cfg.data, "train", batch_size,
                                                    int(self.tcfg.workers), rank=self.dist.rank, stride=stride,
@@ -212,7 +239,7 @@ class Trainer:
             bar = progress = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
                                   dynamic_ncols=True)
         accumulate = self.accumulate
-        for index, batch in enumerate(progress):
+        for index, batch in enumerate(_reporting_loader_errors(progress, epoch)):
             iteration = index + self.batches_per_epoch * epoch
             if iteration <= self.warmup.iterations:
                 accumulate = self.warmup.apply(self.optimizer, iteration, self._lr_scale(epoch))
@@ -222,8 +249,9 @@ class Trainer:
                 losses = self.loss_fn([m.float() for m in maps], batch)
             total = losses["total"] * (self.dist.world_size if self.dist.enabled else 1)
             if not torch.isfinite(total):
-                raise TrainingError(f"non-finite loss at epoch {epoch + 1}, batch {index}: "
-                                    f"{ {k: float(v) for k, v in losses.items()} } (last good checkpoint kept)")
+                terms = {k: float(v.detach()) for k, v in losses.items()}
+                raise TrainingError(f"non-finite loss at epoch {epoch + 1}, batch {index}: {terms} "
+                                    "(last good checkpoint kept)")
             self.scaler.scale(total).backward()
             if iteration - last_step >= accumulate:
                 self._optimizer_step()

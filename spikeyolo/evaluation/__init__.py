@@ -1,7 +1,10 @@
-"""Evaluation: COCO mAP (pycocotools / faster-coco-eval), the ultralytics-style AP, COCO results, plots."""
+"""Evaluation: COCO mAP (pycocotools / faster-coco-eval), the ultralytics-style AP, COCO results, plots,
+and the three Gen1 protocols (spikeyolo / prophesee / cordone)."""
 
 from spikeyolo.evaluation.ap import IOU_THRESHOLDS, evaluate_yolo_ap, match_image
 from spikeyolo.evaluation.coco import STAT_NAMES, ClassAP, CocoResult, evaluate_coco
+from spikeyolo.evaluation.gen1 import (GEN1_PROTOCOLS, Gen1Protocol, evaluate_gen1, evaluate_gen1_protocols,
+                                      get_protocol, protocol_ground_truth)
 from spikeyolo.evaluation.plots import plot_pr_curve
 from spikeyolo.evaluation.predictions import (
     letterbox_ratio_pad,
@@ -23,4 +26,10 @@ __all__ = [
     "letterbox_ratio_pad",
     "unletterbox_boxes",
     "plot_pr_curve",
+    "GEN1_PROTOCOLS",
+    "Gen1Protocol",
+    "get_protocol",
+    "protocol_ground_truth",
+    "evaluate_gen1",
+    "evaluate_gen1_protocols",
 ]

@@ -1,0 +1,242 @@
+"""Gen1 evaluation protocols: the SpikeYOLO reference's, Prophesee's (psee toolbox / RVT) and Cordone et al.'s.
+
+Published Gen1 mAPs are computed three different ways; a number means something only with its protocol.
+
+``spikeyolo``  reference ``SpikeYOLO_for_Gen1`` (training-and-eval reference §6): every sample of the val split
+               (the test folder), labels cleaned up by ``pre_gen1.py`` (last box per track, clamped, no size
+               filter), the ultralytics 101-point AP (:func:`~spikeyolo.evaluation.evaluate_yolo_ap`).
+``prophesee``  prophesee-automotive-dataset-toolbox ``psee_evaluator.py`` / ``coco_eval.py`` as RVT calls it
+               (``evaluate_list(..., camera='gen1')``): the label file's boxes as they are, ``filter_boxes`` on
+               ground truth and detections alike (t > 0.5 s, diagonal >= 30 px, both sides >= 10 px), one COCO
+               image per (recording, label time) that keeps a box, detections within +-50 ms of it, pycocotools.
+``cordone``    Cordone et al. 2022 (loiccordone/object-detection-with-spiking-neural-networks): 100 ms windows,
+               labels with both corners clamped (last box per track, w/h = 0 dropped), samples without a box or
+               without an event dropped, then ``filter_boxes`` (diagonal >= 30 px, both sides >= 20 px) on ground
+               truth and detections, pycocotools over all remaining samples.
+
+See docs/events.md ("Gen1 evaluation protocols") for the sources and the differences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from spikeyolo.evaluation.ap import evaluate_yolo_ap
+from spikeyolo.evaluation.coco import STAT_NAMES, evaluate_coco
+
+__all__ = ["Gen1Protocol", "GEN1_PROTOCOLS", "get_protocol", "protocol_ground_truth", "evaluate_gen1",
+           "evaluate_gen1_protocols"]
+
+
+@dataclass(frozen=True)
+class Gen1Protocol:
+    """What one Gen1 protocol scores.
+
+    Attributes:
+        name: ``spikeyolo``, ``prophesee`` or ``cordone``.
+        window_us: the event window the model sees (None: the data config's, 250 ms for SpikeYOLO).
+        ground_truth: ``reference`` / ``corners`` (:func:`~spikeyolo.data.gen1_labels.postprocess_boxes` with that
+            clamp) or ``raw`` (the label file's boxes at that time, untouched).
+        metric: ``ultralytics`` (101-point AP of matched predictions) or ``coco`` (pycocotools COCOeval).
+        skip_us: boxes (ground truth and detections) at t <= skip_us are dropped; None keeps all.
+        min_diag, min_side: boxes (ground truth and detections) with a smaller diagonal or side are dropped.
+        time_tol_us: None: one image per sample, scored against its own detections. Otherwise the psee
+            matching: one image per recording time that keeps a ground-truth box, with the detections of that
+            recording within +-time_tol_us (inclusive).
+        drop_empty: samples without a ground-truth box (before the size filter) or without events are dropped.
+    """
+
+    name: str
+    window_us: int | None
+    ground_truth: str
+    metric: str
+    skip_us: int | None = None
+    min_diag: float = 0.0
+    min_side: float = 0.0
+    time_tol_us: int | None = None
+    drop_empty: bool = False
+
+
+GEN1_PROTOCOLS: dict[str, Gen1Protocol] = {
+    "spikeyolo": Gen1Protocol("spikeyolo", window_us=None, ground_truth="reference", metric="ultralytics"),
+    "prophesee": Gen1Protocol("prophesee", window_us=None, ground_truth="raw", metric="coco", skip_us=500_000,
+                              min_diag=30.0, min_side=10.0, time_tol_us=50_000),
+    "cordone": Gen1Protocol("cordone", window_us=100_000, ground_truth="corners", metric="coco", min_diag=30.0,
+                            min_side=20.0, drop_empty=True),
+}
+
+
+def get_protocol(protocol: str | Gen1Protocol) -> Gen1Protocol:
+    """A protocol by name (or the protocol itself)."""
+    if isinstance(protocol, Gen1Protocol):
+        return protocol
+    if protocol not in GEN1_PROTOCOLS:
+        raise ValueError(f"unknown Gen1 protocol {protocol!r}; expected one of {', '.join(GEN1_PROTOCOLS)}")
+    return GEN1_PROTOCOLS[protocol]
+
+
+def protocol_ground_truth(protocol: str | Gen1Protocol, sample: Any) -> np.ndarray:
+    """The ground-truth boxes of a sample under a protocol, before its size / time filter.
+
+    Args:
+        sample: a :class:`~spikeyolo.data.gen1.Gen1Sample` (``boxes`` raw, ``width``, ``height``).
+
+    Returns:
+        [M] :data:`~spikeyolo.data.events.BOX_DTYPE`.
+    """
+    from spikeyolo.data.gen1_labels import postprocess_boxes
+
+    protocol = get_protocol(protocol)
+    if protocol.ground_truth == "raw":
+        return sample.boxes
+    return postprocess_boxes(sample.boxes, width=sample.width, height=sample.height, clamp=protocol.ground_truth)
+
+
+def _keep(protocol: Gen1Protocol, t_us: int, xywh: np.ndarray) -> np.ndarray:
+    """psee ``filter_boxes``: (t > skip) & (w^2 + h^2 >= diag^2) & (w >= side) & (h >= side); xywh [N, 4]."""
+    width, height = xywh[:, 2], xywh[:, 3]
+    keep = (width ** 2 + height ** 2 >= protocol.min_diag ** 2) & (width >= protocol.min_side) & \
+        (height >= protocol.min_side)
+    if protocol.skip_us is not None and t_us <= protocol.skip_us:
+        keep[:] = False
+    return keep
+
+
+def _frame_rows(protocol: Gen1Protocol, samples: Sequence[Any], detections: Sequence[Any]):
+    """Per kept sample: (recording, t, gt xywh [M, 4], gt class [M], det xywh [N, 4], det score [N], det class [N])."""
+    rows = []
+    for sample, dets in zip(samples, detections, strict=True):
+        gt = protocol_ground_truth(protocol, sample)
+        if protocol.drop_empty and (len(gt) == 0 or sample.num_events == 0):
+            continue
+        gt_xywh = np.stack((gt["x"], gt["y"], gt["w"], gt["h"]), axis=1).astype(np.float64).reshape(-1, 4)
+        gt_keep = _keep(protocol, sample.t_us, gt_xywh)
+        dets = torch.as_tensor(dets).detach().cpu().double().numpy().reshape(-1, 6)   # x1 y1 x2 y2 score class
+        det_xywh = np.concatenate((dets[:, :2], dets[:, 2:4] - dets[:, :2]), axis=1)
+        det_keep = _keep(protocol, sample.t_us, det_xywh)
+        rows.append((sample.recording, int(sample.t_us), gt_xywh[gt_keep], gt["class_id"][gt_keep].astype(np.int64),
+                     det_xywh[det_keep], dets[det_keep, 4], dets[det_keep, 5].astype(np.int64)))
+    return rows
+
+
+def _images(protocol: Gen1Protocol, rows: list) -> list[tuple[str, int, tuple, tuple]]:
+    """COCO images: (recording, t, (gt xywh, gt class), (det xywh, score, class))."""
+    if protocol.time_tol_us is None:
+        return [(rec, t, (gx, gc), (dx, ds, dc)) for rec, t, gx, gc, dx, ds, dc in rows]
+    images = []
+    recordings: dict[str, list] = {}
+    for row in rows:
+        recordings.setdefault(row[0], []).append(row)
+    for recording, recording_rows in recordings.items():
+        recording_rows.sort(key=lambda row: row[1])
+        det_times = np.array([row[1] for row in recording_rows], np.int64)
+        for _, t_us, gt_xywh, gt_class, *_ in recording_rows:
+            if len(gt_xywh) == 0:   # psee: only times that keep at least one ground-truth box are images
+                continue
+            near = [recording_rows[i] for i in np.flatnonzero(np.abs(det_times - t_us) <= protocol.time_tol_us)]
+            dets = (np.concatenate([row[4] for row in near]).reshape(-1, 4), np.concatenate([row[5] for row in near]),
+                    np.concatenate([row[6] for row in near]))
+            images.append((recording, t_us, (gt_xywh, gt_class), dets))
+    return images
+
+
+def _coco_metrics(images: list, names: Sequence[str], width: int, height: int, backend: str) -> dict[str, float]:
+    coco_images, annotations, results = [], [], []
+    for image_id, (recording, t_us, (gt_xywh, gt_class), (det_xywh, det_score, det_class)) in enumerate(images, 1):
+        coco_images.append({"id": image_id, "file_name": f"{recording}@{t_us}", "height": height, "width": width})
+        for box, cls in zip(gt_xywh.tolist(), gt_class.tolist()):
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls) + 1,
+                                "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
+        for box, score, cls in zip(det_xywh.tolist(), det_score.tolist(), det_class.tolist()):
+            results.append({"image_id": image_id, "category_id": int(cls) + 1, "bbox": box, "score": score})
+    categories = [{"id": index + 1, "name": str(name)} for index, name in enumerate(names)]
+    result = evaluate_coco({"images": coco_images, "annotations": annotations, "categories": categories}, results,
+                           backend=backend)
+    return {name: float(getattr(result, name)) for name in STAT_NAMES}
+
+
+def _yolo_metrics(images: list) -> dict[str, float]:
+    def xyxy(xywh: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate((xywh[:, :2], xywh[:, :2] + xywh[:, 2:]), axis=1).reshape(-1, 4))
+
+    predictions = [torch.cat((xyxy(dx), torch.from_numpy(np.stack((ds, dc.astype(np.float64)), axis=1)
+                                                         .reshape(-1, 2))), 1) for _, _, _, (dx, ds, dc) in images]
+    result = evaluate_yolo_ap(predictions, [xyxy(gx) for _, _, (gx, _), _ in images],
+                              [torch.from_numpy(gc) for _, _, (_, gc), _ in images])
+    return {name: float(result[name]) for name in ("map50_95", "map50", "map75", "precision", "recall")}
+
+
+def evaluate_gen1(protocol: str | Gen1Protocol, samples: Sequence[Any], detections: Sequence[Any],
+                  names: Sequence[str] = ("car", "pedestrian"), backend: str = "pycocotools") -> dict[str, Any]:
+    """Score detections of Gen1 samples under one protocol.
+
+    Args:
+        protocol: a name of :data:`GEN1_PROTOCOLS` or a :class:`Gen1Protocol`.
+        samples: [S] :class:`~spikeyolo.data.gen1.Gen1Sample` (recording, t_us, raw boxes, num_events, size),
+            e.g. ``loader.dataset.samples`` built with the protocol's window.
+        detections: [S] per sample [N, 6] (x1, y1, x2, y2, score, class index) in sensor pixels.
+        names: class names (class index i is COCO category i + 1).
+        backend: pycocotools or faster (``coco`` metric).
+
+    Returns:
+        {"protocol", "metric", "images", "gt_boxes", "detections"} plus, for ``coco``, the 12 COCOeval stats
+        (map50_95, map50, ...), for ``ultralytics`` map50_95, map50, map75, precision, recall.
+    """
+    protocol = get_protocol(protocol)
+    if len(samples) != len(detections):
+        raise ValueError(f"{len(samples)} samples but {len(detections)} detection entries")
+    images = _images(protocol, _frame_rows(protocol, samples, detections))
+    counts = {"images": len(images), "gt_boxes": int(sum(len(image[2][0]) for image in images)),
+              "detections": int(sum(len(image[3][0]) for image in images))}
+    if protocol.metric == "coco":
+        width = max((s.width for s in samples), default=304)
+        height = max((s.height for s in samples), default=240)
+        metrics = _coco_metrics(images, names, width, height, backend)
+    else:
+        metrics = _yolo_metrics(images)
+    return {"protocol": protocol.name, "metric": protocol.metric, **metrics, **counts}
+
+
+def evaluate_gen1_protocols(model: torch.nn.Module, spec: Any, data_cfg: Mapping[str, Any], device: torch.device,
+                            protocols: Sequence[str] = tuple(GEN1_PROTOCOLS), batch_size: int = 16, workers: int = 0,
+                            conf: float = 0.001, iou: float = 0.7, max_det: int = 300, backend: str = "pycocotools",
+                            progress: bool = False) -> tuple[dict[str, dict[str, Any]], dict[int, Any]]:
+    """Run a detector over the val split of a Gen1 spec and score it under each protocol.
+
+    The model runs once per distinct window (the data config's window, and 100 ms for ``cordone``), through
+    :func:`spikeyolo.engine.validate.validate`. ``data.time_steps`` null means the model's T.
+
+    Returns:
+        ({protocol: metrics}, {window_us: ValidationResult}).
+    """
+    from omegaconf import OmegaConf
+
+    from spikeyolo.data.errors import DatasetError
+    from spikeyolo.data.gen1 import gen1_dataloader_from_config
+    from spikeyolo.engine.validate import validate
+
+    data = dict(OmegaConf.to_container(data_cfg, resolve=True)) if hasattr(data_cfg, "_metadata") else dict(data_cfg)
+    model_steps = int(getattr(model, "time_steps", data.get("time_steps") or 1))
+    if data.get("time_steps") is None:
+        data["time_steps"] = model_steps
+    elif int(data["time_steps"]) != model_steps:
+        raise DatasetError(f"data.time_steps={data['time_steps']} but the model was trained with T={model_steps}")
+    scores, results = {}, {}
+    for name in protocols:
+        protocol = get_protocol(name)
+        window = int(protocol.window_us or data.get("window_us") or 250_000)
+        if window not in results:
+            loader = gen1_dataloader_from_config(spec, data, "val", batch_size, workers, device=device,
+                                                 window_us=window, progress=progress)
+            results[window] = (loader.dataset, validate(model, loader, spec, device, conf, iou, max_det,
+                                                        backend=backend, progress=progress))
+        dataset, result = results[window]
+        by_file = dict(zip(result.im_files, result.detections))
+        scores[protocol.name] = evaluate_gen1(protocol, dataset.samples, [by_file[s.im_file] for s in dataset.samples],
+                                              spec.names, backend)
+    return scores, {window: result for window, (_, result) in results.items()}

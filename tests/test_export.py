@@ -1,0 +1,227 @@
+"""Export: ONNX (integer and spike-driven paths) against onnxruntime, NIR read back and executed, and the
+pure-numpy integer block simulator against the PyTorch block."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import spikeyolo
+from spikeyolo.deploy import to_spike_driven
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+nir = pytest.importorskip("nir")
+
+from spikeyolo.deploy.export import ExportError, export_onnx  # noqa: E402
+from spikeyolo.deploy.int_sim import compile_block, fire, quantize, snap_to_grid  # noqa: E402
+from spikeyolo.deploy.nir_export import export_nir  # noqa: E402
+
+IMGSZ = 64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny convs: one thread avoids OpenMP spin contention on a shared 2-core box
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def build(time_steps: int = 1, max_level: int = 4, seed: int = 0, num_classes: int = 2) -> nn.Module:
+    """The real n layer list at width 1/16, with 'trained' BN statistics so that every layer fires."""
+    torch.manual_seed(seed)
+    cfg = spikeyolo.compose(["model.width_multiple=0.0625", f"neuron.time_steps={time_steps}",
+                             f"neuron.max_level={max_level}"])
+    model = spikeyolo.build_model(cfg, num_classes=num_classes)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in model.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                chs = bn.num_features
+                bn.running_mean.copy_(torch.randn(chs, generator=gen) * 0.3)
+                bn.running_var.copy_(torch.rand(chs, generator=gen) + 0.5)
+                bn.weight.copy_(torch.rand(chs, generator=gen) + 0.5)
+                bn.bias.copy_(torch.randn(chs, generator=gen) * 0.3)
+    return model.eval()
+
+
+def images(batch: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(batch, 3, IMGSZ, IMGSZ, generator=torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+@pytest.mark.parametrize("path,time_steps,max_level", [("integer", 1, 4), ("spike_driven", 1, 4),
+                                                       ("spike_driven", 2, 2)])
+def test_onnx_matches_pytorch_with_dynamic_batch(tmp_path, path, time_steps, max_level):
+    import onnxruntime as ort
+
+    model = build(time_steps, max_level)
+    file = tmp_path / f"{path}.onnx"
+    report = export_onnx(model, file, IMGSZ, path=path, check_images=images(3))
+    assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4, report
+    assert report.check_batch == 3 and report.opset == 17
+    anchors = (IMGSZ // 8) ** 2 + (IMGSZ // 16) ** 2 + (IMGSZ // 32) ** 2
+    assert report.output_shape == ["batch", 4 + 2, anchors]
+
+    graph = onnx.load(str(file))
+    onnx.checker.check_model(graph)
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    ops = {node.op_type for node in graph.graph.node}
+    assert "Round" in ops and "Clip" in ops  # Eq. 11 in the graph
+    if path == "spike_driven":
+        assert "Less" in ops  # the thermometer expansion (k < S)
+    # the comparison is not trivial: the network responds to its input
+    session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"images": images(2, seed=7).numpy()})[0]
+    assert out.shape == (2, 6, anchors) and np.abs(out[0] - out[1]).max() > 1e-3
+    with torch.no_grad():
+        reference = (to_spike_driven(model) if path == "spike_driven" else model)(images(2, seed=7))[0].numpy()
+    assert np.abs(out[:, 4:] - reference[:, 4:]).max() < 1e-4  # scores
+    assert np.abs(out[:, :4] - reference[:, :4]).max() < 1e-4 * IMGSZ  # boxes, pixels
+
+
+def test_onnx_refuses_bad_size_path_and_opset(tmp_path):
+    model = build()
+    with pytest.raises(ExportError, match="multiple of the model's largest stride 32"):
+        export_onnx(model, tmp_path / "x.onnx", 48)
+    with pytest.raises(ExportError, match="path must be one of"):
+        export_onnx(model, tmp_path / "x.onnx", IMGSZ, path="binary")
+    with pytest.raises(ExportError, match="opset >= 11"):
+        export_onnx(model, tmp_path / "x.onnx", IMGSZ, opset=10)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+# --------------------------------------------------------------------------- NIR
+
+
+def run_nir(graph, x: torch.Tensor) -> torch.Tensor:
+    """Execute a NIR graph of Input / Conv2d / Threshold / Scale / Output nodes: edges into a node are summed."""
+    parents: dict[str, list[str]] = {}
+    for source, target in graph.edges:
+        parents.setdefault(target, []).append(source)
+    values: dict[str, torch.Tensor] = {}
+
+    def value(name: str) -> torch.Tensor:
+        if name in values:
+            return values[name]
+        node = graph.nodes[name]
+        if isinstance(node, nir.Input):
+            out = x
+        else:
+            out = sum(value(p) for p in parents[name])
+            if isinstance(node, nir.Conv2d):
+                out = F.conv2d(out, torch.from_numpy(node.weight).to(x.dtype), torch.from_numpy(node.bias).to(x.dtype),
+                               tuple(node.stride), tuple(node.padding), tuple(node.dilation), node.groups)
+            elif isinstance(node, nir.Threshold):
+                out = (out > torch.from_numpy(node.threshold).to(x.dtype)).to(x.dtype)
+            elif isinstance(node, nir.Scale):
+                out = out * torch.from_numpy(node.scale).to(x.dtype)
+            else:
+                assert isinstance(node, nir.Output), type(node)
+        values[name] = out
+        return out
+
+    return value("output")
+
+
+def test_nir_graph_reads_back_and_reproduces_the_spike_driven_backbone(tmp_path):
+    model = build(1, 4)
+    report = export_nir(model, tmp_path / "model.nir", IMGSZ)
+    assert report.exported_layers == list(range(9))  # the backbone up to SPPF's input
+    text = report.message()
+    for expected in ("max-pooling", "upsampling", "concatenation", "detection head"):
+        assert expected in text
+    assert any(line.startswith("layer 9 SPPF") for line in report.unsupported)
+
+    graph = nir.read(str(tmp_path / "model.nir"))  # type-checked on read
+    thresholds = [n for n in graph.nodes.values() if isinstance(n, nir.Threshold)]
+    neurons = [m for i in range(1, 9) for m in model.layers[i].modules() if isinstance(m, spikeyolo.nn.neurons.ILIF)]
+    assert len(thresholds) == 4 * len(neurons)  # D threshold nodes per neuron
+    assert sorted({float(t.threshold.flat[0]) for t in thresholds}) == [0.5, 1.5, 2.5, 3.5]
+
+    spike_model = to_spike_driven(model)
+    captured = {}
+    spike_model.layers[8].register_forward_hook(lambda _m, _i, out: captured.update(out=out))
+    x = images(2, seed=3)
+    with torch.no_grad():
+        spike_model(x)
+        out = run_nir(graph, x)
+    assert out.shape == captured["out"].shape and list(out.shape[1:]) == report.output_shape
+    assert (out - captured["out"]).abs().max() < 1e-4 and captured["out"].abs().mean() > 0.1
+
+
+def test_nir_lists_the_membrane_of_multi_step_models(tmp_path):
+    report = export_nir(build(2, 2), tmp_path / "t2.nir", IMGSZ)
+    assert report.exported_layers == [] and "T = 2" in report.unsupported[0]
+    assert nir.read(str(tmp_path / "t2.nir")) is not None
+
+
+# --------------------------------------------------------------------------- integer simulator
+
+
+def test_fire_is_round_half_even_and_clipped():
+    frac = 8
+    membrane = quantize(np.array([-1.0, 0.49, 0.5, 0.51, 1.5, 2.5, 3.5, 9.0]), frac)
+    assert fire(membrane, frac, 4).tolist() == [0, 0, 0, 1, 2, 2, 4, 4]
+    assert torch.round(torch.tensor([0.5, 1.5, 2.5, 3.5])).tolist() == [0, 2, 2, 4]
+
+
+@pytest.mark.parametrize("time_steps,max_level", [(1, 4), (2, 2)])
+def test_integer_simulator_equals_the_pytorch_block(time_steps, max_level):
+    frac_bits = 12
+    model = build(time_steps, max_level).double()
+    spike_model = to_spike_driven(model)
+    inputs = {}
+    for index in (2, 6):  # SNN-Block-1 (AllConvBlock) and three SNN-Block-2 (ConvBlock)
+        spike_model.layers[index].register_forward_pre_hook(
+            lambda _m, args, index=index: inputs.update({index: args[0]}))
+    with torch.no_grad():
+        spike_model(images(2).double())
+    for index in (2, 6):
+        block = spike_model.layers[index]
+        x_code = quantize(inputs[index], frac_bits)
+        # the unsnapped float32 block: fixed point rounds weights, so only close
+        original = compile_block(block, frac_bits).run(x_code) / 2 ** frac_bits
+        with torch.no_grad():
+            reference = block.float()(torch.from_numpy(x_code / 2 ** frac_bits).float()).double().numpy()
+        assert np.abs(original - reference).mean() < 0.05 * np.abs(reference).mean()
+        # weights snapped to the grid: PyTorch (float64) and the integer program agree exactly
+        block = snap_to_grid(block.double(), frac_bits)
+        program = compile_block(block, frac_bits)
+        out_code = program.run(x_code)
+        with torch.no_grad():
+            exact = block(torch.from_numpy(x_code).double() / 2 ** frac_bits).numpy() * 2 ** frac_bits
+        assert out_code.dtype == np.int64 and out_code.shape == exact.shape
+        assert np.array_equal(out_code, exact)
+        assert sum(conv.spikes_seen for conv in program.convs()) > 0
+
+
+# --------------------------------------------------------------------------- the CLI's export function
+
+
+def test_export_command_writes_onnx_and_nir(tmp_path):
+    from spikeyolo.cli.export import export
+    from spikeyolo.config import model_config
+    from spikeyolo.engine.checkpoint import save_checkpoint
+
+    model = build()
+    cfg = spikeyolo.compose(["model.width_multiple=0.0625"])
+    checkpoint = save_checkpoint({"model_config": model_config(cfg, 2), "model": model.state_dict(), "ema": None,
+                                  "names": ["a", "b"], "train_config": "data:\n  imgsz: 64\n"}, tmp_path / "best.pt")
+    report = export(spikeyolo.compose([f"checkpoint={checkpoint}", f"run_dir={tmp_path / 'onnx'}",
+                                       "path=spike_driven"], config_name="export"))
+    assert report["imgsz"] == 64 and report["max_abs_diff"] < 1e-4
+    assert (tmp_path / "onnx" / "model_spike_driven.onnx").is_file()
+    assert json.loads((tmp_path / "onnx" / "export.json").read_text())["path"] == "spike_driven"
+    report = export(spikeyolo.compose([f"checkpoint={checkpoint}", f"run_dir={tmp_path / 'nir'}", "format=nir"],
+                                      config_name="export"))
+    assert report["exported_layers"][-1] == 8 and nir.read(report["file"]) is not None
