@@ -289,6 +289,15 @@ class YoloDetectionDataset(_UlYOLODataset):
         self.mosaic_closed = False
         super().__init__(*args, **kwargs)
 
+    def load_image(self, i: int, rect_mode: bool = True):
+        """ultralytics' image loading; an image that passed the scan but cannot be decoded names its file."""
+        try:
+            return super().load_image(i, rect_mode)
+        except FileNotFoundError:
+            from spikeyolo.data.errors import DatasetError
+
+            raise DatasetError(f"{self.im_files[i]}: image cannot be decoded (corrupt after the label scan)") from None
+
     def get_label_files(self) -> list[str]:
         if self.label_files_for is None:
             return super().get_label_files()

@@ -35,6 +35,11 @@ def test_optimizer_groups_and_schedule():
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.0, 5e-4, 0.0]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == trainable
+    adamw = build_optimizer(model, lr0=0.002, momentum=0.9, weight_decay=5e-4, name="adamw")
+    assert isinstance(adamw, torch.optim.AdamW) and [g["weight_decay"] for g in adamw.param_groups] == [0.0, 5e-4, 0.0]
+    assert adamw.param_groups[0]["betas"] == (0.9, 0.999)
+    with pytest.raises(ValueError, match="optim.name"):
+        build_optimizer(model, lr0=0.01, momentum=0.9, weight_decay=0.0, name="lion")
     # linear schedule of the reference: lf(e) = (1 - e/E)(1 - lrf) + lrf
     assert lr_factor(0, 300, 0.004) == 1.0
     assert lr_factor(150, 300, 0.004) == pytest.approx(0.502)

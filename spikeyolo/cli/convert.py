@@ -109,7 +109,9 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    _app()
+    from spikeyolo.cli.common import run_hydra_app
+
+    run_hydra_app(_app, "convert")
 
 
 if __name__ == "__main__":

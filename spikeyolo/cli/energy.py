@@ -91,8 +91,14 @@ def energy(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="energy", version_base=None)
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     energy(cfg)
+
+
+def main() -> None:
+    from spikeyolo.cli.common import run_hydra_app
+
+    run_hydra_app(_hydra_main, "energy")
 
 
 if __name__ == "__main__":

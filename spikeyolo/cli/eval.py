@@ -53,6 +53,10 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if model.num_classes != spec.num_classes:
         raise UserError(f"checkpoint {cfg.checkpoint} predicts {model.num_classes} classes but dataset "
                         f"{spec.name!r} has {spec.num_classes}")
+    if cfg.get("dtype", "float32") not in ("float32", "float64"):
+        raise UserError(f"dtype must be float32 or float64, got {cfg.dtype!r}")
+    dtype = torch.float64 if cfg.get("dtype") == "float64" else torch.float32
+    model = model.to(dtype=dtype)  # fold BN/RepConv in the evaluation precision
     if cfg.deploy == "spike_driven":
         from spikeyolo.deploy import to_spike_driven
 

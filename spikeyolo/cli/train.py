@@ -5,7 +5,7 @@ Examples:
     spikeyolo-train model=spikeyolo_s data=coco trainer.epochs=300 neuron.max_level=4 experiment=none
     spikeyolo-train data=yolo data.yaml=PATH/TO/dataset.yaml
     spikeyolo-train run_dir=runs/x trainer.resume=true
-    torchrun --nproc_per_node 2 -m spikeyolo.cli.train run_dir=runs/ddp trainer.device=0,1
+    torchrun --nproc_per_node 2 -m spikeyolo.cli.train run_dir=runs/ddp trainer.device=cuda   (one GPU per process)
 """
 
 from __future__ import annotations

@@ -13,21 +13,27 @@ __all__ = ["build_optimizer", "lr_factor", "Warmup"]
 
 
 def build_optimizer(model: nn.Module, lr0: float, momentum: float, weight_decay: float, nesterov: bool = True,
-                    **_: object) -> torch.optim.SGD:
-    """SGD with three groups (YOLOv8 convention): 0 biases (no decay), 1 conv/linear weights (decay),
-    2 BatchNorm weights (no decay). Frozen parameters (the DFL weights) are left out."""
+                    name: str = "sgd", **_: object) -> torch.optim.Optimizer:
+    """SGD (the reference recipe) or AdamW with three groups (YOLOv8 convention): 0 biases (no decay),
+    1 conv/linear weights (decay), 2 BatchNorm weights (no decay). Frozen parameters (the DFL weights)
+    are left out. For AdamW, ``momentum`` is beta1 (as in ultralytics)."""
     biases, weights, norm_weights = [], [], []
     for module in model.modules():
-        for name, parameter in module.named_parameters(recurse=False):
+        for param_name, parameter in module.named_parameters(recurse=False):
             if not parameter.requires_grad:
                 continue
-            if name == "bias":
+            if param_name == "bias":
                 biases.append(parameter)
             elif isinstance(module, nn.modules.batchnorm._BatchNorm):
                 norm_weights.append(parameter)
             else:
                 weights.append(parameter)
-    optimizer = torch.optim.SGD(biases, lr=lr0, momentum=momentum, nesterov=nesterov)
+    if name == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(biases, lr=lr0, momentum=momentum, nesterov=nesterov)
+    elif name == "adamw":
+        optimizer = torch.optim.AdamW(biases, lr=lr0, betas=(momentum, 0.999), weight_decay=0.0)
+    else:
+        raise ValueError(f"optim.name must be 'sgd' or 'adamw', got {name!r}")
     optimizer.add_param_group({"params": weights, "weight_decay": weight_decay})
     optimizer.add_param_group({"params": norm_weights, "weight_decay": 0.0})
     for group in optimizer.param_groups:
@@ -61,6 +67,9 @@ class Warmup:
         for index, group in enumerate(optimizer.param_groups):
             start = self.bias_lr if index == 0 else 0.0
             group["lr"] = float(np.interp(iteration, points, [start, group["initial_lr"] * lr_scale]))
+            momentum = float(np.interp(iteration, points, [self.start_momentum, self.momentum]))
             if "momentum" in group:
-                group["momentum"] = float(np.interp(iteration, points, [self.start_momentum, self.momentum]))
+                group["momentum"] = momentum
+            elif "betas" in group:
+                group["betas"] = (momentum, group["betas"][1])
         return max(1, int(np.interp(iteration, points, [1, self.accumulate]).round()))

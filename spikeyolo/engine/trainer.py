@@ -124,7 +124,8 @@ class Trainer:
         self.total_batch = batch_size * self.dist.world_size
         self.accumulate = max(round(ocfg.nominal_batch_size / self.total_batch), 1)
         weight_decay = ocfg.weight_decay * self.total_batch * self.accumulate / ocfg.nominal_batch_size
-        self.optimizer = build_optimizer(self.model, ocfg.lr0, ocfg.momentum, weight_decay, ocfg.nesterov)
+        self.optimizer = build_optimizer(self.model, ocfg.lr0, ocfg.momentum, weight_decay, ocfg.nesterov,
+                                         name=ocfg.get("name", "sgd"))
         self.epochs = int(self.tcfg.epochs)
         self.batches_per_epoch = len(self.train_loader)
         self.warmup = Warmup(

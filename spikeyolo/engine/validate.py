@@ -118,6 +118,7 @@ def validate(model: nn.Module, loader, spec, device: torch.device, conf: float =
     recorder = FiringRecorder(model)
     dataset = loader.dataset
     label_by_file = {record["im_file"]: record for record in dataset.labels}
+    dtype = next(model.parameters()).dtype
     detections, ratio_pads, shapes, files = [], [], [], []
     started = time.perf_counter()
     iterator = loader
@@ -126,7 +127,7 @@ def validate(model: nn.Module, loader, spec, device: torch.device, conf: float =
 
         iterator = tqdm(loader, desc="val", leave=False)
     for batch in iterator:
-        images = model_input(batch["img"], device)
+        images = model_input(batch["img"], device).to(dtype)  # float64 models: exact path comparisons
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             decoded, _ = model(images)
         for index, image_dets in enumerate(non_max_suppression(decoded.float(), conf, iou, max_det)):
