@@ -27,7 +27,7 @@ def naive_ilif(x: torch.Tensor, max_level: int, decay: float = 0.25) -> torch.Te
         membrane = x[t] if t == 0 else decay * (membrane - spike.detach()) + x[t]
         window = ((membrane >= 0) & (membrane <= max_level)).to(x.dtype)
         quantized = torch.round(membrane.clamp(0, max_level))
-        spike = quantized.detach() + membrane * window - (membrane * window).detach()
+        spike = quantized.detach() + (membrane - membrane.detach()) * window  # value exact, gradient = window
         outputs.append(spike)
     return torch.stack(outputs)
 
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--append", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from spikeyolo.nn.neurons import ILIF
+    from spikeyolo.nn.neurons import ILIF, reset_states
 
     rows = []
     for steps in (1, 4):
@@ -61,7 +61,11 @@ def main() -> None:
         ours = ILIF(time_steps=steps, max_level=args.max_level)
         sj = ILIF(time_steps=steps, max_level=args.max_level, backend="spikingjelly")
         flat = lambda inp, n=ours: n(inp.flatten(0, 1)).view_as(inp)  # noqa: E731
-        flat_sj = lambda inp, n=sj: n(inp.flatten(0, 1)).view_as(inp)  # noqa: E731
+
+        def flat_sj(inp, n=sj):
+            reset_states(n)  # spikingjelly keeps its membrane between calls
+            return n(inp.flatten(0, 1)).view_as(inp)
+
         # equality of outputs and gradients with the naive oracle
         a = x.clone().requires_grad_(True)
         b = x.clone().requires_grad_(True)

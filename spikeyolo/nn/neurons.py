@@ -39,9 +39,10 @@ class _QuantizeSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, max_level: float) -> torch.Tensor:
-        window = (x >= 0) & (x <= max_level)  # bool mask: 1 byte per element for backward
-        ctx.save_for_backward(window)
-        return torch.round(x.clamp(0.0, max_level))
+        out = x.clamp(0.0, max_level)
+        window = out == x  # inside [0, D] (ends included) exactly when clamping changes nothing
+        ctx.save_for_backward(window)  # bool mask: 1 byte per element for backward
+        return out.round_()
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
@@ -76,9 +77,11 @@ class _ILIFMultiStep(torch.autograd.Function):
         membrane = x[0].clone()
         for t in range(x.shape[0]):
             if t > 0:
-                membrane.sub_(out[t - 1]).mul_(decay).add_(x[t])
-            torch.logical_and(membrane >= 0, membrane <= max_level, out=windows[t])
-            torch.round(membrane.clamp(0.0, max_level), out=out[t])
+                # H[t] = X[t] + decay * (H[t-1] - S[t-1])
+                membrane = torch.add(x[t], membrane.sub_(out[t - 1]), alpha=decay)
+            torch.clamp(membrane, 0.0, max_level, out=out[t])
+            torch.eq(out[t], membrane, out=windows[t])
+            out[t].round_()
         ctx.save_for_backward(windows)
         ctx.decay = decay
         return out
@@ -87,10 +90,10 @@ class _ILIFMultiStep(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         (windows,) = ctx.saved_tensors
         grad_x = torch.empty_like(grad_output)
-        carry = torch.zeros_like(grad_output[0])
         for t in range(grad_output.shape[0] - 1, -1, -1):
-            carry = grad_output[t] * windows[t] + ctx.decay * carry
-            grad_x[t] = carry
+            torch.mul(grad_output[t], windows[t], out=grad_x[t])
+            if t + 1 < grad_output.shape[0]:
+                grad_x[t].add_(grad_x[t + 1], alpha=ctx.decay)
         return grad_x, None, None
 
 
