@@ -132,3 +132,23 @@ def test_ddp_two_process_gloo_smoke(tmp_path):
     assert '"map50"' in metrics and '"map50_95"' in metrics
     payload = ckpt.read_checkpoint(run_dir / "weights" / "last.pt")
     assert payload["epoch"] == 0
+
+
+def test_loggers_write_their_files(tmp_path, monkeypatch):
+    from spikeyolo.engine.loggers import CSVLogger, MetricsFile, WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    csv_logger = CSVLogger(tmp_path, run_config={"a": 1})
+    csv_logger.log_metrics({"train/box": 1.5, "metrics/map50": 0.25}, step=1)
+    csv_logger.log_metrics({"train/box": 1.25}, step=2)
+    csv_logger.log_metrics({"train/box": 1.0}, step=2)  # a resumed run re-logs a step: newest wins
+    rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert rows[0] == "step,train/box,metrics/map50" and rows[1:] == ["1,1.5,0.25", "2,1.0,"]
+    MetricsFile(tmp_path).write({"epoch": 1, "x": float("nan")})
+    assert MetricsFile(tmp_path).read() == [{"epoch": 1, "x": "nan"}]
+    wandb_logger = WandbLogger(tmp_path, run_config={"model": {"scale": "n"}}, project="spikeyolo-test")
+    wandb_logger.log_metrics({"metrics/map50": 0.5}, step=1)
+    wandb_logger.finish()
+    offline_runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1 and any(offline_runs[0].iterdir())
