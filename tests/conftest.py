@@ -17,6 +17,15 @@ FIXTURES = Path(__file__).parent / "fixtures"
 TINY = ["model.width_multiple=0.0625", "model.depth_multiple=0.33"]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests with one torch thread (restored afterwards)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
     return FIXTURES

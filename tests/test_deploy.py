@@ -14,13 +14,8 @@ from spikeyolo.nn.layers import RepConv, SepRepConv
 from spikeyolo.nn.neurons import ILIF
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny float64 convs: one thread avoids OpenMP spin contention on a shared 2-core box
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# tiny convs: one thread avoids OpenMP spin contention on a shared 2-core box (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomize_bn(module: nn.Module, seed: int = 0) -> nn.Module:

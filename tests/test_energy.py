@@ -16,12 +16,8 @@ from spikeyolo.nn.neurons import ILIF, SpikingNeuron
 from tests.test_deploy import build, images
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# tiny convs: one thread avoids OpenMP spin contention on a shared 2-core box (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # power_cal.xlsx rows 4-92 (shared/reference/spikeyolo_power_cal_rows.tsv, column MACs): s model, 640, nc 80

@@ -25,13 +25,8 @@ from spikeyolo.deploy.nir_export import export_nir  # noqa: E402
 IMGSZ = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny convs: one thread avoids OpenMP spin contention on a shared 2-core box
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# tiny convs: one thread avoids OpenMP spin contention on a shared 2-core box (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(time_steps: int = 1, max_level: int = 4, seed: int = 0, num_classes: int = 2) -> nn.Module:

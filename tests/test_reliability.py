@@ -33,12 +33,8 @@ ENV = {**{k: v for k, v in os.environ.items() if k != "SPIKEYOLO_DEBUG"}, "OMP_N
        "WANDB_MODE": "offline"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# tiny convs: one thread avoids OpenMP spin contention on a shared 2-core box (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_cli(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
