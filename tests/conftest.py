@@ -31,6 +31,20 @@ def fixtures() -> Path:
     return FIXTURES
 
 
+def randomize_bn(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BN non-trivial 'trained' statistics and affine parameters."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in module.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                chs = bn.num_features
+                bn.running_mean.copy_(torch.randn(chs, generator=gen) * 0.3)
+                bn.running_var.copy_(torch.rand(chs, generator=gen) + 0.5)
+                bn.weight.copy_(torch.rand(chs, generator=gen) + 0.5)
+                bn.bias.copy_(torch.randn(chs, generator=gen) * 0.3)
+    return module
+
+
 def tiny_model(scale: str = "s", num_classes: int = 3, extra: tuple[str, ...] = ()):
     import spikeyolo
 

@@ -12,24 +12,11 @@ from spikeyolo.deploy import (SpikeDrivenConv, StemConv, thermometer_expand, to_
 from spikeyolo.deploy.fold import fold_conv_bn, fuse_repconv, fuse_seprepconv
 from spikeyolo.nn.layers import RepConv, SepRepConv
 from spikeyolo.nn.neurons import ILIF
+from tests.conftest import randomize_bn
 
 
 # tiny convs: one thread avoids OpenMP spin contention on a shared 2-core box (conftest.one_thread)
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def randomize_bn(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BN non-trivial 'trained' statistics and affine parameters."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for bn in module.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                chs = bn.num_features
-                bn.running_mean.copy_(torch.randn(chs, generator=gen) * 0.3)
-                bn.running_var.copy_(torch.rand(chs, generator=gen) + 0.5)
-                bn.weight.copy_(torch.rand(chs, generator=gen) + 0.5)
-                bn.bias.copy_(torch.randn(chs, generator=gen) * 0.3)
-    return module
 
 
 def build(scale: str, time_steps: int, max_level: int, seed: int = 0) -> nn.Module:

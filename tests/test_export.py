@@ -21,6 +21,7 @@ nir = pytest.importorskip("nir")
 from spikeyolo.deploy.export import ExportError, export_onnx  # noqa: E402
 from spikeyolo.deploy.int_sim import compile_block, fire, quantize, snap_to_grid  # noqa: E402
 from spikeyolo.deploy.nir_export import export_nir  # noqa: E402
+from tests.conftest import randomize_bn
 
 IMGSZ = 64
 
@@ -35,16 +36,7 @@ def build(time_steps: int = 1, max_level: int = 4, seed: int = 0, num_classes: i
     cfg = spikeyolo.compose(["model.width_multiple=0.0625", f"neuron.time_steps={time_steps}",
                              f"neuron.max_level={max_level}"])
     model = spikeyolo.build_model(cfg, num_classes=num_classes)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                chs = bn.num_features
-                bn.running_mean.copy_(torch.randn(chs, generator=gen) * 0.3)
-                bn.running_var.copy_(torch.rand(chs, generator=gen) + 0.5)
-                bn.weight.copy_(torch.rand(chs, generator=gen) + 0.5)
-                bn.bias.copy_(torch.randn(chs, generator=gen) * 0.3)
-    return model.eval()
+    return randomize_bn(model, seed).eval()
 
 
 def images(batch: int, seed: int = 0) -> torch.Tensor:

@@ -17,15 +17,15 @@ A spikeyolo checkpoint is a plain dict of tensors and primitives, so it loads wi
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from spikeyolo.io import atomic_write
 
 FORMAT = "spikeyolo-checkpoint"
 VERSION = 1
@@ -43,20 +43,10 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
 
     A crash at any moment leaves either the old file or the new one, never a torn file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_write(path) as handle:
+        torch.save(payload, handle)
+    return Path(path)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

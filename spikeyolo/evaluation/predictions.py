@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+
+from spikeyolo.io import atomic_write
 
 __all__ = ["RatioPad", "letterbox_ratio_pad", "unletterbox_boxes", "to_coco_results", "save_coco_results"]
 
@@ -144,20 +145,9 @@ def save_coco_results(results: Sequence[dict], path: str | os.PathLike) -> Path:
     Returns:
         the written path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp", delete=False)
-    try:
-        with handle:
-            json.dump(list(results), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_write(path) as handle:
+        handle.write(json.dumps(list(results)).encode("utf-8"))
+    return Path(path)
 
 
 def _plain(value: Any) -> Any:
