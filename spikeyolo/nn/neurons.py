@@ -35,19 +35,40 @@ __all__ = ["ILIF", "ReLUNeuron", "SpikingNeuron", "quantize_ste", "reset_states"
 
 
 class _QuantizeSTE(torch.autograd.Function):
-    """round_half_even(clip(x, 0, D)) forward; gradient 1 on [0, D] (ends included), 0 outside."""
+    """round_half_even(clip(x, 0, D)) forward; gradient 1 on [0, D] (ends included), 0 outside.
+
+    Three memory passes in all, against ReLU's two: clamp and an in-place round forward, and one
+    fused ``hardtanh_backward`` pass backward (it reads the saved input, as ReLU's backward reads its
+    saved output, so it stores no more than ReLU). ``hardtanh_backward`` passes the gradient on the
+    open interval (lo, hi); with lo and hi one ulp outside 0 and D in the tensor's dtype, that is
+    exactly the closed window [0, D].
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, max_level: float) -> torch.Tensor:
-        out = x.clamp(0.0, max_level)
-        window = out == x  # inside [0, D] (ends included) exactly when clamping changes nothing
-        ctx.save_for_backward(window)  # bool mask: 1 byte per element for backward
-        return out.round_()
+        ctx.save_for_backward(x)
+        ctx.max_level = max_level
+        return x.clamp(0.0, max_level).round_()
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        (window,) = ctx.saved_tensors
-        return grad_output * window, None
+        (x,) = ctx.saved_tensors
+        low, high = _open_window(ctx.max_level, x.dtype)
+        return torch.ops.aten.hardtanh_backward(grad_output, x, low, high), None
+
+
+_WINDOWS: dict[tuple[float, torch.dtype], tuple[float, float]] = {}
+
+
+def _open_window(max_level: float, dtype: torch.dtype) -> tuple[float, float]:
+    """(lo, hi) with lo < 0 <= x <= D < hi for every x of ``dtype``: the closed window as an open one."""
+    key = (max_level, dtype)
+    if key not in _WINDOWS:
+        ends = torch.tensor([0.0, max_level], dtype=dtype)
+        outward = torch.tensor([-float("inf"), float("inf")], dtype=dtype)
+        low, high = torch.nextafter(ends, outward).tolist()
+        _WINDOWS[key] = (low, high)
+    return _WINDOWS[key]
 
 
 def quantize_ste(x: torch.Tensor, max_level: int) -> torch.Tensor:
