@@ -127,6 +127,9 @@ def test_exact_and_reference_agree_up_to_padding(measured):
     total = report.total
     # the same rule on in-bounds taps agrees with the exact count of 1s x fan-out within 1 %
     assert total["sops_exact"] == pytest.approx(total["sops_reference_valid"], rel=0.01)
+    assert abs(total["modes_rel_diff_in_bounds"]) < 0.01
+    assert total["modes_rel_diff_sheet"] == pytest.approx(total["sops_reference"] / total["sops_exact"] - 1)
+    assert "modes agree, in-bounds taps" in report.to_markdown()
     # the dense rule also charges taps on zero padding: at 128x128 (maps down to 4x4) that is ~12 %
     assert total["sops_reference"] > total["sops_exact"]
     # without padding (1x1, stride 1) the two counts are identical conv by conv

@@ -110,6 +110,8 @@ class EnergyReport:
             f"| stem MACs | {t['stem_ops']:,.0f} |",
             f"| SOPs ({self.mode}) | {t['sops']:,.0f} |",
             f"| SOPs reference / exact | {t['sops_reference']:,.0f} / {t['sops_exact']:,.0f} |",
+            f"| modes agree, in-bounds taps: reference vs exact | {100 * t['modes_rel_diff_in_bounds']:+.2f} % |",
+            f"| sheet convention (padding taps credited) vs exact | {100 * t['modes_rel_diff_sheet']:+.2f} % |",
             f"| mean spikes per element (0..D) | {t['mean_spikes']:.4f} |",
             f"| ANN energy (Eq. 16) | {t['ann_energy_mj']:.4f} mJ |",
             f"| SNN energy (Eq. 17) | {t['snn_energy_mj']:.4f} mJ |",
@@ -183,11 +185,18 @@ def build_report(counts: list[ConvCount], preset: EnergyPreset = PRESETS["float3
         "firing_rate": ones / elements / max_level if elements else 0.0,
         "ann_energy_mj": ann_mj, "snn_energy_mj": snn_mj,
         "ann_over_snn": ann_mj / snn_mj if snn_mj > 0 else float("inf"),
+    }
+    exact_sops = total["sops_exact"]
+    total.update({
+        # agreement of the two counting modes: on the same taps (padding excluded) they must agree
+        # within 1 %; the sheet's credit for taps that read zero padding is reported separately
+        "modes_rel_diff_in_bounds": total["sops_reference_valid"] / exact_sops - 1 if exact_sops else 0.0,
+        "modes_rel_diff_sheet": total["sops_reference"] / exact_sops - 1 if exact_sops else 0.0,
         # Eq. 16-17 written with the firing rate per virtual step: identical to the reference mode
         "eq16_ann_energy_mj": ann_mj,
         "eq17_snn_energy_mj": (stem * preset.e_mac_pj + preset.e_ac_pj * sum(
             c.dense_ops * (c.firing_rate or 0.0) * c.time_steps * c.max_level for c in spike_counts)) / PJ_PER_MJ,
-    }
+    })
     return EnergyReport(layers=rows, total=total, preset=preset, mode=mode, time_steps=time_steps,
                         max_level=max_level, num_images=max((c.images for c in counts), default=0),
                         info=dict(info or {}))
