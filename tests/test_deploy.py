@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 import spikeyolo
-from spikeyolo.deploy import (SpikeDrivenConv, StemConv, thermometer_expand, to_spike_driven,
-                              verify_equivalence)
+from spikeyolo.deploy import (SpikeDrivenConv, StemConv, set_binary_check, spike_driven_convs, thermometer_expand,
+                              to_spike_driven, verify_equivalence)
+from spikeyolo.deploy.fixed_point import check_exact, grid_quantize, to_fixed_point
 from spikeyolo.deploy.fold import fold_conv_bn, fuse_repconv, fuse_seprepconv
 from spikeyolo.nn.layers import RepConv, SepRepConv
 from spikeyolo.nn.neurons import ILIF
@@ -150,3 +151,55 @@ def test_converted_structure_and_original_untouched():
     assert len(convs) == len(sd_convs) + 1 and converted.head.dfl.conv in convs
     assert not any(isinstance(m, nn.BatchNorm2d) for m in converted.modules())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ---------------------------------------------------------------- fixed-point form (exact float32)
+
+
+def eight_bit(x: torch.Tensor) -> torch.Tensor:
+    return torch.round(x * 255) / 255  # what the loaders produce from 8-bit images
+
+
+def test_grid_quantize_bounds_every_partial_sum():
+    gen = torch.Generator().manual_seed(3)
+    weight, bias = torch.randn(6, 5, 3, 3, generator=gen), torch.randn(6, generator=gen)
+    wq, bq, step = grid_quantize(weight, bias, input_max=4.0, mantissa_bits=12)
+    per_channel = step.view(-1, 1, 1, 1)
+    assert torch.equal(wq / per_channel, torch.round(wq / per_channel))  # on the grid
+    assert torch.equal(bq / step, torch.round(bq / step))
+    assert torch.equal(step.log2(), step.log2().round())  # powers of two
+    bound = (4.0 * wq.abs().flatten(1).sum(1) + bq.abs()) / step
+    assert bool((bound < 2 ** 12).all()) and bool((bound >= 2 ** 10).all())  # tight, not wasteful
+    assert (wq - weight.double()).abs().max() <= step.max() / 2  # rounding, not truncation
+    again, _, _ = grid_quantize(wq, bq, 4.0, 12)
+    assert torch.equal(again, wq)  # idempotent
+
+
+@pytest.mark.parametrize("scale,time_steps,max_level", [("s", t, d) for t, d in GRID_S] + OTHER_SCALES)
+def test_fixed_point_paths_are_identical_in_float32(scale, time_steps, max_level):
+    model = build(scale, time_steps, max_level).eval()
+    x = eight_bit(torch.cat([images(1), images(2)]))
+    integer, spiking = to_fixed_point(model, expand=False), to_fixed_point(model)
+    set_binary_check(spiking, True)
+    with torch.no_grad():
+        (dec_i, maps_i), (dec_s, maps_s) = integer(x), spiking(x)
+    # no tolerance: binary partial sums and the integer conv give the same float32 numbers
+    assert torch.equal(dec_i, dec_s) and all(torch.equal(a, b) for a, b in zip(maps_i, maps_s))
+    assert all(conv.last_check.ok for _, conv in spike_driven_convs(spiking))
+    report = check_exact(spiking, x)  # float32 == float64, spike for spike
+    assert report.exact and report.spike_mismatches == 0 and report.num_spikes_compared > 0
+    assert [name.split(".", 2)[-1] for name in report.unconverted_convs] == ["dfl.conv"]  # decode only
+    assert dec_s.abs().max() > 0 and not torch.equal(maps_s[0][0], maps_s[0][1])  # a real, input-dependent run
+
+
+def test_fixed_point_stays_close_to_the_float_model():
+    model = build("s", 1, 4, seed=2).eval()
+    fixed = to_fixed_point(model)
+    assert fixed.fixed_point == {"mantissa_bits": 20, "levels": 255, "expand": True}
+    assert to_fixed_point(build("s", 4, 2)).fixed_point["mantissa_bits"] == 14  # 2 bits per extra step
+    reference = to_spike_driven(model)
+    for (_, a), (_, b) in zip(spike_driven_convs(fixed), spike_driven_convs(reference)):
+        scale = b.conv.weight.abs().max()
+        assert (a.conv.weight - b.conv.weight).abs().max() <= scale * 2 ** -9  # a rounding, not a new model
+    with pytest.raises(ValueError, match="mantissa_bits"):
+        to_fixed_point(model, mantissa_bits=25)

@@ -76,6 +76,26 @@ def test_onnx_matches_pytorch_with_dynamic_batch(tmp_path, path, time_steps, max
     assert np.abs(out[:, :4] - reference[:, :4]).max() < 1e-4 * IMGSZ  # boxes, pixels
 
 
+@pytest.mark.parametrize("path,time_steps,max_level", [("integer", 1, 4), ("spike_driven", 1, 4),
+                                                       ("spike_driven", 2, 2)])
+def test_fixed_point_onnx_reproduces_pytorch_spikes(tmp_path, path, time_steps, max_level):
+    from spikeyolo.deploy.fixed_point import to_fixed_point
+
+    model = build(time_steps, max_level, seed=4)
+    report = export_onnx(model, tmp_path / "fx.onnx", IMGSZ, path=path, check_images=images(3, seed=4),
+                         fixed_point=True)
+    # identical spikes: only the decode after the last exact sum rounds (float32 ulps)
+    assert report.fixed_point and report.max_abs_diff < 1e-5, report
+    assert any("fixed-point" in note for note in report.notes)
+    with torch.no_grad():  # the exported model is the fixed-point one, not the float one
+        fixed = to_fixed_point(model, expand=path == "spike_driven")(images(2, seed=9))[0]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "fx.onnx"), providers=["CPUExecutionProvider"])
+    out = torch.from_numpy(session.run(None, {"images": images(2, seed=9).numpy()})[0])
+    assert (out[:, 4:] - fixed[:, 4:]).abs().max() < 1e-5 and (out[:, :4] - fixed[:, :4]).abs().max() < 1e-5 * IMGSZ
+
+
 def test_onnx_refuses_bad_size_path_and_opset(tmp_path):
     model = build()
     with pytest.raises(ExportError, match="multiple of the model's largest stride 32"):

@@ -64,9 +64,11 @@ def export(cfg: DictConfig) -> dict:
     try:
         if cfg.format == "onnx":
             report = export_onnx(model, output, imgsz, path=path, opset=int(cfg.opset), check=bool(cfg.check),
-                                 check_batch=int(cfg.check_batch)).to_dict()
+                                 check_batch=int(cfg.check_batch), fixed_point=bool(cfg.fixed_point),
+                                 mantissa_bits=cfg.mantissa_bits).to_dict()
             checked = report["max_abs_diff"] is not None
-            print(f"ONNX ({path} path, opset {report['opset']}) -> {output}: input images "
+            form = "fixed-point" if cfg.fixed_point else "float"
+            print(f"ONNX ({path} path, {form} weights, opset {report['opset']}) -> {output}: input images "
                   f"{report['input_shape']}, output detections {report['output_shape']}")
             if checked:
                 print(f"onnxruntime {report['onnxruntime']} vs PyTorch on {report['check_batch']} images: "

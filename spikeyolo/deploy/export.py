@@ -109,8 +109,19 @@ class _Detections(nn.Module):
         return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def prepare_path(model: nn.Module, path: str) -> nn.Module:
-    """The model to export for ``path``: ``integer`` (as trained) or ``spike_driven`` (T x D binary spikes)."""
+def prepare_path(model: nn.Module, path: str, fixed_point: bool = False,
+                 mantissa_bits: int | None = None) -> nn.Module:
+    """The model to export for ``path``: ``integer`` (as trained) or ``spike_driven`` (T x D binary spikes).
+
+    With ``fixed_point`` both paths are the folded model of :func:`spikeyolo.deploy.fixed_point.to_fixed_point`
+    (power-of-two weight grids, exact float32 sums): onnxruntime then reproduces PyTorch's spikes bit for bit.
+    """
+    if path not in PATHS:
+        raise ExportError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
+    if fixed_point:
+        from spikeyolo.deploy.fixed_point import to_fixed_point
+
+        return to_fixed_point(model, mantissa_bits=mantissa_bits, expand=path == "spike_driven")
     if path == "integer":
         return model.eval()
     if path == "spike_driven":
@@ -141,6 +152,7 @@ class OnnxExportReport:
             checked). Float32 rounding alone is a few 1e-8 here; a rounding flip of a neuron is far larger.
         max_abs_diff_pixels: the same with the boxes in pixels (float32 resolution at 500 px is 3e-5).
         check_batch: images in the check batch (a batch size other than the traced one, exercising the dynamic axis).
+        fixed_point: the export is the fixed-point form (exact float32 sums; see spikeyolo.deploy.fixed_point).
         onnxruntime: version used for the check.
         seconds: export + check wall time.
     """
@@ -153,6 +165,7 @@ class OnnxExportReport:
     max_abs_diff: float | None = None
     max_abs_diff_pixels: float | None = None
     check_batch: int = 0
+    fixed_point: bool = False
     onnxruntime: str | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -186,7 +199,7 @@ def check_onnx(file: str | Path, reference: nn.Module, images: torch.Tensor) -> 
 
 def export_onnx(model: nn.Module, file: str | Path, imgsz: int, path: str = "integer",
                 opset: int = DEFAULT_OPSET, check: bool = True, check_images: torch.Tensor | None = None,
-                check_batch: int = 2) -> OnnxExportReport:
+                check_batch: int = 2, fixed_point: bool = False, mantissa_bits: int | None = None) -> OnnxExportReport:
     """Export ``model`` (its ``path``) to ONNX with a dynamic batch axis and check it with onnxruntime.
 
     Args:
@@ -197,6 +210,9 @@ def export_onnx(model: nn.Module, file: str | Path, imgsz: int, path: str = "int
         opset: ONNX opset (>= 11).
         check: run onnxruntime on ``check_images`` and compare with PyTorch.
         check_images: [N, in_chs, imgsz, imgsz] in [0, 1]; default ``check_batch`` random images.
+        fixed_point: export the fixed-point form (spikeyolo.deploy.fixed_point): exact float32 sums, so the
+            check compares identical spikes; the reference for the check is that fixed-point PyTorch model.
+        mantissa_bits: grid resolution of the fixed-point form (None: 20 - 2 (T - 1)).
 
     Raises:
         ExportError: bad ``path`` / ``imgsz`` / ``opset``, onnx or onnxruntime missing.
@@ -207,7 +223,7 @@ def export_onnx(model: nn.Module, file: str | Path, imgsz: int, path: str = "int
     started = time.perf_counter()
     model = model.float().eval()
     _check_imgsz(model, imgsz)
-    target = prepare_path(model, path)
+    target = prepare_path(model, path, fixed_point, mantissa_bits)
     in_chs = int(getattr(model, "in_chs", 3))
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
@@ -224,7 +240,11 @@ def export_onnx(model: nn.Module, file: str | Path, imgsz: int, path: str = "int
     with torch.no_grad():
         out_shape = list(wrapper(example).shape)
     report = OnnxExportReport(file=str(file), path=path, opset=int(opset), input_shape=["batch", in_chs, imgsz, imgsz],
-                              output_shape=["batch", *out_shape[1:]])
+                              output_shape=["batch", *out_shape[1:]], fixed_point=bool(fixed_point))
+    if fixed_point:
+        bits = target.fixed_point["mantissa_bits"]
+        report.notes.append(f"fixed-point form: power-of-two weight grids with {bits} mantissa bits, "
+                            "input snapped to round(x * 255); compared with the same fixed-point model in PyTorch")
     if check:
         ort = _require("onnxruntime")
         images = check_images if check_images is not None else torch.rand(check_batch, in_chs, imgsz, imgsz)

@@ -106,9 +106,12 @@ class SpikeDrivenConv(nn.Module):
         self.bias = nn.Parameter(bias.detach().clone().to(weight.dtype))
         self.check_binary = False
         self.last_check: BinaryCheck | None = None
+        self.expand = True  # False: conv on the integer spikes (the folded integer path; same sums)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spikes = self.neuron(x)  # [T*B, C, H, W] integers 0..D
+        if not self.expand:
+            return self.conv(spikes) + self.bias.view(1, -1, 1, 1)
         binary = thermometer_expand(spikes, self.time_steps, self.max_level)  # [T*D*B, C, H, W]
         if self.check_binary:
             summed = binary.view(self.time_steps, self.max_level, -1, *binary.shape[1:]).sum(1)
