@@ -37,10 +37,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger = instantiate(cfg.logger, _recursive_=False, run_dir=str(run_dir), run_config=OmegaConf.to_container(cfg, resolve=True))
     trainer = Trainer(cfg, logger=logger)
     if is_main:
-        log.info("run %s: %s on %s (%d train / %d val images), %s, T=%d D=%d, %.2fM parameters", trainer.run_dir,
+        steps = getattr(trainer.model, "time_steps", None)  # ANNs (tiny_yolo) have no T and D
+        timing = f"T={steps} D={trainer.model.max_level}" if steps is not None else "ANN"
+        log.info("run %s: %s on %s (%d train / %d val images), %s, %s, %.2fM parameters", trainer.run_dir,
                  OmegaConf.select(cfg, "model._target_").rsplit(".", 1)[-1], trainer.spec.name,
                  len(trainer.train_loader.dataset), len(trainer.val_loader.dataset), trainer.device,
-                 trainer.model.time_steps, trainer.model.max_level, trainer.model.num_parameters() / 1e6)
+                 timing, trainer.model.num_parameters() / 1e6)
     metrics = trainer.fit()
     if not is_main:
         return metrics

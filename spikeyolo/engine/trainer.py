@@ -258,7 +258,7 @@ class Trainer:
                 self._optimizer_step()
                 last_step = iteration
             images_seen += batch["img"].shape[0]
-            for name in ("box", "cls", "dfl"):
+            for name in ("box", "obj", "cls", "dfl"):  # obj: anchor-based heads
                 if name in losses:
                     sums[name] = sums.get(name, 0.0) + float(losses[name].detach())
             if bar is not None:
@@ -336,7 +336,8 @@ class Trainer:
 
     def _log_epoch(self, record: dict[str, Any]) -> None:
         parts = [f"epoch {record['epoch']}/{self.epochs}"]
-        parts += [f"{k.split('/')[1]} {record[k]:.3f}" for k in ("train/box", "train/cls", "train/dfl") if k in record]
+        parts += [f"{k.split('/')[1]} {record[k]:.3f}" for k in ("train/box", "train/obj", "train/cls", "train/dfl")
+                  if k in record]
         if "metrics/map50" in record:
             parts += [f"mAP50 {record['metrics/map50']:.4f}", f"mAP50-95 {record['metrics/map50_95']:.4f}"]
         parts.append(f"{record.get('train/images_per_s', 0):.1f} img/s")

@@ -124,10 +124,11 @@ class AnchorLoss:
     """
 
     def __init__(self, head: AnchorHead, box: float = 1.0, obj: float = 1.0, cls: float = 1.0,
-                 ignore_iou: float = 0.6) -> None:
+                 ignore_iou: float = 0.6, object_scale: float = 5.0) -> None:
         self.head = head
         self.gains = {"box": float(box), "obj": float(obj), "cls": float(cls)}
         self.ignore_iou = float(ignore_iou)
+        self.object_scale = float(object_scale)
 
     def __call__(self, maps: list[torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
         head = self.head
@@ -183,9 +184,11 @@ class AnchorLoss:
                 counted[img, anchor, row, col] = True
                 num_pos += int(mine.sum())
             obj_bce = F.binary_cross_entropy_with_logits(pred[..., 4], obj_target, reduction="none")
-            obj_sum = obj_sum + (obj_bce * counted).sum()
+            # darknet's object_scale (5) on the responsible cells, noobject_scale 1 on the counted rest
+            obj_weight = torch.where(obj_target > 0, self.object_scale, 1.0) * counted
+            obj_sum = obj_sum + (obj_bce * obj_weight).sum()
             num_obj_cells += int(counted.sum())
-        terms = {"box": box_sum / max(num_pos, 1), "obj": obj_sum / max(num_obj_cells, 1),
+        terms = {"box": box_sum / max(num_pos, 1), "obj": obj_sum / max(num_pos, 1),
                  "cls": cls_sum / max(num_pos * head.num_classes, 1)}
         terms = {name: self.gains[name] * value for name, value in terms.items()}  # gain-weighted, like v8
         total = sum(terms.values()) * batch_size
