@@ -281,3 +281,60 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path):
     unknown = _run_cli(f"checkpoint={path}", "spiking_neuron=foo")
     assert unknown.returncode == 2 and "expected one of ibt, signed, if" in unknown.stderr
     assert len(unknown.stderr.strip().splitlines()) == 1
+
+
+def test_simulate_reads_out_every_mark_as_separate_runs_would():
+    net = _leaky_net()
+    images = torch.rand(2, 3, 12, 12)
+    snn = convert(net, [images], norm="channel", neuron=partial(IBTNeuron, 1.0, 0.1), time_chunk=5)
+    states = snn.simulate(images, [12, 3, 40])
+    assert sorted(states) == [3, 12, 40]
+    for steps in (3, 12, 40):
+        for decoding in ("vmem", "spike"):
+            assert torch.equal(states[steps][decoding], snn(images, time_steps=steps, decoding=decoding))
+    # spikes entering the later convs accumulate with T
+    counts = [sum(states[t]["input_spikes"]) for t in (3, 12, 40)]
+    assert 0 < counts[0] < counts[1] < counts[2]
+    with pytest.raises(ValueError, match=">= 1"):
+        snn.simulate(images, [0, 4])
+
+
+def test_eval_sweeps_timesteps_of_a_converted_checkpoint(tmp_path):
+    import json
+
+    from spikeyolo.cli.convert import convert as convert_command
+    from spikeyolo.cli.eval import evaluate
+
+    cfg = spikeyolo.compose(TINY_YOLO)
+    torch.manual_seed(0)
+    ann = spikeyolo.build_model(cfg, num_classes=1)
+    ann_path = save_checkpoint({"model_config": model_config(cfg, 1), "model": ann.state_dict(), "ema": None,
+                                "names": ["tree"]}, tmp_path / "ann.pt")
+    snn_path = convert_command(spikeyolo.compose([f"checkpoint={ann_path}", "calibration.images=4",
+                                                  "calibration.imgsz=64", "timesteps=8"], config_name="convert"))
+    report = evaluate(spikeyolo.compose([f"checkpoint={snn_path}", "timesteps=[2,8]", "data.imgsz=64",
+                                         f"run_dir={tmp_path / 'eval'}"], config_name="eval"))
+    saved = json.loads((tmp_path / "eval" / "timesteps.json").read_text())
+    assert sorted((p["decoding"], p["time_steps"]) for p in saved["points"]) == [
+        ("spike", 2), ("spike", 8), ("vmem", 2), ("vmem", 8)]
+    assert all(0.0 <= p["map50"] <= 1.0 for p in saved["points"]) and saved["images"] == 12
+    sops = {p["time_steps"]: p["sops"] for p in saved["points"]}
+    assert 0 < sops[2] < sops[8] and saved["dense_macs"] > saved["first_layer_macs"] > 0
+    assert report["ann_energy_mj"] == pytest.approx(saved["dense_macs"] * 4.6e-9)
+    for name in ("map_vs_timesteps.png", "firing_rates.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 1000
+    assert len(saved["firing_rates"]) == len([m for m in ann.modules() if isinstance(m, nn.Conv2d)]) - 1
+
+
+def test_train_command_trains_the_ann(tmp_path):
+    import json
+
+    from spikeyolo.cli.train import train
+    from tests.test_engine import TINY_RUN
+
+    run_dir = tmp_path / "tiny"
+    metrics = train(spikeyolo.compose([*TINY_YOLO, *TINY_RUN, "trainer.epochs=1", f"run_dir={run_dir}"]))
+    assert 0.0 <= metrics["map50"] <= 1.0
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["time_steps"] is None and saved["parameters"] > 0  # an ANN: no T, no D
+    assert (run_dir / "weights" / "best.pt").is_file() and (run_dir / "model_card.md").is_file()

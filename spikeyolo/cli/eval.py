@@ -61,8 +61,12 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         from spikeyolo.deploy import to_spike_driven
 
         model = to_spike_driven(model)
+    elif cfg.deploy == "fixed_point":
+        from spikeyolo.deploy.fixed_point import to_fixed_point
+
+        model = to_fixed_point(model)  # the spike-driven path with the exported ONNX's power-of-two weight grids
     elif cfg.deploy != "integer":
-        raise UserError(f"deploy must be 'integer' or 'spike_driven', got {cfg.deploy!r}")
+        raise UserError(f"deploy must be 'integer', 'spike_driven' or 'fixed_point', got {cfg.deploy!r}")
     model = model.to(device)
     if spec.source == "gen1":
         return evaluate_gen1(cfg, model, spec, device, run_dir)
@@ -70,6 +74,8 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         raise UserError(f"protocol={cfg.protocol} applies to Gen1 datasets only (data=gen1)")
     loader = dataloader_from_config(spec, cfg.data, "val", int(cfg.batch_size), int(cfg.workers),
                                     stride=max(model.strides), device=device)
+    if cfg.get("timesteps"):
+        return evaluate_timestep_sweep(cfg, model, loader, spec, device, run_dir)
     with torch.no_grad():
         result = validate(model, loader, spec, device, cfg.nms.conf, cfg.nms.iou, cfg.nms.max_det,
                           backend=cfg.backend, progress=True)
@@ -83,6 +89,40 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     print(f"mAP@50 {metrics['map50']:.4f}  mAP@50:95 {metrics['map50_95']:.4f}  ({cfg.deploy} path)  "
           f"-> {run_dir / 'metrics.json'}")
     return metrics
+
+
+def evaluate_timestep_sweep(cfg: DictConfig, model, loader, spec, device, run_dir: Path) -> dict:
+    """A converted Spiking-YOLO at every T of ``timesteps`` (Vmem and spike-count decoding, one simulation).
+
+    Writes RUN_DIR/timesteps.json, map_vs_timesteps.png and firing_rates.png.
+    """
+    from spikeyolo.conversion import SpikingYOLO
+    from spikeyolo.conversion.evaluation import evaluate_timesteps, plot_firing_rates, plot_timesteps
+
+    if not isinstance(model, SpikingYOLO):
+        raise UserError(f"timesteps= applies to converted Spiking-YOLO checkpoints (spikeyolo-convert), "
+                        f"not to a {type(model).__name__}")
+    try:
+        steps = sorted({int(t) for t in cfg.timesteps})
+    except (TypeError, ValueError):
+        raise UserError(f"timesteps must be a list of integers, e.g. timesteps=[16,64,256], got {cfg.timesteps}")
+    if steps[0] < 1:
+        raise UserError(f"timesteps must be >= 1, got {steps}")
+    sweep = evaluate_timesteps(model, loader, spec, device, steps, e_mac_pj=float(cfg.energy.e_mac_pj),
+                               e_ac_pj=float(cfg.energy.e_ac_pj), progress=True, conf=cfg.nms.conf,
+                               iou=cfg.nms.iou, max_det=cfg.nms.max_det)
+    report = {**sweep.to_dict(), "checkpoint": str(cfg.checkpoint), "dataset": spec.name}
+    write_json(run_dir / "timesteps.json", report)
+    plot_timesteps({Path(str(cfg.checkpoint)).stem: sweep}, run_dir / "map_vs_timesteps.png")
+    plot_firing_rates({Path(str(cfg.checkpoint)).stem: sweep.firing_rates}, run_dir / "firing_rates.png")
+    print("| T | mAP@50 vmem | mAP@50 spike | mAP@50:95 vmem | SNN energy (mJ) |")
+    print("|---|---|---|---|---|")
+    for t in steps:
+        by = {p.decoding: p for p in sweep.points if p.time_steps == t}
+        print(f"| {t} | {by['vmem'].map50:.4f} | {by['spike'].map50:.4f} | {by['vmem'].map50_95:.4f} | "
+              f"{by['vmem'].snn_energy_mj:.3f} |")
+    print(f"ANN (dense MACs) {sweep.ann_energy_mj:.3f} mJ per image -> {run_dir / 'timesteps.json'}")
+    return report
 
 
 def evaluate_gen1(cfg: DictConfig, model, spec, device, run_dir: Path) -> dict:

@@ -66,8 +66,8 @@ def finish_run(trainer, logger) -> dict[str, float]:
     write_json(run_dir / "metrics.json", {**metrics, "weights": str(best), "epochs_trained":
                                           len(trainer.metrics_file.read()),
                                           "parameters": trainer.model.num_parameters(),
-                                          "time_steps": trainer.model.time_steps,
-                                          "max_level": trainer.model.max_level})
+                                          "time_steps": getattr(trainer.model, "time_steps", None),  # None: ANN
+                                          "max_level": getattr(trainer.model, "max_level", None)})
     (run_dir / "per_class_ap.md").write_text(result.coco.table(markdown=True) + "\n")
     write_model_card(trainer, metrics)
     plot_training_curves(trainer.metrics_file.read(), run_dir / "curves.png")

@@ -245,17 +245,54 @@ class SpikingNetwork(nn.Module):
         """
         time_steps = int(time_steps or self.time_steps)
         decoding = decoding or self.decoding
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
+        return self.simulate(images, [time_steps])[time_steps][decoding]
+
+    @torch.no_grad()
+    def simulate(self, images: torch.Tensor, marks: Iterable[int]) -> dict[int, dict[str, torch.Tensor]]:
+        """One simulation up to max(marks), read out at every mark: the mAP-vs-T curve in one run.
+
+        Decoding at step t reads the state after t steps, so the output at mark t equals a separate
+        ``forward(images, t)`` exactly (the simulation is causal; chunks stop at the marks).
+
+        Returns:
+            {t: {"vmem": [B, C, H, W], "spike": [B, C, H, W], "input_spikes": [per SpikingConv after the
+            first: sum of |spikes| entering it over steps 1..t, whole batch]}}.
+        """
+        marks = sorted({int(m) for m in marks})
+        if not marks or marks[0] < 1:
+            raise ValueError(f"time steps must be >= 1, got {marks}")
         self.reset()
+        convs = [layer for layer in self.layers[1:] if isinstance(layer, SpikingConv)]
+        entering = [0.0] * len(convs)
+
+        def count(index: int):
+            def hook(_module, inputs):
+                entering[index] += float(inputs[0].abs().sum())
+            return hook
+
+        handles = [conv.register_forward_pre_hook(count(i)) for i, conv in enumerate(convs)]
         first = self.layers[0]
         current = first.conv(images)  # [B, C, H, W], the same every step
-        for start in range(0, time_steps, self.time_chunk):
-            steps = min(self.time_chunk, time_steps - start)
-            x = first.neuron(current.unsqueeze(0).expand(steps, *current.shape))  # [t, B, C, H, W]
-            for layer in self.layers[1:]:
-                x = layer(x)
-        neuron = self.output_neuron
-        rate = neuron.vmem_rate() if decoding == "vmem" else neuron.rate()
-        return rate * self.output_scale.view(1, -1, 1, 1)
+        results: dict[int, dict[str, torch.Tensor]] = {}
+        done = 0
+        try:
+            for mark in marks:
+                while done < mark:
+                    steps = min(self.time_chunk, mark - done)
+                    x = first.neuron(current.unsqueeze(0).expand(steps, *current.shape))  # [t, B, C, H, W]
+                    for layer in self.layers[1:]:
+                        x = layer(x)
+                    done += steps
+                neuron = self.output_neuron
+                scale = self.output_scale.view(1, -1, 1, 1)
+                results[mark] = {"vmem": neuron.vmem_rate() * scale, "spike": neuron.rate() * scale,
+                                 "input_spikes": list(entering)}
+        finally:
+            for handle in handles:
+                handle.remove()
+        return results
 
     def firing_rates(self) -> list[float]:
         """Mean |spikes| per neuron per step of each hidden SpikingConv in the last forward (Eq. 6)."""
