@@ -1,0 +1,118 @@
+"""Where a training step's time goes: torch.profiler over the step of scripts/bench_train.py, by category.
+
+    python scripts/profile_train_step.py [--kind spikeyolo|yolov8] [--scale s] [--imgsz 320] [--time-steps 1]
+        [--steps 5] [--threads 2]
+
+Profiles ``--steps`` training steps (forward, YOLOv8 loss, backward, SGD step; batch 2) after warm-up and
+sums the operators' self CPU time into categories: dense convolution and depthwise convolution (forward and
+backward, told apart by the weight shape [C, 1, k, k]), batch norm (forward, backward), the neuron (clamp,
+round, the straight-through backward), the optimizer step, and the rest (loss, elementwise adds of the
+residuals, copies, allocation). Prints a Markdown table with milliseconds per step and shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import build, synthetic_batch  # noqa: E402
+
+CONV_FORWARD = {"aten::mkldnn_convolution", "aten::_convolution_depthwise2d", "aten::_conv_depthwise2d",
+                "aten::thnn_conv2d", "aten::_slow_conv2d_forward", "aten::_nnpack_spatial_convolution"}
+CONV_BACKWARD = {"aten::convolution_backward"}
+BATCH_NORM = {"aten::native_batch_norm", "aten::_batch_norm_impl_index", "aten::batch_norm",
+              "aten::_native_batch_norm_legit", "aten::_native_batch_norm_legit_no_training"}
+BATCH_NORM_BACKWARD = {"aten::native_batch_norm_backward"}
+NEURON = {"aten::clamp", "aten::round_", "aten::round", "aten::hardtanh_backward", "_QuantizeSTE",
+          "_QuantizeSTEBackward", "_ILIFMultiStep", "_ILIFMultiStepBackward", "aten::eq"}
+OPTIMIZER = {"Optimizer.step#SGD.step", "aten::_foreach_add_", "aten::_foreach_mul_", "aten::_foreach_add",
+             "aten::_foreach_lerp_", "aten::_foreach_addcmul_"}
+
+
+def weight_is_depthwise(shapes) -> bool:
+    for shape in shapes or []:
+        if isinstance(shape, (list, tuple)) and len(shape) == 4 and shape[1] == 1 and shape[2] > 1:
+            return True
+    return False
+
+
+def category(event) -> str:
+    name = event.key
+    if name in CONV_FORWARD or name in CONV_BACKWARD:
+        kind = "depthwise conv" if weight_is_depthwise(event.input_shapes) else "dense conv"
+        return f"{kind} {'backward' if name in CONV_BACKWARD else 'forward'}"
+    if name in BATCH_NORM:
+        return "batch norm forward"
+    if name in BATCH_NORM_BACKWARD:
+        return "batch norm backward"
+    if name in NEURON:
+        return "neuron (I-LIF / ReLU)"
+    if name in OPTIMIZER or name.startswith("Optimizer"):
+        return "optimizer (SGD)"
+    if name in ("aten::relu", "aten::threshold_backward", "aten::silu", "aten::silu_backward"):
+        return "activation (ANN)"
+    return "other (loss, adds, copies, allocation)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kind", default="spikeyolo", choices=["spikeyolo", "yolov8"])
+    parser.add_argument("--scale", default="s")
+    parser.add_argument("--imgsz", type=int, default=320)
+    parser.add_argument("--time-steps", type=int, default=1)
+    parser.add_argument("--max-level", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = build(args.kind, args.scale, args.time_steps, args.max_level, "fused").train()
+    images = torch.rand(args.batch, 3, args.imgsz, args.imgsz)
+    batch = synthetic_batch(args.batch, torch.device("cpu"))
+    if args.kind == "yolov8":
+        from spikeyolo.ultralytics_adapter import yolov8_loss
+
+        loss_fn = yolov8_loss(model)
+    else:
+        loss_fn = model.build_loss()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+
+    def step() -> None:
+        loss = loss_fn(model(images), batch)["total"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        step()
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(args.steps):
+            step()
+    totals: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages(group_by_input_shape=True):
+        totals[category(event)] += event.self_cpu_time_total
+    step_ms = {name: value / 1000 / args.steps for name, value in totals.items()}
+    whole = sum(step_ms.values())
+    label = (f"{args.kind} {args.scale}, {args.imgsz}x{args.imgsz}, batch {args.batch}"
+             + (f", T={args.time_steps} D={args.max_level}" if args.kind == "spikeyolo" else ""))
+    print(f"Profile of one training step ({label}; {args.threads} threads, torch {torch.__version__}; "
+          f"`python {' '.join(sys.argv)}`): self CPU time per step, {args.steps} steps after {args.warmup} warm-up.")
+    print()
+    print("| category | ms per step | share |")
+    print("|---|---|---|")
+    for name, value in sorted(step_ms.items(), key=lambda item: -item[1]):
+        print(f"| {name} | {value:.1f} | {100 * value / whole:.1f} % |")
+    print(f"| total (profiled) | {whole:.1f} | 100 % |")
+
+
+if __name__ == "__main__":
+    main()
