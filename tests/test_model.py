@@ -168,3 +168,24 @@ def test_checkpoint_round_trip_and_wrong_architecture(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read"):
         read_checkpoint(tmp_path / "bad.pt")
+
+
+@pytest.mark.parametrize("kernel,padding", [(7, 3), (3, 0), (3, 1)])
+def test_depthwise_conv_backward_equals_autograd(kernel, padding):
+    from spikeyolo.nn.layers import DepthwiseConv2d
+
+    torch.manual_seed(kernel + padding)
+    fast = DepthwiseConv2d(6, kernel, padding).double()
+    plain = torch.nn.Conv2d(6, 6, kernel, padding=padding, groups=6, bias=False).double()
+    plain.load_state_dict(fast.state_dict())  # same keys and shapes as nn.Conv2d
+    x = torch.randn(3, 6, 11, 9, dtype=torch.float64)
+    grads = []
+    for module in (fast, plain):
+        inp = x.clone().requires_grad_(True)
+        out = module(inp)
+        out.backward(torch.cos(out))  # a non-uniform upstream gradient
+        grads.append((out.detach(), inp.grad, module.weight.grad))
+    for a, b in zip(*grads):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():  # inference takes the plain path
+        assert torch.equal(fast(x), plain(x))

@@ -17,8 +17,61 @@ from torch import nn
 
 NeuronFactory = Callable[[], nn.Module]
 
-__all__ = ["NeuronFactory", "BNAndPad", "RepConv", "SepRepConv", "SepConv", "SpikeConv", "SpikeConvOut",
-           "bn_fold"]
+__all__ = ["NeuronFactory", "BNAndPad", "DepthwiseConv2d", "RepConv", "SepRepConv", "SepConv", "SpikeConv",
+           "SpikeConvOut", "bn_fold"]
+
+
+class _DepthwiseCPU(torch.autograd.Function):
+    """Stride-1 depthwise conv whose backward is two more *forward* convs (fast on CPU).
+
+    PyTorch's CPU backward of a depthwise conv on NCHW tensors is 10-60x slower than its forward
+    (scripts/profile_train_step.py: 13 % of a SpikeYOLO-s training step at 640). Both gradients are
+    convolutions themselves:
+
+        dL/dx = conv(dL/dy, flip(W), padding k - 1 - p, groups C)        (transposed stride-1 conv)
+        dL/dW[c] = sum_b conv(x_pad[b, c], dL/dy[b, c])                   (one group per (c, b) pair)
+
+    computed as a depthwise conv with flipped kernels and one with B*C groups whose "kernels" are the
+    output gradients. Same values as autograd's up to float summation order (tested).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        return F.conv2d(x, weight, None, 1, padding, 1, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        pad, chs, kernel = ctx.padding, weight.shape[0], weight.shape[-1]
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = F.conv2d(grad_out, weight.flip(-1, -2), None, 1, kernel - 1 - pad, 1, chs)
+        if ctx.needs_input_grad[1]:
+            batch, height, width = x.shape[0], x.shape[2], x.shape[3]
+            inputs = x.transpose(0, 1).reshape(1, chs * batch, height, width)              # [1, C*B, H, W]
+            kernels = grad_out.transpose(0, 1).reshape(chs * batch, 1, *grad_out.shape[2:])  # [C*B, 1, H', W']
+            grad_w = F.conv2d(inputs, kernels, None, 1, pad, 1, chs * batch)             # [1, C*B, k, k]
+            grad_w = grad_w.view(chs, batch, kernel, kernel).sum(1, keepdim=True)
+        return grad_x, grad_w, None
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """nn.Conv2d with groups = channels, stride 1, no bias, square kernel: the token mixers' dw convs.
+
+    Same parameters and state_dict keys as nn.Conv2d (and it is one, for folding, counting and export);
+    when training on CPU its backward runs as forward convolutions (:class:`_DepthwiseCPU`).
+    """
+
+    def __init__(self, chs: int, kernel_size: int, padding: int) -> None:
+        super().__init__(chs, chs, kernel_size, padding=padding, groups=chs, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type == "cpu" and torch.is_grad_enabled() and not torch.jit.is_tracing()
+                and x.dtype in (torch.float32, torch.float64) and x.is_contiguous()):
+            return _DepthwiseCPU.apply(x, self.weight, self.padding[0])
+        return super().forward(x)
 
 
 def bn_fold(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +126,7 @@ class RepConv(nn.Module):
         super().__init__()
         self.pw_in = nn.Conv2d(in_chs, in_chs, 1, bias=False)
         self.pad_bn = BNAndPad(in_chs)
-        self.dw = nn.Conv2d(in_chs, in_chs, 3, padding=0, groups=in_chs, bias=False)
+        self.dw = DepthwiseConv2d(in_chs, 3, padding=0)
         self.pw_out = nn.Conv2d(in_chs, out_chs, 1, bias=False)
         self.bn = nn.BatchNorm2d(out_chs)
 
@@ -103,7 +156,7 @@ class SepRepConv(nn.Module):
         self.pad_bn = BNAndPad(in_chs)
         self.pw = nn.Conv2d(in_chs, out_chs, 1, bias=False)
         self.inner_neuron = nn.Identity() if reparam else neuron()
-        self.dw = nn.Conv2d(out_chs, out_chs, 3, padding=0, groups=out_chs, bias=False)
+        self.dw = DepthwiseConv2d(out_chs, 3, padding=0)
 
     reference_key_map = (("body.0.", "pad_bn."), ("body.1.0.", "pw."), ("body.1.1.", "dw."))
 
@@ -132,7 +185,7 @@ class SepConv(nn.Module):
         self.pw_expand = nn.Conv2d(chs, hidden, 1, bias=False)
         self.bn_expand = nn.BatchNorm2d(hidden)
         self.neuron2 = neuron()
-        self.dw = nn.Conv2d(hidden, hidden, kernel_size, padding=kernel_size // 2, groups=hidden, bias=False)
+        self.dw = DepthwiseConv2d(hidden, kernel_size, padding=kernel_size // 2)
         self.bn_dw = nn.BatchNorm2d(hidden)
         self.neuron3 = neuron()
         self.pw_project = SepRepConv(hidden, chs, neuron, reparam)
