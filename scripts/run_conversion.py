@@ -83,7 +83,8 @@ def main() -> None:
                       rates_png)
     print(f"figures: {curve_png}, {rates_png}")
 
-    marks = sorted(set(args.timesteps))
+    # every T any variant was evaluated at (a variant evaluated earlier with more steps keeps them; "-" = not run)
+    marks = sorted({p.time_steps for sweep in loaded.values() for p in sweep.points})
     header = "| T | " + " | ".join(f"{n.replace('_', ' + ')} vmem | {n.replace('_', ' + ')} spike"
                                    for n in sweeps) + " |"
     lines = [START, f"### Measured on `{args.data}` ({datetime.date.today()})", "",
@@ -94,18 +95,19 @@ def main() -> None:
         cells = []
         for sweep in loaded.values():
             by = {p.decoding: p for p in sweep.points if p.time_steps == t}
-            cells += [f"{by['vmem'].map50:.4f}", f"{by['spike'].map50:.4f}"]
+            cells += [f"{by['vmem'].map50:.4f}", f"{by['spike'].map50:.4f}"] if by else ["-", "-"]
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     best = loaded["channel_ibt"]
-    final = {p.decoding: p for p in best.points if p.time_steps == marks[-1]}
+    best_marks = sorted({p.time_steps for p in best.points})
+    final = {p.decoding: p for p in best.points if p.time_steps == best_marks[-1]}
     ratio = final["vmem"].map50 / ann["map50"] if ann["map50"] > 0 else float("nan")
-    lines += ["", f"Channel-norm + IBT + Vmem at T={marks[-1]}: {final['vmem'].map50:.4f} = {100 * ratio:.1f} % "
+    lines += ["", f"Channel-norm + IBT + Vmem at T={best_marks[-1]}: {final['vmem'].map50:.4f} = {100 * ratio:.1f} % "
               f"of the ANN's mAP@50.", "",
               "Energy per image (channel-norm + IBT; ANN: every conv's MACs; SNN: the first conv's MACs once plus "
               "one accumulate per spike per connection):", "",
               "| T | SOPs (G) | " + " | ".join(f"ANN {p} (mJ) | SNN {p} (mJ)" for p in PRESETS) + " |",
               "|---|---|" + "---|---|" * len(PRESETS)]
-    for t in marks:
+    for t in best_marks:
         point = next(p for p in best.points if p.time_steps == t and p.decoding == "vmem")
         cells = []
         for e_mac, e_ac in PRESETS.values():
@@ -116,7 +118,8 @@ def main() -> None:
               f"{best.images} validation images.", "",
               f"![mAP@50 vs T](figures/{curve_png.name})", "", f"![firing rates](figures/{rates_png.name})", "",
               f"Command: `python scripts/run_conversion.py --ann {args.ann} --data {args.data} --timesteps "
-              f"{' '.join(map(str, marks))}`", END]
+              f"{' '.join(map(str, sorted(set(args.timesteps))))}` (resumable: a variant already evaluated keeps "
+              "its points)", END]
     section = "\n".join(lines)
     text = args.out.read_text() if args.out.exists() else "# Conversion\n"
     if START in text and END in text:
