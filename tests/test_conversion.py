@@ -321,7 +321,9 @@ def test_eval_sweeps_timesteps_of_a_converted_checkpoint(tmp_path):
     sops = {p["time_steps"]: p["sops"] for p in saved["points"]}
     assert 0 < sops[2] < sops[8] and saved["dense_macs"] > saved["first_layer_macs"] > 0
     assert report["ann_energy_mj"] == pytest.approx(saved["dense_macs"] * 4.6e-9)
-    for name in ("map_vs_timesteps.png", "firing_rates.png"):
+    assert [len(rates) for rates in saved["channel_rates"]] == [
+        m.out_channels for m in ann.modules() if isinstance(m, nn.Conv2d)][:-1]
+    for name in ("map_vs_timesteps.png", "firing_rates.png", "channel_rates.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 1000
     assert len(saved["firing_rates"]) == len([m for m in ann.modules() if isinstance(m, nn.Conv2d)]) - 1
 

@@ -94,10 +94,12 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 def evaluate_timestep_sweep(cfg: DictConfig, model, loader, spec, device, run_dir: Path) -> dict:
     """A converted Spiking-YOLO at every T of ``timesteps`` (Vmem and spike-count decoding, one simulation).
 
-    Writes RUN_DIR/timesteps.json, map_vs_timesteps.png and firing_rates.png.
+    Writes RUN_DIR/timesteps.json, map_vs_timesteps.png, firing_rates.png (per layer) and channel_rates.png
+    (per-channel spread per layer).
     """
     from spikeyolo.conversion import SpikingYOLO
-    from spikeyolo.conversion.evaluation import evaluate_timesteps, plot_firing_rates, plot_timesteps
+    from spikeyolo.conversion.evaluation import (evaluate_timesteps, plot_channel_rates, plot_firing_rates,
+                                                 plot_timesteps)
 
     if not isinstance(model, SpikingYOLO):
         raise UserError(f"timesteps= applies to converted Spiking-YOLO checkpoints (spikeyolo-convert), "
@@ -115,6 +117,7 @@ def evaluate_timestep_sweep(cfg: DictConfig, model, loader, spec, device, run_di
     write_json(run_dir / "timesteps.json", report)
     plot_timesteps({Path(str(cfg.checkpoint)).stem: sweep}, run_dir / "map_vs_timesteps.png")
     plot_firing_rates({Path(str(cfg.checkpoint)).stem: sweep.firing_rates}, run_dir / "firing_rates.png")
+    plot_channel_rates(sweep.channel_rates, run_dir / "channel_rates.png", title=f"T={steps[-1]}")
     print("| T | mAP@50 vmem | mAP@50 spike | mAP@50:95 vmem | SNN energy (mJ) |")
     print("|---|---|---|---|---|")
     for t in steps:

@@ -23,7 +23,8 @@ from torch import nn
 from spikeyolo.conversion.converter import SpikingConv
 from spikeyolo.conversion.spiking_yolo import SpikingYOLO
 
-__all__ = ["TimestepPoint", "TimestepSweep", "conv_macs", "evaluate_timesteps", "plot_timesteps", "plot_firing_rates"]
+__all__ = ["TimestepPoint", "TimestepSweep", "conv_macs", "evaluate_timesteps", "plot_timesteps",
+           "plot_firing_rates", "plot_channel_rates"]
 
 
 @dataclass
@@ -40,13 +41,19 @@ class TimestepPoint:
 
 @dataclass
 class TimestepSweep:
-    """The curve for one converted model, with the dense (ANN) cost and per-layer firing at T_max."""
+    """The curve for one converted model, with the dense (ANN) cost and firing at T_max.
+
+    ``firing_rates``: mean |spikes| per neuron per step of each hidden layer (Eq. 6); ``channel_rates``:
+    per hidden layer, each channel's mean net spike count per neuron per step (|signed count| / T; the
+    per-channel spread that layer-wise normalisation cannot see, Fig. 3/4).
+    """
 
     points: list[TimestepPoint]
     dense_macs: float
     first_layer_macs: float
     ann_energy_mj: float
     firing_rates: list[float] = field(default_factory=list)
+    channel_rates: list[list[float]] = field(default_factory=list)
     e_mac_pj: float = 4.6
     e_ac_pj: float = 0.9
     images: int = 0
@@ -124,6 +131,7 @@ def evaluate_timesteps(model: SpikingYOLO, loader, spec, device: torch.device, t
     spikes_in = {t: None for t in marks}
     images_seen = 0
     hidden_spikes: list[float] | None = None
+    channel_sums: list[torch.Tensor] | None = None
     iterator = loader
     if progress:
         from tqdm import tqdm
@@ -140,11 +148,16 @@ def evaluate_timesteps(model: SpikingYOLO, loader, spec, device: torch.device, t
             spikes_in[t] = counts if spikes_in[t] is None else [a + b for a, b in zip(spikes_in[t], counts)]
         rates = model.firing_rates()
         hidden_spikes = rates if hidden_spikes is None else [a + b for a, b in zip(hidden_spikes, rates)]
+        per_channel = [(layer.neuron.spike_count.abs().mean((0, 2, 3)) / max(layer.neuron.time_steps, 1)).cpu()
+                       for layer in model.network.layers[:-1]
+                       if isinstance(layer, SpikingConv) and layer.neuron.spike_count is not None]
+        channel_sums = per_channel if channel_sums is None else [a + b for a, b in zip(channel_sums, per_channel)]
         images_seen += int(images.shape[0])
     if images_seen == 0:
         raise ValueError("the validation loader yielded no images")
     batches = len(recorded[(decodings[0], marks[0])])
     firing = [value / batches for value in (hidden_spikes or [])]
+    channels = [(value / batches).tolist() for value in (channel_sums or [])]
 
     macs = conv_macs(model, imgsz)
     dense = sum(m for _, m, _ in macs)
@@ -158,7 +171,8 @@ def evaluate_timesteps(model: SpikingYOLO, loader, spec, device: torch.device, t
                               conf, iou, max_det)
             points.append(TimestepPoint(decoding, t, result.metrics["map50"], result.metrics["map50_95"], sops, snn_mj))
     return TimestepSweep(points=points, dense_macs=dense, first_layer_macs=first, ann_energy_mj=dense * e_mac_pj * 1e-9,
-                         firing_rates=firing, e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj, images=images_seen)
+                         firing_rates=firing, channel_rates=channels, e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj,
+                         images=images_seen)
 
 
 def plot_firing_rates(rates: dict[str, list[float]], path) -> None:
@@ -173,6 +187,23 @@ def plot_firing_rates(rates: dict[str, list[float]], path) -> None:
     ax.set_xlabel("hidden conv layer")
     ax.set_ylabel("|spikes| / neuron / step")
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_channel_rates(channel_rates: list[list[float]], path, title: str = "") -> None:
+    """Box plot of the per-channel rates of every hidden layer (Spiking-YOLO Fig. 3/4)."""
+    from spikeyolo.energy.plots import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.boxplot(channel_rates, showfliers=True, flierprops={"markersize": 2})
+    ax.set_xticks(range(1, len(channel_rates) + 1), [str(i) for i in range(len(channel_rates))])
+    ax.set_xlabel("hidden conv layer")
+    ax.set_ylabel("per-channel net spikes / neuron / step")
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
