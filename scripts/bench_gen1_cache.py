@@ -28,6 +28,8 @@ import numpy as np
 from spikeyolo.data.events import BOX_DTYPE, EVENT_DTYPE, write_boxes, write_dat
 from spikeyolo.data.gen1_cache import Representation, build_cache, find_recordings
 
+from benchlib import emit  # noqa: E402  (scripts/ is on sys.path when run as a script)
+
 
 def make_recording(folder: Path, name: str, seconds: float, rate_meps: float, label_hz: float, seed: int) -> int:
     rng = np.random.default_rng(seed)
@@ -88,11 +90,7 @@ def main() -> None:
              f"T={args.time_steps}; median of {args.repeats} builds from scratch.", "",
              "| representation | workers | build time (s) | minutes per hour of recording |", "|---|---|---|---|"]
     lines += [f"| {kind} | {workers} | {seconds:.2f} | {per_hour:.1f} |" for kind, workers, seconds, per_hour in rows]
-    text = "\n".join(lines)
-    print(text)
-    if args.append:
-        with open(args.append, "a", encoding="utf-8") as handle:
-            handle.write("\n" + text + "\n")
+    emit(lines, args.append)
 
 
 if __name__ == "__main__":

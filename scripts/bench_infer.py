@@ -20,7 +20,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import build, conv_macs  # noqa: E402
+from benchlib import emit, run_row  # noqa: E402
 
 
 def run_one(args: argparse.Namespace) -> dict:
@@ -87,12 +87,11 @@ def main() -> None:
         for imgsz in args.imgsz:
             reference = None
             for kind, steps in [("yolov8", 1)] + [("spikeyolo", t) for t in args.time_steps]:
-                command = [sys.executable, __file__, "--one", "--kind", kind, "--scale", scale, "--imgsz", str(imgsz),
-                           "--time-steps", str(steps), "--max-level", str(args.max_level), "--batch",
-                           str(args.batch), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-                           "--threads", str(args.threads), "--device", args.device] + (["--amp"] if args.amp else [])
-                out = subprocess.run(command, capture_output=True, text=True, check=True)
-                result = json.loads(out.stdout.strip().splitlines()[-1])
+                result = run_row(__file__, [
+                    "--kind", kind, "--scale", scale, "--imgsz", str(imgsz), "--time-steps", str(steps),
+                    "--max-level", str(args.max_level), "--batch", str(args.batch), "--repeats", str(args.repeats),
+                    "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device]
+                    + (["--amp"] if args.amp else []))
                 if kind == "yolov8":
                     reference = result
                 result["efficiency"] = result["macs_per_s"] / reference["macs_per_s"]
@@ -111,11 +110,7 @@ def main() -> None:
         lines.append(f"| {name} | {imgsz} | {1000 * r['seconds']:.1f} | {r['images_per_s']:.2f} | "
                      f"{r['macs_per_image'] / 1e9:.2f} | {r['macs_per_s'] / 1e9:.1f} | {r['efficiency']:.2f} | "
                      f"{r['peak_mb']:.0f} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.append:
-        with open(args.append, "a", encoding="utf-8") as handle:
-            handle.write("\n" + text + "\n")
+    emit(lines, args.append)
 
 
 if __name__ == "__main__":

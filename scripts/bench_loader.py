@@ -21,6 +21,8 @@ import time
 
 import torch
 
+from benchlib import emit  # noqa: E402  (scripts/ is on sys.path when run as a script)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -68,11 +70,7 @@ def main() -> None:
              f"{args.batches} batches after {args.warmup} warm-up batches.", "",
              "| imgsz | workers | images/s |", "|---|---|---|"]
     lines += [f"| {imgsz} | {workers} | {rate:.1f} |" for imgsz, workers, rate in rows]
-    text = "\n".join(lines)
-    print(text)
-    if args.append:
-        with open(args.append, "a", encoding="utf-8") as handle:
-            handle.write("\n" + text + "\n")
+    emit(lines, args.append)
 
 
 if __name__ == "__main__":

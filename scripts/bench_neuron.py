@@ -19,6 +19,8 @@ import time
 
 import torch
 
+from benchlib import emit  # noqa: E402  (scripts/ is on sys.path when run as a script)
+
 
 def naive_ilif(x: torch.Tensor, max_level: int, decay: float = 0.25) -> torch.Tensor:
     """Baseline (a): per-step loop, autograd through everything, STE via detach."""
@@ -86,11 +88,7 @@ def main() -> None:
              f"({machine}, torch {torch.__version__}, {datetime.date.today()}; `python scripts/bench_neuron.py`)", "",
              "| T | implementation | ms | x relu | speed-up vs (a) |", "|---|---|---|---|---|"]
     lines += [f"| {t} | {name} | {1000 * s:.1f} | {r:.2f} | {up:.2f} |" for t, name, s, r, up in rows]
-    text = "\n".join(lines)
-    print(text)
-    if args.append:
-        with open(args.append, "a", encoding="utf-8") as handle:
-            handle.write("\n" + text + "\n")
+    emit(lines, args.append)
 
 
 if __name__ == "__main__":

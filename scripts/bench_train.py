@@ -21,11 +21,12 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
 import torch
+
+from benchlib import emit, run_row  # noqa: E402  (scripts/ is on sys.path when run as a script)
 
 MACS_CACHE: dict = {}
 
@@ -145,13 +146,11 @@ def main() -> None:
                          if steps > 1 or backend in ("fused", "loop")]
             reference = None
             for kind, steps, backend in plan:
-                command = [sys.executable, __file__, "--one", "--kind", kind, "--scale", scale, "--imgsz", str(imgsz),
-                           "--time-steps", str(steps), "--backend", backend if backend != "-" else "fused",
-                           "--max-level", str(args.max_level), "--batch", str(args.batch), "--repeats",
-                           str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
-                           "--device", args.device] + (["--amp"] if args.amp else [])
-                out = subprocess.run(command, capture_output=True, text=True, check=True)
-                result = json.loads(out.stdout.strip().splitlines()[-1])
+                result = run_row(__file__, [
+                    "--kind", kind, "--scale", scale, "--imgsz", str(imgsz), "--time-steps", str(steps),
+                    "--backend", backend if backend != "-" else "fused", "--max-level", str(args.max_level),
+                    "--batch", str(args.batch), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+                    "--threads", str(args.threads), "--device", args.device] + (["--amp"] if args.amp else []))
                 if kind == "yolov8":
                     reference = result
                 result["efficiency"] = result["macs_per_s"] / reference["macs_per_s"] if reference else None
@@ -169,11 +168,7 @@ def main() -> None:
     for name, imgsz, r in rows:
         lines.append(f"| {name} | {imgsz} | {r['seconds']:.3f} | {r['images_per_s']:.2f} | {r['macs_per_image'] / 1e9:.2f} | "
                      f"{r['macs_per_s'] / 1e9:.1f} | {r['efficiency']:.2f} | {r['peak_mb']:.0f} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.append:
-        with open(args.append, "a", encoding="utf-8") as handle:
-            handle.write("\n" + text + "\n")
+    emit(lines, args.append)
 
 
 if __name__ == "__main__":
