@@ -173,6 +173,10 @@ def test_grid_quantize_bounds_every_partial_sum():
     assert (wq - weight.double()).abs().max() <= step.max() / 2  # rounding, not truncation
     again, _, _ = grid_quantize(wq, bq, 4.0, 12)
     assert torch.equal(again, wq)  # idempotent
+    # a coarse grid needs several widenings; what comes back is still on the returned grid and bounded
+    wq, bq, step = grid_quantize(weight, bias, input_max=4.0, mantissa_bits=2)
+    assert torch.equal(wq / step.view(-1, 1, 1, 1), torch.round(wq / step.view(-1, 1, 1, 1)))
+    assert bool(((4.0 * wq.abs().flatten(1).sum(1) + bq.abs()) / step < 4).all())
 
 
 @pytest.mark.parametrize("scale,time_steps,max_level", [("s", t, d) for t, d in GRID_S] + OTHER_SCALES)

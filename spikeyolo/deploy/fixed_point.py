@@ -47,6 +47,7 @@ from spikeyolo.nn.neurons import ILIF, SpikingNeuron
 __all__ = ["FixedPointStem", "ExactnessReport", "auto_mantissa_bits", "to_fixed_point", "check_exact", "grid_quantize"]
 
 FLOAT32_SIGNIFICAND_BITS = 24
+_MAX_WIDENINGS = 64  # doublings of a channel's grid step before grid_quantize gives up
 
 
 def grid_quantize(weight: torch.Tensor, bias: torch.Tensor, input_max: float,
@@ -61,48 +62,50 @@ def grid_quantize(weight: torch.Tensor, bias: torch.Tensor, input_max: float,
 
     Returns:
         (weight, bias, step [Cout]) in float64; weight and bias are integer multiples of step.
+
+    Raises:
+        ValueError: no grid found within 64 widenings (a step wider than every weight rounds them all to
+            0, so this is a guard, not an expected outcome).
     """
     w, b = weight.detach().double(), bias.detach().double()
     bound = input_max * w.abs().flatten(1).sum(1) + b.abs()
     exponent = torch.ceil(torch.log2(bound.clamp_min(torch.finfo(torch.float64).tiny))) - mantissa_bits
     step = torch.pow(2.0, exponent)
-    for _ in range(2):  # rounding can push the bound over one power of two: widen the step then
+    for _ in range(_MAX_WIDENINGS):  # rounding can push the bound over a power of two: widen those steps
         wq = torch.round(w / step.view(-1, 1, 1, 1)) * step.view(-1, 1, 1, 1)
         bq = torch.round(b / step) * step
         over = (input_max * wq.abs().flatten(1).sum(1) + bq.abs()) / step >= 2.0 ** mantissa_bits
         if not bool(over.any()):
-            break
+            return wq, bq, step
         step = torch.where(over, step * 2, step)
-    return wq, bq, step
+    raise ValueError(f"no power-of-two grid with {mantissa_bits} mantissa bits found for a conv with fan-in "
+                     f"{w[0].numel()} and inputs up to {input_max:g}")
 
 
-class FixedPointStem(nn.Module):
+class FixedPointStem(StemConv):
     """The stem conv on snapped pixels: conv(round(x * levels); W / levels on a grid) + b.
 
-    Args:
-        stem: the folded :class:`StemConv` of the spike-driven model.
-        levels: pixel levels of the input (255 for 8-bit images, which the loaders divide by 255).
-        mantissa_bits: see :func:`grid_quantize`.
+    Build it with :meth:`from_stem`. It stays a :class:`StemConv` (a real-valued MAC conv), so the
+    energy counters and every other StemConv consumer treat it as the stem.
     """
 
-    def __init__(self, stem: StemConv, levels: int = 255, mantissa_bits: int = 20) -> None:
-        super().__init__()
-        self.levels = int(levels)
-        weight, bias, step = grid_quantize(stem.weight / self.levels, stem.bias, float(self.levels), mantissa_bits)
-        dtype = stem.weight.dtype
-        self.conv = nn.Conv2d(stem.in_channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding,
-                              bias=True, dtype=dtype, device=stem.weight.device)
-        with torch.no_grad():
-            self.conv.weight.copy_(weight.to(dtype))
-            self.conv.bias.copy_(bias.to(dtype))
-        self.register_buffer("step", step.to(dtype))
+    levels: int = 255
 
-    @property
-    def weight(self) -> torch.Tensor:  # the energy counters read a stem's geometry from its weight
-        return self.conv.weight
+    @classmethod
+    def from_stem(cls, stem: StemConv, levels: int = 255, mantissa_bits: int = 20) -> "FixedPointStem":
+        """Args: stem: the folded stem of the spike-driven model; levels: pixel levels of the input (255 for
+        8-bit images, which the loaders divide by 255); mantissa_bits: see :func:`grid_quantize`."""
+        weight, bias, _ = grid_quantize(stem.weight / levels, stem.bias, float(levels), mantissa_bits)
+        fixed = cls(stem.in_channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding, bias=True,
+                    dtype=stem.weight.dtype, device=stem.weight.device)
+        with torch.no_grad():
+            fixed.weight.copy_(weight.to(stem.weight.dtype))
+            fixed.bias.copy_(bias.to(stem.weight.dtype))
+        fixed.levels = int(levels)
+        return fixed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.round(x * float(self.levels)))
+        return super().forward(torch.round(x * float(self.levels)))
 
 
 def _snap_decay(model: nn.Module) -> None:
@@ -147,7 +150,7 @@ def to_fixed_point(model: nn.Module, mantissa_bits: int | None = None, levels: i
         for parent in list(fixed.modules()):
             for name, child in list(parent.named_children()):
                 if isinstance(child, StemConv):
-                    setattr(parent, name, FixedPointStem(child, levels, int(mantissa_bits)))
+                    setattr(parent, name, FixedPointStem.from_stem(child, levels, int(mantissa_bits)))
     _snap_decay(fixed)
     fixed.fixed_point = {"mantissa_bits": int(mantissa_bits), "levels": int(levels), "expand": bool(expand)}
     return fixed.eval()
@@ -202,7 +205,7 @@ def check_exact(fixed: nn.Module, images: torch.Tensor) -> ExactnessReport:
     compared = sum(a.numel() for a in s32)
     map_diff = max(float((a - b).abs().max()) for a, b in zip(m32, m64))
     inner = {id(sdc.conv) for _, sdc in spike_driven_convs(fixed)}
-    inner |= {id(m.conv) for m in fixed.modules() if isinstance(m, FixedPointStem)}
+    inner |= {id(m) for m in fixed.modules() if isinstance(m, StemConv)}
     unconverted = [name for name, m in fixed.named_modules() if isinstance(m, nn.Conv2d) and id(m) not in inner]
     return ExactnessReport(exact=mismatches == 0 and map_diff == 0.0 and len(s32) == len(s64),
                            spike_mismatches=mismatches, num_spikes_compared=compared,
