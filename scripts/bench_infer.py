@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import resource
 import statistics
 import sys
@@ -28,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import build, conv_macs  # noqa: E402
-from benchlib import emit, run_row  # noqa: E402
+from benchlib import add_row_arguments, emit, machine, row_argv, run_row  # noqa: E402
 
 
 def run_one(args: argparse.Namespace) -> dict:
@@ -62,20 +60,7 @@ def run_one(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", nargs="+", default=["s"])
-    parser.add_argument("--imgsz", nargs="+", type=int, default=[320, 640])
-    parser.add_argument("--time-steps", nargs="+", type=int, default=[1, 4])
-    parser.add_argument("--max-level", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", action="store_true")
-    parser.add_argument("--append", default=None, help="Markdown file to append the table to")
-    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--kind", default="spikeyolo", help=argparse.SUPPRESS)
-    parser.add_argument("--scale", default="s", help=argparse.SUPPRESS)
+    add_row_arguments(parser, batch=1)
     args = parser.parse_args()
     if args.one:
         args.imgsz, args.time_steps = args.imgsz[0], args.time_steps[0]
@@ -87,11 +72,7 @@ def main() -> None:
         for imgsz in args.imgsz:
             reference = None
             for kind, steps in [("yolov8", 1)] + [("spikeyolo", t) for t in args.time_steps]:
-                result = run_row(__file__, [
-                    "--kind", kind, "--scale", scale, "--imgsz", str(imgsz), "--time-steps", str(steps),
-                    "--max-level", str(args.max_level), "--batch", str(args.batch), "--repeats", str(args.repeats),
-                    "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device]
-                    + (["--amp"] if args.amp else []))
+                result = run_row(__file__, row_argv(args, kind, scale, imgsz, steps))
                 if kind == "yolov8":
                     reference = result
                 result["efficiency"] = result["macs_per_s"] / reference["macs_per_s"]
@@ -99,10 +80,8 @@ def main() -> None:
                 rows.append((name, imgsz, result))
                 print(f"{name} @{imgsz}: {1000 * result['seconds']:.1f} ms, {result['images_per_s']:.2f} img/s, "
                       f"{result['macs_per_image'] / 1e9:.2f} GMAC/img, eff {result['efficiency']:.2f}", flush=True)
-    machine = (torch.cuda.get_device_name(0) if args.device.startswith("cuda")
-               else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads")
     lines = [f"Inference (eval forward, no NMS), batch {args.batch}, median of {args.repeats} after {args.warmup} "
-             f"warm-up; {machine}; torch {torch.__version__}; AMP {'on' if args.amp else 'off'}; "
+             f"warm-up; {machine(args)}; torch {torch.__version__}; AMP {'on' if args.amp else 'off'}; "
              f"{datetime.date.today()}. Command: `python scripts/bench_infer.py {' '.join(sys.argv[1:])}`", "",
              "| model | imgsz | ms/batch | img/s | GMAC/img | GMAC/s | per-MAC efficiency vs YOLOv8 | peak MB |",
              "|---|---|---|---|---|---|---|---|"]

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import resource
 import statistics
 import sys
@@ -26,7 +24,7 @@ import time
 
 import torch
 
-from benchlib import emit, run_row  # noqa: E402  (scripts/ is on sys.path when run as a script)
+from benchlib import add_row_arguments, emit, machine, row_argv, run_row  # noqa: E402  (scripts/ is on sys.path)
 
 MACS_CACHE: dict = {}
 
@@ -70,32 +68,40 @@ def build(kind: str, scale: str, time_steps: int, max_level: int, backend: str):
     return spikeyolo.build_model(cfg, num_classes=80)
 
 
-def run_one(args: argparse.Namespace) -> dict:
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    model = build(args.kind, args.scale, args.time_steps, args.max_level, args.backend).to(device).train()
-    images = torch.rand(args.batch, 3, args.imgsz, args.imgsz, device=device)
-    macs = conv_macs(model, images[:1])
-    batch = synthetic_batch(args.batch, device)
-    if args.kind == "yolov8":
+def training_step(kind: str, model: torch.nn.Module, images: torch.Tensor, batch: dict, use_amp: bool = False):
+    """The benchmarked step as a closure: forward, detection loss, backward, SGD step (no timing)."""
+    if kind == "yolov8":
         from spikeyolo.ultralytics_adapter import yolov8_loss
 
         loss_fn = yolov8_loss(model)
     else:
         loss_fn = model.build_loss()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-    use_amp = args.amp and device.type == "cuda"
+
+    def step() -> None:
+        with torch.autocast(images.device.type, enabled=use_amp):
+            loss = loss_fn(model(images), batch)["total"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def run_one(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = build(args.kind, args.scale, args.time_steps, args.max_level, args.backend).to(device).train()
+    images = torch.rand(args.batch, 3, args.imgsz, args.imgsz, device=device)
+    macs = conv_macs(model, images[:1])
+    train_step = training_step(args.kind, model, images, synthetic_batch(args.batch, device),
+                               use_amp=args.amp and device.type == "cuda")
 
     def step() -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        with torch.autocast(device.type, enabled=use_amp):
-            maps = model(images)
-            loss = loss_fn(maps, batch)["total"]
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - started
@@ -114,22 +120,8 @@ def run_one(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", nargs="+", default=["s"])
-    parser.add_argument("--imgsz", nargs="+", type=int, default=[320, 640])
-    parser.add_argument("--time-steps", nargs="+", type=int, default=[1, 4])
+    add_row_arguments(parser, batch=2)
     parser.add_argument("--backends", nargs="+", default=["fused", "spikingjelly", "loop"])
-    parser.add_argument("--max-level", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", action="store_true")
-    parser.add_argument("--append", default=None, help="Markdown file to append the table to")
-    # internal: one row
-    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--kind", default="spikeyolo", help=argparse.SUPPRESS)
-    parser.add_argument("--scale", default="s", help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="fused", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -146,11 +138,8 @@ def main() -> None:
                          if steps > 1 or backend in ("fused", "loop")]
             reference = None
             for kind, steps, backend in plan:
-                result = run_row(__file__, [
-                    "--kind", kind, "--scale", scale, "--imgsz", str(imgsz), "--time-steps", str(steps),
-                    "--backend", backend if backend != "-" else "fused", "--max-level", str(args.max_level),
-                    "--batch", str(args.batch), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-                    "--threads", str(args.threads), "--device", args.device] + (["--amp"] if args.amp else []))
+                result = run_row(__file__, row_argv(args, kind, scale, imgsz, steps)
+                                 + ["--backend", backend if backend != "-" else "fused"])
                 if kind == "yolov8":
                     reference = result
                 result["efficiency"] = result["macs_per_s"] / reference["macs_per_s"] if reference else None
@@ -158,10 +147,8 @@ def main() -> None:
                 rows.append((name, imgsz, result))
                 print(f"{name} @{imgsz}: {result['seconds']:.3f} s/step, {result['images_per_s']:.2f} img/s, "
                       f"{result['macs_per_image'] / 1e9:.2f} GMAC/img, eff {result['efficiency']:.2f}", flush=True)
-    machine = (torch.cuda.get_device_name(0) if args.device.startswith("cuda")
-               else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads")
     lines = [f"Training step (forward, loss, backward, SGD), batch {args.batch}, median of {args.repeats} after "
-             f"{args.warmup} warm-up; {machine}; torch {torch.__version__}; AMP {'on' if args.amp else 'off'}; "
+             f"{args.warmup} warm-up; {machine(args)}; torch {torch.__version__}; AMP {'on' if args.amp else 'off'}; "
              f"{datetime.date.today()}. Command: `python scripts/bench_train.py {' '.join(sys.argv[1:])}`", "",
              "| model | imgsz | s/step | img/s | GMAC/img (train graph) | GMAC/s | per-MAC efficiency vs YOLOv8 | peak MB |",
              "|---|---|---|---|---|---|---|---|"]

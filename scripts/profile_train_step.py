@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import build, synthetic_batch  # noqa: E402
+from bench_train import build, synthetic_batch, training_step  # noqa: E402
 
 CONV_FORWARD = {"aten::mkldnn_convolution", "aten::_convolution_depthwise2d", "aten::_conv_depthwise2d",
                 "aten::thnn_conv2d", "aten::_slow_conv2d_forward", "aten::_nnpack_spatial_convolution"}
@@ -75,20 +75,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = build(args.kind, args.scale, args.time_steps, args.max_level, "fused").train()
     images = torch.rand(args.batch, 3, args.imgsz, args.imgsz)
-    batch = synthetic_batch(args.batch, torch.device("cpu"))
-    if args.kind == "yolov8":
-        from spikeyolo.ultralytics_adapter import yolov8_loss
-
-        loss_fn = yolov8_loss(model)
-    else:
-        loss_fn = model.build_loss()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-
-    def step() -> None:
-        loss = loss_fn(model(images), batch)["total"]
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    step = training_step(args.kind, model, images, synthetic_batch(args.batch, torch.device("cpu")))
 
     for _ in range(args.warmup):
         step()
