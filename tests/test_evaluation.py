@@ -215,6 +215,9 @@ def test_yolo_ap_perfect_detector():
     # so the 101-point trapezoid loses half a step: 1 - 0.01 / 2 = 0.995.
     np.testing.assert_allclose(result["ap"], np.full((2, 10), 0.995), rtol=0, atol=1e-15)
     assert result["map50_95"] == pytest.approx(0.995, abs=1e-15)
+    # the reference's 8.0.197 arithmetic has the same cap; closed at recall 1 it is exactly 1
+    np.testing.assert_allclose(result["reference_ap"], np.full((2, 10), 0.995), rtol=0, atol=1e-15)
+    assert (result["closed_ap"] == 1.0).all() and result["closed_map50_95"] == 1.0
     assert (result["precision"], result["recall"]) == (1.0, 1.0)
     assert result["class_index"].tolist() == [0, 1]
 
@@ -243,6 +246,13 @@ def test_yolo_ap_by_hand(tmp_path):
     assert result["map50"] == pytest.approx(ap_low, abs=1e-12)
     assert result["map50_95"] == pytest.approx((4 * ap_low + 6 * ap_high) / 10, abs=1e-12)
     assert result["precision"] == pytest.approx(2 / 3) and result["recall"] == pytest.approx(1.0)
+    # The reference's 8.0.197 arithmetic closes the curve with one sentinel at (1, 0): at IoU 0.70-0.95 the
+    # envelope falls linearly from 1/3 (recall 0.5, precision after the third prediction) to 0 at recall 1:
+    # 0.49 + (1 + 1/3) / 2 * 0.01 + 0.5 * (1/3) / 2. At IoU 0.50-0.65 recall reaches 1, so both versions agree;
+    # closed at recall 1 the last step keeps the envelope's 2/3 instead of the sentinel's 0.
+    ref_high = 0.49 + 0.02 / 3 + 1 / 12
+    np.testing.assert_allclose(result["reference_ap"][0], [ap_low] * 4 + [ref_high] * 6, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(result["closed_ap"][0], [ap_low + 1 / 300] * 4 + [ref_high] * 6, rtol=0, atol=1e-12)
 
     path = plot_pr_curve(result["recall_grid"], result["precision_curve"], ["thing"], tmp_path / "pr.png",
                          ap50=result["ap50"])
@@ -255,3 +265,34 @@ def test_yolo_ap_without_predictions():
     assert (result["map50_95"], result["map50"], result["precision"], result["recall"]) == (0.0, 0.0, 0.0, 0.0)
     empty = evaluate_yolo_ap([torch.zeros(0, 6)], [torch.zeros(0, 4)], [torch.zeros(0)])
     assert empty["map50_95"] == 0.0 and empty["class_index"].shape == (0,)
+
+
+def test_reference_ap_loop_matches_ultralytics_with_its_own_sentinels(monkeypatch):
+    """The per-class loop of reference_ap_per_class (sort, cumulative sums, recall with eps) is ultralytics':
+    with the installed compute_ap in place of the 8.0.197 one it gives the installed ap_per_class bit for bit;
+    and closed_end changes only the classes and thresholds whose curve reaches recall 1."""
+    from ultralytics.utils.metrics import compute_ap
+
+    from spikeyolo import ultralytics_adapter
+    from spikeyolo.evaluation import ap as ap_module
+
+    rng = np.random.default_rng(3)
+    pred_classes = rng.integers(0, 4, 160).astype(np.float64)
+    conf = rng.random(160)
+    tp = rng.random((160, 10)) < np.linspace(0.5, 0.1, 10)    # about 20 -> 4 true positives per class
+    tp[pred_classes == 1, 1] = tp[pred_classes == 1, 0]
+    labels = {0: 30, 1: int(tp[pred_classes == 1, 0].sum()), 2: 30, 3: 30, 4: 5}   # class 1: full recall at IoU
+    targets = np.repeat(np.array(list(labels), np.float64), list(labels.values()))   # 0.50 and 0.55; 4: no preds
+    installed = ultralytics_adapter.ap_per_class(tp, conf, pred_classes, targets)["ap"]
+    reference_classes, reference = ap_module.reference_ap_per_class(tp, conf, pred_classes, targets)
+    _, closed = ap_module.reference_ap_per_class(tp, conf, pred_classes, targets, closed_end=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(ap_module, "interpolated_ap", lambda r, p, closed_end=False: compute_ap(r, p)[0])
+        _, emulated = ap_module.reference_ap_per_class(tp, conf, pred_classes, targets)
+    np.testing.assert_array_equal(emulated, installed)
+    assert reference_classes.tolist() == [0, 1, 2, 3, 4] and (reference[4] == 0).all()
+    full = np.array([[tp[pred_classes == cls, j].sum() >= count for j in range(10)] for cls, count in labels.items()])
+    assert full[1, :2].all() and full.sum() == 2
+    assert (reference > installed + 1e-3)[~full & (reference > 0)].all()   # the linear tail below full recall
+    np.testing.assert_array_equal(closed[~full], reference[~full])
+    assert (closed[full] > reference[full]).all() and (closed[full] - reference[full] <= 0.005 + 1e-12).all()

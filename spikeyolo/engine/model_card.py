@@ -66,6 +66,7 @@ path (T x D binary time steps); see docs/spike-driven.md and `spikeyolo-export`.
 | mAP@50:95 (COCO protocol) | $map50_95 |
 | mAP@50 (COCO protocol) | $map50 |
 | mAP@50 (ultralytics protocol) | $yolo_map50 |
+| mAP@50 (ultralytics protocol, the SpikeYOLO reference's 8.0.197 arithmetic) | $reference_map50 |
 
 Per-class AP: `per_class_ap.md`. All numbers: `metrics.json`.
 
@@ -158,6 +159,7 @@ def model_card_fields(cfg: DictConfig, metrics: Mapping[str, Any], *, run_dir: s
         "map50_95": _fmt(metrics.get("map50_95"), 4),
         "map50": _fmt(metrics.get("map50"), 4),
         "yolo_map50": _fmt(metrics.get("yolo_map50"), 4),
+        "reference_map50": _fmt(metrics.get("reference_map50"), 4),
         "firing_rates": _firing_table(metrics),
     }
 

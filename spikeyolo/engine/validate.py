@@ -158,6 +158,9 @@ def validate(model: nn.Module, loader, spec, device: torch.device, conf: float =
     coco = evaluate_coco(gt_source, results, backend=backend)
     metrics = {k: float(v) for k, v in coco.to_dict().items() if isinstance(v, (int, float))}
     metrics.update({"yolo_map50_95": float(yolo["map50_95"]), "yolo_map50": float(yolo["map50"]),
+                    # the same matching with the SpikeYOLO reference's AP arithmetic (ultralytics 8.0.197)
+                    "reference_map50_95": float(yolo["reference_map50_95"]),
+                    "reference_map50": float(yolo["reference_map50"]),
                     "precision": float(yolo["precision"]), "recall": float(yolo["recall"]),
                     "images": len(files), "time_ms_per_image": 1000 * elapsed / max(len(files), 1)})
     firing = recorder.rates()

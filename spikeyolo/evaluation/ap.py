@@ -6,6 +6,20 @@ score order (``match_predictions``), and AP is the trapezoid integral of the
 precision envelope sampled at 101 recall points. Its mAP is averaged over the
 classes that have labels. The arithmetic is ultralytics' own, reached through
 ``spikeyolo.ultralytics_adapter``.
+
+Two versions of that arithmetic matter. The installed ultralytics (8.4.x) closes the precision-recall curve
+with a drop to precision 0 at the highest recall reached (``ultralytics/ultralytics#24175``, April 2026);
+the SpikeYOLO reference trained and reported with ultralytics 8.0.197 (training-and-eval reference §3), whose
+``compute_ap`` closes it with one sentinel at (recall 1, precision 0), so the envelope falls *linearly* from
+the last recall reached to 0 at recall 1. For a detector that finds half the objects with precision 1 the
+two give 0.495 and 0.750. :func:`reference_ap_per_class` is the 8.0.197 arithmetic, written here (the
+installed package no longer has it), so numbers comparable with the paper's can be reported.
+
+Both versions score a perfect detector 0.995, not 1: the closing sentinel lands on the real point at recall
+1, and ``np.interp`` at the last of several equal abscissae returns the sentinel's 0, so the trapezoid loses
+half of the last 0.01 step. ``closed_end=True`` keeps the envelope's value at recall 1 when a class reaches
+it (the sentinel is only needed past the last recall reached); on every curve that stops short of full
+recall it is bit-identical to the reference.
 """
 
 from __future__ import annotations
@@ -15,10 +29,68 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["IOU_THRESHOLDS", "match_image", "evaluate_yolo_ap"]
+__all__ = ["IOU_THRESHOLDS", "match_image", "interpolated_ap", "reference_ap_per_class", "evaluate_yolo_ap"]
 
 # IoU 0.50:0.05:0.95, as ultralytics' DetectionValidator.iouv.
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
+
+_RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+
+
+def interpolated_ap(recall: np.ndarray, precision: np.ndarray, closed_end: bool = False) -> float:
+    """101-point interpolated AP of one precision-recall curve, as ultralytics 8.0.197 ``compute_ap``.
+
+    Args:
+        recall: [N] recall after each prediction, in descending score order (non-decreasing).
+        precision: [N] precision after each prediction.
+        closed_end: if the curve reaches recall 1, integrate the envelope's value there instead of the
+            closing sentinel's 0 (module docstring); curves that stop short of recall 1 are unchanged.
+
+    Returns:
+        the trapezoid integral over recall 0, 0.01, ..., 1 of the linearly interpolated precision envelope
+        of the curve with the sentinels (0, 1) in front and (1, 0) behind.
+    """
+    recall, precision = np.asarray(recall, np.float64), np.asarray(precision, np.float64)
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([1.0], precision, [0.0]))
+    mpre = np.flip(np.maximum.accumulate(np.flip(mpre)))     # precision envelope: max precision at recall >= r
+    if closed_end and recall.size and recall[-1] >= 1.0:
+        # cut after the first point at full recall: its envelope value is the best precision at recall 1, and
+        # neither the later points (same recall, lower envelope) nor the sentinel take part in the integral
+        last = 1 + int(np.argmax(recall >= 1.0))
+        mrec, mpre = mrec[:last + 1], mpre[:last + 1]
+    return float(np.trapezoid(np.interp(_RECALL_POINTS, mrec, mpre), _RECALL_POINTS))
+
+
+def reference_ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_classes: np.ndarray, target_classes: np.ndarray,
+                           closed_end: bool = False, eps: float = 1e-16) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class AP with the SpikeYOLO reference's arithmetic (ultralytics 8.0.197 ``ap_per_class``).
+
+    Args:
+        tp: [N, T] true-positive matrix of all predictions (:func:`match_image`).
+        conf: [N] prediction scores.
+        pred_classes: [N] predicted class indices.
+        target_classes: [L] class index of every label.
+        closed_end: see :func:`interpolated_ap`.
+        eps: added to the label count in the recall, as the reference.
+
+    Returns:
+        (class_index [C] of the classes with labels, ap [C, T]); a class without predictions has AP 0.
+    """
+    order = np.argsort(-np.asarray(conf, np.float64))   # the reference's (unstable) sort: ties fall as there
+    tp = np.asarray(tp, bool)[order].astype(np.float64)
+    pred_classes = np.asarray(pred_classes)[order]
+    class_index, label_counts = np.unique(np.asarray(target_classes), return_counts=True)
+    ap = np.zeros((class_index.shape[0], tp.shape[1]))
+    for row, (cls, num_labels) in enumerate(zip(class_index, label_counts)):
+        mine = pred_classes == cls
+        if not mine.any():
+            continue
+        tp_cum, fp_cum = tp[mine].cumsum(0), (1.0 - tp[mine]).cumsum(0)     # [n, T]
+        recall, precision = tp_cum / (num_labels + eps), tp_cum / (tp_cum + fp_cum)
+        for column in range(tp.shape[1]):
+            ap[row, column] = interpolated_ap(recall[:, column], precision[:, column], closed_end)
+    return class_index, ap
 
 
 def match_image(predictions: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: torch.Tensor,
@@ -68,7 +140,10 @@ def evaluate_yolo_ap(predictions: Sequence[torch.Tensor], gt_boxes: Sequence[tor
         0.0 when there are no labels) and the arrays over those C classes: ``class_index``
         [C], ``ap`` [C, T], ``ap50_95`` [C], ``ap50`` [C], ``precision_per_class`` [C],
         ``recall_per_class`` [C], ``f1_per_class`` [C], and for plotting ``recall_grid``
-        [1000] and ``precision_curve`` [C, 1000] (precision vs recall at IoU 0.5).
+        [1000] and ``precision_curve`` [C, 1000] (precision vs recall at IoU 0.5). The same AP with the
+        reference's arithmetic (:func:`reference_ap_per_class`): ``reference_ap`` [C, T] with the scalars
+        ``reference_map50_95`` / ``reference_map50`` / ``reference_map75``, and with ``closed_end=True``:
+        ``closed_ap`` and ``closed_map50_95`` / ``closed_map50`` / ``closed_map75``.
     """
     if not len(predictions) == len(gt_boxes) == len(gt_classes):
         raise ValueError(f"got {len(predictions)} prediction, {len(gt_boxes)} box and "
@@ -91,6 +166,13 @@ def evaluate_yolo_ap(predictions: Sequence[torch.Tensor], gt_boxes: Sequence[tor
     per_class = ultralytics_adapter.ap_per_class(tp, scores, classes, targets)
     ap = per_class["ap"]  # [C, T]
     has_classes = ap.shape[0] > 0
+    extra: dict[str, float | np.ndarray] = {}
+    for prefix, closed_end in (("reference", False), ("closed", True)):
+        _, other = reference_ap_per_class(tp, scores, classes, targets, closed_end=closed_end)
+        extra[f"{prefix}_ap"] = other
+        extra[f"{prefix}_map50_95"] = float(other.mean()) if has_classes else 0.0
+        extra[f"{prefix}_map50"] = float(other[:, 0].mean()) if has_classes else 0.0
+        extra[f"{prefix}_map75"] = float(other[:, 5].mean()) if has_classes and num_thresholds > 5 else 0.0
     return {
         "map50_95": float(ap.mean()) if has_classes else 0.0,
         "map50": float(ap[:, 0].mean()) if has_classes else 0.0,
@@ -106,4 +188,5 @@ def evaluate_yolo_ap(predictions: Sequence[torch.Tensor], gt_boxes: Sequence[tor
         "f1_per_class": per_class["f1"],
         "recall_grid": per_class["recall_grid"],
         "precision_curve": per_class["precision_curve"],
+        **extra,
     }

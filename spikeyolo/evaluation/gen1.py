@@ -4,7 +4,9 @@ Published Gen1 mAPs are computed three different ways; a number means something 
 
 ``spikeyolo``  reference ``SpikeYOLO_for_Gen1`` (training-and-eval reference §6): every sample of the val split
                (the test folder), labels cleaned up by ``pre_gen1.py`` (last box per track, clamped, no size
-               filter), the ultralytics 101-point AP (:func:`~spikeyolo.evaluation.evaluate_yolo_ap`).
+               filter), the reference's ultralytics (8.0.197) 101-point AP
+               (:func:`~spikeyolo.evaluation.ap.reference_ap_per_class`) closed at recall 1; the
+               bit-for-bit reference value (a perfect detector: 0.995) is ``reference_map50[_95]``.
 ``prophesee``  prophesee-automotive-dataset-toolbox ``psee_evaluator.py`` / ``coco_eval.py`` as RVT calls it
                (``evaluate_list(..., camera='gen1')``): the label file's boxes as they are, ``filter_boxes`` on
                ground truth and detections alike (t > 0.5 s, diagonal >= 30 px, both sides >= 10 px), one COCO
@@ -42,7 +44,7 @@ class Gen1Protocol:
         window_us: the event window the model sees (None: the data config's, 250 ms for SpikeYOLO).
         ground_truth: ``reference`` / ``corners`` (:func:`~spikeyolo.data.gen1_labels.postprocess_boxes` with that
             clamp) or ``raw`` (the label file's boxes at that time, untouched).
-        metric: ``ultralytics`` (101-point AP of matched predictions) or ``coco`` (pycocotools COCOeval).
+        metric: ``ultralytics`` (the reference's 101-point AP of matched predictions) or ``coco`` (pycocotools).
         skip_us: boxes (ground truth and detections) at t <= skip_us are dropped; None keeps all.
         min_diag, min_side: boxes (ground truth and detections) with a smaller diagonal or side are dropped.
         time_tol_us: None: one image per sample, scored against its own detections. Otherwise the psee
@@ -168,7 +170,12 @@ def _yolo_metrics(images: list) -> dict[str, float]:
                                                          .reshape(-1, 2))), 1) for _, _, _, (dx, ds, dc) in images]
     result = evaluate_yolo_ap(predictions, [xyxy(gx) for _, _, (gx, _), _ in images],
                               [torch.from_numpy(gc) for _, _, (_, gc), _ in images])
-    return {name: float(result[name]) for name in ("map50_95", "map50", "map75", "precision", "recall")}
+    # the reference's AP arithmetic (ultralytics 8.0.197), closed at recall 1 (a perfect detector scores 1.0),
+    # and bit for bit as the reference (0.995 at most); precision / recall at the max-F1 confidence
+    metrics = {name: float(result[f"closed_{name}"]) for name in ("map50_95", "map50", "map75")}
+    metrics.update({f"reference_{name}": float(result[f"reference_{name}"]) for name in ("map50_95", "map50")})
+    metrics.update({name: float(result[name]) for name in ("precision", "recall")})
+    return metrics
 
 
 def evaluate_gen1(protocol: str | Gen1Protocol, samples: Sequence[Any], detections: Sequence[Any],
@@ -185,7 +192,8 @@ def evaluate_gen1(protocol: str | Gen1Protocol, samples: Sequence[Any], detectio
 
     Returns:
         {"protocol", "metric", "images", "gt_boxes", "detections"} plus, for ``coco``, the 12 COCOeval stats
-        (map50_95, map50, ...), for ``ultralytics`` map50_95, map50, map75, precision, recall.
+        (map50_95, map50, ...), for ``ultralytics`` map50_95, map50, map75 (closed at recall 1),
+        reference_map50_95, reference_map50 (the reference's values bit for bit), precision, recall.
     """
     protocol = get_protocol(protocol)
     if len(samples) != len(detections):
