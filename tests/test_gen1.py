@@ -247,9 +247,11 @@ def test_train_then_eval_cli_reports_three_protocols(gen1, trained, tmp_path):
     assert checkpoint.is_file() and trainer.model.time_steps == 2
     assert len(trainer.train_loader.dataset) == 7 and len(trainer.val_loader.dataset) == 8
     assert np.isfinite(train_metrics["yolo_map50_95"]) and np.isfinite(train_metrics["map50_95"])
-    cfg = spikeyolo.compose(["data=gen1", f"data.root={root}", "data.imgsz=64", f"checkpoint={checkpoint}",
+    # no data.imgsz: the size the checkpoint was trained at (64), not the data config's 320
+    cfg = spikeyolo.compose(["data=gen1", f"data.root={root}", f"checkpoint={checkpoint}",
                              f"run_dir={tmp_path}", "batch_size=8", "save_json=false"], config_name="eval")
     metrics = evaluate(cfg)
+    assert cfg.data.imgsz == 64
     protocols = metrics["protocols"]
     assert set(protocols) == {"spikeyolo", "prophesee", "cordone"}
     for name, score in protocols.items():

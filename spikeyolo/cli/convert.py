@@ -89,7 +89,8 @@ def convert(cfg: DictConfig) -> Path:
     config = spiking_model_config(payload["model_config"], neuron_node, int(cfg.timesteps), cfg.decoding,
                                   int(cfg.time_chunk), cfg.norm, cfg.percentile)
     save_checkpoint({"model_config": config, "model": snn.state_dict(), "names": payload.get("names"),
-                     "source_checkpoint": str(path), "ema": None}, output)
+                     "source_checkpoint": str(path), "ema": None,
+                     "train_config": payload.get("train_config")}, output)   # the ANN's run: its data, imgsz
     log.info("saved %s (norm=%s, neuron=%s, T=%d, %s decoding)", output, cfg.norm, cfg.spiking_neuron,
              int(cfg.timesteps), cfg.decoding)
     return output

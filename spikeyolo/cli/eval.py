@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from spikeyolo.cli.common import UserError, friendly_errors, prepare_run_dir, run_hydra_app, setup_logging, write_json
 from spikeyolo.config import CONFIG_DIR
@@ -40,7 +40,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     import torch
 
     from spikeyolo.data import dataloader_from_config, spec_from_config
-    from spikeyolo.engine.checkpoint import load_checkpoint
+    from spikeyolo.engine.checkpoint import load_checkpoint, read_checkpoint, trained_data_config
     from spikeyolo.engine.distributed import select_device
     from spikeyolo.engine.validate import validate
     from spikeyolo.evaluation import save_coco_results
@@ -48,7 +48,22 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if not Path(cfg.checkpoint).is_file():
         raise UserError(f"checkpoint not found: {cfg.checkpoint}")
     device = select_device(cfg.device)
+    payload = read_checkpoint(cfg.checkpoint)
     model = load_checkpoint(cfg.checkpoint, map_location="cpu", use_ema=bool(cfg.use_ema))
+    # data.imgsz null (eval.yaml): the size the model was trained at -- a model trained at 128 and scored at
+    # the data config's 320 finds almost nothing
+    imgsz = cfg.data.get("imgsz") or trained_data_config(payload).get("imgsz")
+    if imgsz is None:
+        raise UserError(f"{cfg.checkpoint} does not record the image size it was trained at: give data.imgsz=N")
+    try:
+        imgsz = int(imgsz)
+    except (TypeError, ValueError):
+        raise UserError(f"data.imgsz must be an integer, got {imgsz!r}") from None
+    if imgsz <= 0 or imgsz % max(model.strides):
+        raise UserError(f"data.imgsz={imgsz} is not a positive multiple of the model's largest stride "
+                        f"{max(model.strides)}")
+    with open_dict(cfg):
+        cfg.data.imgsz = imgsz
     spec = spec_from_config(cfg.data)
     if model.num_classes != spec.num_classes:
         raise UserError(f"checkpoint {cfg.checkpoint} predicts {model.num_classes} classes but dataset "
@@ -142,10 +157,13 @@ def evaluate_gen1(cfg: DictConfig, model, spec, device, run_dir: Path) -> dict:
                                                   int(cfg.workers), cfg.nms.conf, cfg.nms.iou, cfg.nms.max_det,
                                                   backend=cfg.backend, progress=True)
     result = results.get(int(cfg.data.window_us), next(iter(results.values())))
-    print("| protocol | metric | mAP@50:95 | mAP@50 | images | gt boxes |\n|---|---|---|---|---|---|")
+    print("| protocol | metric | mAP@50:95 | mAP@50 | reference-arithmetic mAP@50:95 / @50 | images | gt boxes |\n"
+          "|---|---|---|---|---|---|---|")
     for name, score in scores.items():
-        print(f"| {name} | {score['metric']} | {score['map50_95']:.4f} | {score['map50']:.4f} | {score['images']} | "
-              f"{score['gt_boxes']} |")
+        reference = (f"{score['reference_map50_95']:.4f} / {score['reference_map50']:.4f}"
+                     if "reference_map50" in score else "-")
+        print(f"| {name} | {score['metric']} | {score['map50_95']:.4f} | {score['map50']:.4f} | {reference} | "
+              f"{score['images']} | {score['gt_boxes']} |")
     metrics = {**result.metrics, "checkpoint": str(cfg.checkpoint), "deploy": str(cfg.deploy),
                "dataset": spec.name, "protocols": scores}
     if cfg.save_json:

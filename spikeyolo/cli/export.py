@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import hydra
-import yaml
 from omegaconf import DictConfig
 
 from spikeyolo.cli.common import UserError, friendly_errors, prepare_run_dir, run_hydra_app, write_json
@@ -27,18 +26,14 @@ FORMATS = ("onnx", "nir")
 def load_for_export(checkpoint: str, use_ema: bool = True):
     """(model in float32 eval mode, the training run's imgsz or None) of a spikeyolo checkpoint."""
     from spikeyolo.config import build_model
-    from spikeyolo.engine.checkpoint import load_weights, read_checkpoint
+    from spikeyolo.engine.checkpoint import load_weights, read_checkpoint, trained_data_config
 
     if not Path(checkpoint).is_file():
         raise UserError(f"checkpoint not found: {checkpoint}")
     payload = read_checkpoint(checkpoint)
     model = build_model(payload["model_config"])
     load_weights(model, payload, use_ema=use_ema, source=str(checkpoint))
-    trained_imgsz = None
-    if payload.get("train_config"):
-        trained = yaml.safe_load(payload["train_config"]) or {}
-        trained_imgsz = (trained.get("data") or {}).get("imgsz")
-    return model.float().eval(), trained_imgsz
+    return model.float().eval(), trained_data_config(payload).get("imgsz")
 
 
 @friendly_errors

@@ -119,18 +119,14 @@ def _integer(cfg: DictConfig, key: str, minimum: int | None = None) -> int | Non
 
 def _load(path: str, use_ema: bool):
     """(model in eval mode, the ``data`` node of the run config stored in the checkpoint or {})."""
-    import yaml
-
     from spikeyolo.config import build_model
-    from spikeyolo.engine.checkpoint import load_weights, read_checkpoint
+    from spikeyolo.engine.checkpoint import load_weights, read_checkpoint, trained_data_config
 
     payload = read_checkpoint(path, map_location="cpu")
     model = build_model(payload["model_config"])
     load_weights(model, payload, use_ema=use_ema, source=str(path))
     model.names = list(payload.get("names") or [])
-    text = payload.get("train_config")
-    config = yaml.safe_load(text) if text else {}
-    return model.eval(), dict((config or {}).get("data") or {})
+    return model.eval(), trained_data_config(payload)
 
 
 def window_ends(first_end_us: int, step_us: int, last_event_us: int, end_us: int | None = None) -> list[int]:

@@ -67,6 +67,16 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
+def trained_data_config(payload: dict[str, Any]) -> dict[str, Any]:
+    """The ``data`` node of the run config a checkpoint was trained with ({} if it has none)."""
+    import yaml
+
+    text = payload.get("train_config")
+    config = yaml.safe_load(text) if text else {}
+    data = (config or {}).get("data") if isinstance(config, dict) else None
+    return dict(data) if isinstance(data, dict) else {}
+
+
 def describe_model_config(model_config: dict[str, Any]) -> str:
     """Short human description: 'depth 0.33 width 0.5, 80 classes, T=1 D=4'."""
     model = model_config.get("model", {})
