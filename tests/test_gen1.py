@@ -261,6 +261,29 @@ def test_train_then_eval_cli_reports_three_protocols(gen1, trained, tmp_path):
     assert saved["protocols"]["cordone"]["metric"] == "coco"
 
 
+def test_energy_cli_counts_every_event_frame_through_the_stem(gen1, trained, tmp_path):
+    from spikeyolo.cli.energy import energy
+    from spikeyolo.deploy import to_spike_driven
+    from spikeyolo.energy.counting import count_dense_ops
+
+    root, _ = gen1
+    checkpoint = trained[0]
+    total = energy(spikeyolo.compose(["data=gen1", f"data.root={root}", "data.imgsz=64", f"checkpoint={checkpoint}",
+                                      "num_images=3", f"run_dir={tmp_path}", "plots=false"], config_name="energy"))
+    report = json.loads((tmp_path / "energy.json").read_text())
+    assert report["num_images"] == 3 and report["time_steps"] == 2    # clips of the checkpoint's T, not the group's
+    # a static image's T copies pass the stem once (the reference sheet); a clip's T distinct frames T times
+    static = count_dense_ops(to_spike_driven(spikeyolo.load_checkpoint(checkpoint)), 64)
+    assert static[0].kind == "stem" and total["stem_ops"] == 2 * static[0].dense_ops
+    assert total["sops"] > 0 and np.isfinite(total["snn_energy_mj"])
+
+
+def test_single_step_clip_loads_as_a_tensor():
+    # T = 1, most recent first: reversing a length-1 axis must not leave a negative stride behind
+    img, _ = letterbox_clip(np.arange(240 * 304, dtype=np.uint8).reshape(1, 1, 240, 304) % 2, 64, 0, 3, True)
+    assert torch.from_numpy(img).shape == (1, 3, 64, 64)
+
+
 def test_predict_cli_writes_detections_per_window(gen1, trained, tmp_path):
     from spikeyolo.cli.predict import predict, window_ends
 

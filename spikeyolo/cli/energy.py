@@ -36,7 +36,7 @@ def _load_model(cfg: DictConfig):
 
 
 def _images(cfg: DictConfig, model, num_images: int) -> tuple[Iterator[Any], dict[str, Any]]:
-    """Batches of one image [1, 3, H, W] in [0, 1] and a description of where they came from."""
+    """Batches of one image [1, 3, H, W] (event clips [T, 1, C, H, W]) in [0, 1] and where they came from."""
     import torch
 
     if cfg.random_images:
@@ -44,12 +44,18 @@ def _images(cfg: DictConfig, model, num_images: int) -> tuple[Iterator[Any], dic
         gen = torch.Generator().manual_seed(int(cfg.seed))
         return (torch.rand(1, 3, size, size, generator=gen) for _ in range(num_images)), \
             {"random_images": True, "imgsz": size}
-    from spikeyolo.data import dataloader_from_config, spec_from_config
+    from omegaconf import open_dict
 
+    from spikeyolo.data import dataloader_from_config, spec_from_config
+    from spikeyolo.structures import model_input
+
+    if "time_steps" in cfg.data and cfg.checkpoint is not None:
+        with open_dict(cfg):   # event clips of the checkpoint's T, not of the (unused) neuron group's
+            cfg.data.time_steps = int(getattr(model, "time_steps", 1))
     spec = spec_from_config(cfg.data)
     loader = dataloader_from_config(spec, cfg.data, "val", batch_size=1, workers=0, stride=max(model.strides),
                                     device="cpu")
-    batches = (batch["img"].float() / 255 for batch in itertools.islice(iter(loader), num_images))
+    batches = (model_input(batch["img"]) for batch in itertools.islice(iter(loader), num_images))
     return batches, {"random_images": False, "dataset": spec.name, "imgsz": int(cfg.data.imgsz)}
 
 

@@ -218,8 +218,8 @@ def letterbox_clip(frames: np.ndarray, imgsz: int, pad_value: int, channels: int
     clip = out.transpose(2, 0, 1).reshape(steps, stored, imgsz, imgsz)        # [S, S, T*Cs] -> [T, Cs, S, S]
     if stored != channels:
         clip = np.repeat(clip, channels // stored, axis=1)                    # [T, 1, S, S] -> [T, C, S, S]
-    if most_recent_first:
-        clip = clip[::-1]
+    if most_recent_first and steps > 1:   # (T = 1: a reversed length-1 axis keeps a negative stride that numpy
+        clip = clip[::-1]                 # calls contiguous and torch.from_numpy refuses)
     return np.ascontiguousarray(clip), ((new_h / height, new_w / width), (left, top))
 
 

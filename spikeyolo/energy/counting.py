@@ -151,6 +151,11 @@ class OpCounter:
         self._by_conv: dict[int, ConvCount] = {}
         self._handles: list = []
         self._targets: list[tuple[nn.Conv2d, ConvCount]] = []
+        from spikeyolo.nn.blocks import TimeExpand
+
+        # the stem's input is [T*B, ...]: T copies of an image (its MACs counted once, as the reference sheet) or
+        # T distinct event frames (counted T times); TimeExpand records which
+        self._time_expand = next((m for m in model.modules() if isinstance(m, TimeExpand)), None)
         for name, module in model.named_modules():
             if isinstance(module, StemConv):
                 self._targets.append((module, self._new(name, "stem", module, 1, 1)))
@@ -183,19 +188,22 @@ class OpCounter:
                 self._by_conv[id(conv)] = count
                 self.counts.append(count)
             steps = count.time_steps * (count.max_level if count.kind == "spike" else 1)
+            frames = 1
+            if count.kind == "stem" and self._time_expand is not None:
+                steps, frames = self._time_expand.time_steps, self._time_expand.distinct_frames
             batch = x.shape[0] // steps
             count.in_hw = (int(x.shape[-2]), int(x.shape[-1]))
             count.out_hw = (int(output.shape[-2]), int(output.shape[-1]))
             dense = count.out_chs * (count.in_chs // count.groups) * count.kernel_size ** 2 \
                 * count.out_hw[0] * count.out_hw[1]
             count.images += batch
-            count.dense_ops_sum += float(dense) * batch
+            count.dense_ops_sum += float(dense) * batch * frames
             if not self.spikes:
                 return
             with torch.no_grad():
                 ones_map = torch.ones(1, count.in_chs, *count.in_hw, dtype=torch.float64, device=x.device)
                 # sum of fan-outs of all-ones input = Cout * Cin/groups * (in-bounds taps) = valid MACs
-                count.valid_ops_sum += _fan_out_sum(ones_map, conv) * batch
+                count.valid_ops_sum += _fan_out_sum(ones_map, conv) * batch * frames
                 if count.kind == "stem":
                     return
                 binary = x.detach().double()
