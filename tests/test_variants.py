@@ -68,3 +68,15 @@ def test_variant_structure():
 def test_bad_variant_names_are_rejected():
     with pytest.raises(ValueError, match="early_block='block3' is not one of block1, block2"):
         _build("model.early_block=block3")
+
+
+@pytest.mark.parametrize("steps,level", [(1, 1), (4, 4)])
+def test_table4_gen1_rows_compose(steps, level):
+    # Table 4 rows: the synthetic Gen1 experiment with the same 20 epochs for every (T, D); the event clips
+    # follow the model's T
+    cfg = spikeyolo.compose(["experiment=ablation/table4_gen1_td", f"neuron.time_steps={steps}",
+                             f"neuron.max_level={level}"])
+    assert (cfg.data.name, cfg.data.time_steps, cfg.neuron.max_level) == ("gen1_synthetic", steps, level)
+    assert (cfg.trainer.epochs, cfg.optim.name, cfg.data.imgsz) == (20, "adamw", 128)
+    model = spikeyolo.build_model(cfg, num_classes=2)
+    assert model.time_steps == steps and model.num_parameters() < 1_000_000
