@@ -40,7 +40,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     import torch
 
     from spikeyolo.data import dataloader_from_config, spec_from_config
-    from spikeyolo.engine.checkpoint import load_checkpoint, read_checkpoint, trained_data_config
+    from spikeyolo.engine.checkpoint import model_from_payload, read_checkpoint, trained_data_config
     from spikeyolo.engine.distributed import select_device
     from spikeyolo.engine.validate import validate
     from spikeyolo.evaluation import save_coco_results
@@ -49,7 +49,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         raise UserError(f"checkpoint not found: {cfg.checkpoint}")
     device = select_device(cfg.device)
     payload = read_checkpoint(cfg.checkpoint)
-    model = load_checkpoint(cfg.checkpoint, map_location="cpu", use_ema=bool(cfg.use_ema))
+    model = model_from_payload(payload, use_ema=bool(cfg.use_ema), source=str(cfg.checkpoint))
     # data.imgsz null (eval.yaml): the size the model was trained at -- a model trained at 128 and scored at
     # the data config's 320 finds almost nothing
     imgsz = cfg.data.get("imgsz") or trained_data_config(payload).get("imgsz")

@@ -25,15 +25,12 @@ FORMATS = ("onnx", "nir")
 
 def load_for_export(checkpoint: str, use_ema: bool = True):
     """(model in float32 eval mode, the training run's imgsz or None) of a spikeyolo checkpoint."""
-    from spikeyolo.config import build_model
-    from spikeyolo.engine.checkpoint import load_weights, read_checkpoint, trained_data_config
+    from spikeyolo.engine.checkpoint import model_from_payload, read_checkpoint, trained_data_config
 
     if not Path(checkpoint).is_file():
         raise UserError(f"checkpoint not found: {checkpoint}")
     payload = read_checkpoint(checkpoint)
-    model = build_model(payload["model_config"])
-    load_weights(model, payload, use_ema=use_ema, source=str(checkpoint))
-    return model.float().eval(), trained_data_config(payload).get("imgsz")
+    return model_from_payload(payload, use_ema, str(checkpoint)).float(), trained_data_config(payload).get("imgsz")
 
 
 @friendly_errors

@@ -119,14 +119,10 @@ def _integer(cfg: DictConfig, key: str, minimum: int | None = None) -> int | Non
 
 def _load(path: str, use_ema: bool):
     """(model in eval mode, the ``data`` node of the run config stored in the checkpoint or {})."""
-    from spikeyolo.config import build_model
-    from spikeyolo.engine.checkpoint import load_weights, read_checkpoint, trained_data_config
+    from spikeyolo.engine.checkpoint import model_from_payload, read_checkpoint, trained_data_config
 
     payload = read_checkpoint(path, map_location="cpu")
-    model = build_model(payload["model_config"])
-    load_weights(model, payload, use_ema=use_ema, source=str(path))
-    model.names = list(payload.get("names") or [])
-    return model.eval(), trained_data_config(payload)
+    return model_from_payload(payload, use_ema, str(path)), trained_data_config(payload)
 
 
 def window_ends(first_end_us: int, step_us: int, last_event_us: int, end_us: int | None = None) -> list[int]:

@@ -102,15 +102,19 @@ def load_weights(model: nn.Module, payload: dict[str, Any], use_ema: bool = True
     return model
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", use_ema: bool = True) -> nn.Module:
-    """Rebuild the model stored in a spikeyolo checkpoint and load its (EMA) weights; returns it in eval mode."""
+def model_from_payload(payload: dict[str, Any], use_ema: bool = True, source: str = "checkpoint") -> nn.Module:
+    """The model of a read checkpoint (:func:`read_checkpoint`) with its (EMA) weights and class names, eval mode."""
     from spikeyolo.config import build_model
 
-    payload = read_checkpoint(path, map_location)
     model = build_model(payload["model_config"])
-    load_weights(model, payload, use_ema=use_ema, source=str(path))
+    load_weights(model, payload, use_ema=use_ema, source=source)
     model.names = list(payload.get("names") or [])
-    return model.to(map_location).eval()
+    return model.eval()
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", use_ema: bool = True) -> nn.Module:
+    """Rebuild the model stored in a spikeyolo checkpoint and load its (EMA) weights; returns it in eval mode."""
+    return model_from_payload(read_checkpoint(path, map_location), use_ema, str(path)).to(map_location)
 
 
 def rng_state() -> dict[str, Any]:
