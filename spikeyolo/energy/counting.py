@@ -154,8 +154,9 @@ class OpCounter:
         from spikeyolo.nn.blocks import TimeExpand
 
         # the stem's input is [T*B, ...]: T copies of an image (its MACs counted once, as the reference sheet) or
-        # T distinct event frames (counted T times); TimeExpand records which
+        # T distinct event frames (counted T times); a hook on TimeExpand sees which input it was given
         self._time_expand = next((m for m in model.modules() if isinstance(m, TimeExpand)), None)
+        self._distinct_frames = 1
         for name, module in model.named_modules():
             if isinstance(module, StemConv):
                 self._targets.append((module, self._new(name, "stem", module, 1, 1)))
@@ -174,7 +175,12 @@ class OpCounter:
     def __enter__(self) -> "OpCounter":
         for conv, count in self._targets:
             self._handles.append(conv.register_forward_hook(self._hook(count)))
+        if self._time_expand is not None:
+            self._handles.append(self._time_expand.register_forward_hook(self._input_hook))
         return self
+
+    def _input_hook(self, module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        self._distinct_frames = module.time_steps if inputs[0].dim() == 5 else 1   # clip [T, B, ...] or image
 
     def __exit__(self, *exc) -> None:
         for handle in self._handles:
@@ -190,7 +196,7 @@ class OpCounter:
             steps = count.time_steps * (count.max_level if count.kind == "spike" else 1)
             frames = 1
             if count.kind == "stem" and self._time_expand is not None:
-                steps, frames = self._time_expand.time_steps, self._time_expand.distinct_frames
+                steps, frames = self._time_expand.time_steps, self._distinct_frames
             batch = x.shape[0] // steps
             count.in_hw = (int(x.shape[-2]), int(x.shape[-1]))
             count.out_hw = (int(output.shape[-2]), int(output.shape[-1]))

@@ -8,8 +8,8 @@ Energy convention (reference section 7, SpikeYOLO Eq. 16-17, 45 nm numbers of Ho
 
 ``mean_spikes`` is the sheet's "fr" (mean integer value 0..D of the spikes entering the conv);
 ``fr`` in Eq. 17 is the rate per virtual binary step, mean_spikes / D. The stem runs once on the
-image (not T times), as in the sheet and Eq. 17; an event clip's T distinct frames are T stem passes. Energies are pJ per op; totals are reported in mJ
-(1 mJ = 1e9 pJ). One known quirk of the sheet is not copied: its stem row multiplies the MACs by
+image (not T times), as in the sheet and Eq. 17; an event clip's T distinct frames are T stem passes.
+Energies are pJ per op; totals are reported in mJ (1 mJ = 1e9 pJ). One known quirk of the sheet is not copied: its stem row multiplies the MACs by
 0.9 * 4.6 (= 4.14 pJ) instead of 4.6 pJ.
 """
 

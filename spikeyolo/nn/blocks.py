@@ -61,7 +61,6 @@ class TimeExpand(nn.Module):
     def __init__(self, time_steps: int) -> None:
         super().__init__()
         self.time_steps = time_steps
-        self.distinct_frames = 1   # of the last input: 1 for a repeated image, T for an event clip (op counting)
 
     @classmethod
     def build(cls, in_chs: list[int], scale: Scale, neuron: NeuronFactory, time_steps: int):
@@ -70,14 +69,12 @@ class TimeExpand(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:
             # [B, C, H, W] -> [T*B, C, H, W]
-            self.distinct_frames = 1
             return x.unsqueeze(0).expand(self.time_steps, *x.shape).reshape(-1, *x.shape[1:])
         if x.dim() == 5:
             if x.shape[0] != self.time_steps:
                 raise ValueError(f"input has {x.shape[0]} time steps but the model was built with "
                                  f"time_steps={self.time_steps}")
             # [T, B, C, H, W] -> [T*B, C, H, W]
-            self.distinct_frames = self.time_steps
             return x.flatten(0, 1)
         raise ValueError(f"expected input [B, C, H, W] or [T, B, C, H, W], got shape {tuple(x.shape)}")
 
