@@ -284,11 +284,10 @@ def test_reference_ap_loop_matches_ultralytics_with_its_own_sentinels(monkeypatc
     labels = {0: 30, 1: int(tp[pred_classes == 1, 0].sum()), 2: 30, 3: 30, 4: 5}   # class 1: full recall at IoU
     targets = np.repeat(np.array(list(labels), np.float64), list(labels.values()))   # 0.50 and 0.55; 4: no preds
     installed = ultralytics_adapter.ap_per_class(tp, conf, pred_classes, targets)["ap"]
-    reference_classes, reference = ap_module.reference_ap_per_class(tp, conf, pred_classes, targets)
-    _, closed = ap_module.reference_ap_per_class(tp, conf, pred_classes, targets, closed_end=True)
+    reference_classes, reference, closed = ap_module.reference_ap_per_class(tp, conf, pred_classes, targets)
     with monkeypatch.context() as patch:
         patch.setattr(ap_module, "interpolated_ap", lambda r, p, closed_end=False: compute_ap(r, p)[0])
-        _, emulated = ap_module.reference_ap_per_class(tp, conf, pred_classes, targets)
+        _, emulated, _ = ap_module.reference_ap_per_class(tp, conf, pred_classes, targets)
     np.testing.assert_array_equal(emulated, installed)
     assert reference_classes.tolist() == [0, 1, 2, 3, 4] and (reference[4] == 0).all()
     full = np.array([[tp[pred_classes == cls, j].sum() >= count for j in range(10)] for cls, count in labels.items()])

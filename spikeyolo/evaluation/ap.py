@@ -63,7 +63,7 @@ def interpolated_ap(recall: np.ndarray, precision: np.ndarray, closed_end: bool 
 
 
 def reference_ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_classes: np.ndarray, target_classes: np.ndarray,
-                           closed_end: bool = False, eps: float = 1e-16) -> tuple[np.ndarray, np.ndarray]:
+                           eps: float = 1e-16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-class AP with the SpikeYOLO reference's arithmetic (ultralytics 8.0.197 ``ap_per_class``).
 
     Args:
@@ -71,17 +71,18 @@ def reference_ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_classes: np.nd
         conf: [N] prediction scores.
         pred_classes: [N] predicted class indices.
         target_classes: [L] class index of every label.
-        closed_end: see :func:`interpolated_ap`.
         eps: added to the label count in the recall, as the reference.
 
     Returns:
-        (class_index [C] of the classes with labels, ap [C, T]); a class without predictions has AP 0.
+        (class_index [C] of the classes with labels, ap [C, T] as the reference, ap [C, T] closed at recall 1
+        (:func:`interpolated_ap`)); a class without predictions has AP 0 in both.
     """
     order = np.argsort(-np.asarray(conf, np.float64))   # the reference's (unstable) sort: ties fall as there
     tp = np.asarray(tp, bool)[order].astype(np.float64)
     pred_classes = np.asarray(pred_classes)[order]
     class_index, label_counts = np.unique(np.asarray(target_classes), return_counts=True)
     ap = np.zeros((class_index.shape[0], tp.shape[1]))
+    ap_closed = np.zeros_like(ap)
     for row, (cls, num_labels) in enumerate(zip(class_index, label_counts)):
         mine = pred_classes == cls
         if not mine.any():
@@ -89,8 +90,9 @@ def reference_ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_classes: np.nd
         tp_cum, fp_cum = tp[mine].cumsum(0), (1.0 - tp[mine]).cumsum(0)     # [n, T]
         recall, precision = tp_cum / (num_labels + eps), tp_cum / (tp_cum + fp_cum)
         for column in range(tp.shape[1]):
-            ap[row, column] = interpolated_ap(recall[:, column], precision[:, column], closed_end)
-    return class_index, ap
+            ap[row, column] = interpolated_ap(recall[:, column], precision[:, column])
+            ap_closed[row, column] = interpolated_ap(recall[:, column], precision[:, column], closed_end=True)
+    return class_index, ap, ap_closed
 
 
 def match_image(predictions: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: torch.Tensor,
@@ -142,7 +144,7 @@ def evaluate_yolo_ap(predictions: Sequence[torch.Tensor], gt_boxes: Sequence[tor
         ``recall_per_class`` [C], ``f1_per_class`` [C], and for plotting ``recall_grid``
         [1000] and ``precision_curve`` [C, 1000] (precision vs recall at IoU 0.5). The same AP with the
         reference's arithmetic (:func:`reference_ap_per_class`): ``reference_ap`` [C, T] with the scalars
-        ``reference_map50_95`` / ``reference_map50`` / ``reference_map75``, and with ``closed_end=True``:
+        ``reference_map50_95`` / ``reference_map50`` / ``reference_map75``, and closed at recall 1:
         ``closed_ap`` and ``closed_map50_95`` / ``closed_map50`` / ``closed_map75``.
     """
     if not len(predictions) == len(gt_boxes) == len(gt_classes):
@@ -167,8 +169,8 @@ def evaluate_yolo_ap(predictions: Sequence[torch.Tensor], gt_boxes: Sequence[tor
     ap = per_class["ap"]  # [C, T]
     has_classes = ap.shape[0] > 0
     extra: dict[str, float | np.ndarray] = {}
-    for prefix, closed_end in (("reference", False), ("closed", True)):
-        _, other = reference_ap_per_class(tp, scores, classes, targets, closed_end=closed_end)
+    _, reference_ap, closed_ap = reference_ap_per_class(tp, scores, classes, targets)
+    for prefix, other in (("reference", reference_ap), ("closed", closed_ap)):
         extra[f"{prefix}_ap"] = other
         extra[f"{prefix}_map50_95"] = float(other.mean()) if has_classes else 0.0
         extra[f"{prefix}_map50"] = float(other[:, 0].mean()) if has_classes else 0.0
