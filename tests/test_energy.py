@@ -181,6 +181,24 @@ def test_cli_random_images(tmp_path):
     assert (tmp_path / "energy.md").is_file()
 
 
+@pytest.mark.parametrize("rect, shape", [(None, [640, 640]), ("true", [672, 672])])
+def test_cli_dataset_images_are_counted_at_the_stated_size(tmp_path, rect, shape):
+    """data.imgsz=640 counts 640x640 inputs (the sheet's convention); the validator's rect batches letterbox a
+    square 400x400 tile to 672x672 (pad 0.5 stride 32) and are used only when asked (data.val_rect=true)."""
+    from spikeyolo.cli.energy import energy
+
+    overrides = [f"run_dir={tmp_path}", "data.imgsz=640", "num_images=1", "model.width_multiple=0.0625",
+                 "plots=false"] + ([f"data.val_rect={rect}"] if rect else [])
+    cfg = spikeyolo.compose(overrides, config_name="energy")
+    total = energy(cfg)
+    data = json.loads((tmp_path / "energy.json").read_text())
+    assert data["info"]["input_shapes"] == [shape] and data["info"]["imgsz"] == 640
+    model = spikeyolo.build_model(cfg)
+    assert total["dense_ops"] == sum(c.dense_ops for c in count_dense_ops(to_spike_driven(model.to("meta")),
+                                                                          shape[0]))
+    assert f"input {shape[0]}x{shape[1]}" in (tmp_path / "energy.md").read_text()
+
+
 @pytest.mark.parametrize("override", ["checkpoint=/no/such/best.pt", "num_images=0", "mode=dense"])
 def test_cli_bad_input_exits_2(tmp_path, capsys, override):
     from spikeyolo.cli.energy import energy

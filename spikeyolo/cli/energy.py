@@ -4,6 +4,7 @@ Examples:
     spikeyolo-energy checkpoint=runs/demo/.../weights/best.pt num_images=12
     spikeyolo-energy model=spikeyolo_s data.imgsz=640 energy=int_spiking_yolo mode=exact
     spikeyolo-energy random_images=true imgsz=320
+    spikeyolo-energy checkpoint=best.pt data.val_rect=true     (the validator's rect batches instead of imgsz x imgsz)
 
 Writes RUN_DIR/energy.json (``total`` and ``layers``), energy.md and the PNG plots.
 """
@@ -43,7 +44,7 @@ def _images(cfg: DictConfig, model, num_images: int) -> tuple[Iterator[Any], dic
         size = int(cfg.imgsz if cfg.imgsz is not None else cfg.data.imgsz)
         gen = torch.Generator().manual_seed(int(cfg.seed))
         return (torch.rand(1, 3, size, size, generator=gen) for _ in range(num_images)), \
-            {"random_images": True, "imgsz": size}
+            {"random_images": True, "imgsz": size, "input_shapes": [[size, size]]}
     from omegaconf import open_dict
 
     from spikeyolo.data import dataloader_from_config, spec_from_config
@@ -55,8 +56,18 @@ def _images(cfg: DictConfig, model, num_images: int) -> tuple[Iterator[Any], dic
     spec = spec_from_config(cfg.data)
     loader = dataloader_from_config(spec, cfg.data, "val", batch_size=1, workers=0, stride=max(model.strides),
                                     device="cpu")
-    batches = (model_input(batch["img"]) for batch in itertools.islice(iter(loader), num_images))
-    return batches, {"random_images": False, "dataset": spec.name, "imgsz": int(cfg.data.imgsz)}
+    origin = {"random_images": False, "dataset": spec.name, "imgsz": int(cfg.data.imgsz),
+              "rect": bool(cfg.data.get("val_rect", False)), "input_shapes": []}
+
+    def batches() -> Iterator[Any]:
+        for batch in itertools.islice(iter(loader), num_images):
+            inputs = model_input(batch["img"])
+            shape = [int(side) for side in inputs.shape[-2:]]    # [H, W] the model really sees
+            if shape not in origin["input_shapes"]:
+                origin["input_shapes"].append(shape)
+            yield inputs
+
+    return batches(), origin
 
 
 @friendly_errors
@@ -90,7 +101,8 @@ def energy(cfg: DictConfig) -> dict[str, float]:
         (run_dir / "energy.md").write_text(report.to_markdown())
     total = report.total
     flag = "  (RANDOM images)" if origin["random_images"] else ""
-    print(f"{report.num_images} images, T={report.time_steps} D={report.max_level}: dense {total['dense_ops']:.4g} "
+    shapes = ", ".join(f"{h}x{w}" for h, w in origin["input_shapes"])
+    print(f"{report.num_images} images at {shapes}, T={report.time_steps} D={report.max_level}: dense {total['dense_ops']:.4g} "
           f"MACs, {total['sops']:.4g} SOPs ({cfg.mode}), ANN {total['ann_energy_mj']:.4f} mJ, "
           f"SNN {total['snn_energy_mj']:.4f} mJ{flag} -> {run_dir / 'energy.json'}")
     print(f"counting modes: reference vs exact on in-bounds taps {100 * total['modes_rel_diff_in_bounds']:+.2f} %; "

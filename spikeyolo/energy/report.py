@@ -97,13 +97,19 @@ class EnergyReport:
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
+    def _input_note(self) -> str:
+        """', input 640x640' from ``info['input_shapes']`` (the [H, W] the model really saw), else ''."""
+        shapes = self.info.get("input_shapes") or []
+        return (", input " + ", ".join(f"{h}x{w}" for h, w in shapes)) if shapes else ""
+
     def to_markdown(self) -> str:
         t = self.total
         lines = [
             f"# Energy report ({self.mode} counting, preset {self.preset.name}: "
             f"E_MAC={self.preset.e_mac_pj} pJ, E_AC={self.preset.e_ac_pj} pJ)",
             "",
-            f"T={self.time_steps}, D={self.max_level}, images={self.num_images}. Values are per image.",
+            f"T={self.time_steps}, D={self.max_level}, images={self.num_images}{self._input_note()}. "
+            "Values are per image.",
             "",
             "| total | value |", "|---|---|",
             f"| dense ops (MACs) | {t['dense_ops']:,.0f} |",
