@@ -18,6 +18,18 @@ per step. spikingjelly's ``ILIFNode`` (multi-step, ``detach_reset=True``,
 ``backend="spikingjelly"``; tests check both against a direct implementation
 of the equations.
 
+``charge="lif"`` is the neuron of the reference's Gen1 code (spikingjelly 0.0.0.0.12's
+``MultiStepLIFNode`` with tau 2, decay_input, soft reset by the emitted integer; shared/reference
+section 1, "Gen1 code"), which also scales the input:
+
+    H[t] = V[t-1] + (X[t] - V[t-1]) / tau     V[-1] = 0, tau = 1 / (1 - decay)
+    S[t] = round_half_even(clip(H[t], 0, D))
+    V[t] = H[t] - S[t]                        (S detached)
+
+computed in that order in float, as spikingjelly's ``v + (x - v) / tau`` is, so reference Gen1
+weights give the reference's spikes bit for bit. Mathematically it is the I-LIF with decay
+1 - 1/tau on the input X/tau; the float rounding differs, which is why it is a separate option.
+
 State: the spikingjelly node keeps its membrane between calls, so the detector
 resets every neuron once at the start of each forward (``reset_states``); the
 fused paths keep no state between calls.
@@ -118,6 +130,54 @@ class _ILIFMultiStep(torch.autograd.Function):
         return grad_x, None, None
 
 
+class _LIFMultiStep(torch.autograd.Function):
+    """Fused multi-step reference-Gen1 LIF (``charge="lif"``), one bool mask per step saved.
+
+    Forward over t: H = V + (X[t] - V) / tau; S = round(clip(H, 0, D)); V = H - S (V starts at 0).
+    Backward (S detached in the reset): dL/dH[t] = dL/dS[t] * 1[0 <= H[t] <= D] + (1 - 1/tau) * dL/dH[t+1],
+    and dL/dX[t] = dL/dH[t] / tau.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, max_level: float, tau: float) -> torch.Tensor:
+        # x: [T, N]
+        out = torch.empty_like(x)
+        windows = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+        membrane = torch.zeros_like(x[0])
+        for t in range(x.shape[0]):
+            # H[t] = V[t-1] + (X[t] - V[t-1]) / tau, in spikingjelly's order of operations
+            membrane = membrane + (x[t] - membrane) / tau
+            torch.clamp(membrane, 0.0, max_level, out=out[t])
+            torch.eq(out[t], membrane, out=windows[t])
+            out[t].round_()
+            membrane = membrane - out[t]  # V[t] = H[t] - S[t]
+        ctx.save_for_backward(windows)
+        ctx.tau = tau
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (windows,) = ctx.saved_tensors
+        grad_h = torch.empty_like(grad_output)
+        leak = 1.0 - 1.0 / ctx.tau
+        for t in range(grad_output.shape[0] - 1, -1, -1):
+            torch.mul(grad_output[t], windows[t], out=grad_h[t])
+            if t + 1 < grad_output.shape[0]:
+                grad_h[t].add_(grad_h[t + 1], alpha=leak)
+        return grad_h / ctx.tau, None, None
+
+
+def _lif_loop(x: torch.Tensor, max_level: int, tau: float) -> torch.Tensor:
+    """Per-step reference-Gen1 LIF under autograd, as spikingjelly runs it: x [T, N] -> spikes [T, N]."""
+    outputs = []
+    membrane = torch.zeros_like(x[0])
+    for t in range(x.shape[0]):
+        membrane = membrane + (x[t] - membrane) / tau
+        outputs.append(quantize_ste(membrane, max_level))
+        membrane = membrane - outputs[-1].detach()
+    return torch.stack(outputs)
+
+
 def _ilif_loop(x: torch.Tensor, max_level: int, decay: float) -> torch.Tensor:
     """Per-step I-LIF under autograd (the reference's way): x [T, N] -> spikes [T, N]."""
     outputs = []
@@ -155,10 +215,13 @@ class ILIF(SpikingNeuron):
             default), ``spikingjelly`` (spikingjelly's ``ILIFNode``, multi-step) or ``loop`` (a
             per-step loop under autograd, as the reference implementation runs; the benchmark
             baseline). Same numbers.
+        charge: ``ilif`` (Eq. 11: H = decay * (H - S) + X) or ``lif`` (the reference Gen1 code's
+            spikingjelly LIF: H = V + (X - V) / tau with tau = 1 / (1 - decay), V = H - S; see the
+            module docstring). ``lif`` runs on the ``fused`` and ``loop`` backends.
     """
 
     def __init__(self, time_steps: int = 1, max_level: int = 4, decay: float = 0.25,
-                 backend: str = "fused") -> None:
+                 backend: str = "fused", charge: str = "ilif") -> None:
         super().__init__()
         if int(time_steps) < 1:
             raise ValueError(f"time_steps (T) must be >= 1, got {time_steps}")
@@ -172,6 +235,15 @@ class ILIF(SpikingNeuron):
         if backend not in ("fused", "spikingjelly", "loop"):
             raise ValueError(f"backend must be 'fused', 'spikingjelly' or 'loop', got {backend!r}")
         self.backend = backend
+        if charge not in ("ilif", "lif"):
+            raise ValueError(f"charge must be 'ilif' or 'lif', got {charge!r}")
+        if charge == "lif" and not 0.0 < self.decay:
+            raise ValueError(f"charge='lif' needs decay = 1 - 1/tau > 0, got {decay}")
+        if charge == "lif" and backend == "spikingjelly":
+            raise ValueError("charge='lif' runs on backend 'fused' or 'loop' (spikingjelly's own LIF fires "
+                             "binary spikes against a threshold, not the reference's integers)")
+        self.charge = charge
+        self.tau = 1.0 / (1.0 - self.decay)  # spikingjelly's tau; 2.0 exactly for decay 0.5
         self.node: nn.Module | None = None
         if self.time_steps > 1 and backend == "spikingjelly":
             # spikingjelly: H[t] = (1 - 1/tau) V[t-1] + X[t], C = round(clip(H)), V = H - C.
@@ -186,6 +258,12 @@ class ILIF(SpikingNeuron):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.charge == "lif":
+            # [T*B, C, H, W] -> [T, B*C*H*W]
+            seq = x.reshape(self.time_steps, -1)
+            if self.backend == "loop":
+                return _lif_loop(seq, self.max_level, self.tau).reshape(x.shape)
+            return _LIFMultiStep.apply(seq, float(self.max_level), self.tau).reshape(x.shape)
         if self.time_steps == 1:
             return quantize_ste(x, self.max_level)
         flat_shape = x.shape
@@ -200,7 +278,8 @@ class ILIF(SpikingNeuron):
         return out.reshape(flat_shape)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, decay={self.decay}, backend={self.backend}"
+        charge = ", charge=lif" if self.charge == "lif" else ""
+        return f"{super().extra_repr()}, decay={self.decay}, backend={self.backend}{charge}"
 
 
 class ReLUNeuron(SpikingNeuron):
@@ -209,13 +288,14 @@ class ReLUNeuron(SpikingNeuron):
     Args:
         time_steps: kept for interface parity (the input is still [T*B, ...]).
         max_level: unused by the activation; reported as 0 meaning "real-valued".
+        decay, charge: accepted and ignored (so a neuron config's overrides apply to either neuron).
     """
 
-    def __init__(self, time_steps: int = 1, max_level: int = 0, decay: float = 0.0) -> None:
+    def __init__(self, time_steps: int = 1, max_level: int = 0, decay: float = 0.0, charge: str = "ilif") -> None:
         super().__init__()
         self.time_steps = int(time_steps)
         self.max_level = 0
-        del decay
+        del decay, charge
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)
