@@ -1,11 +1,10 @@
 """The ultralytics-style AP: the second evaluation protocol (what ``yolo val`` prints).
 
 It differs from COCOeval: no crowd/ignore regions, no area ranges, no
-max-detections cap, predictions are matched greedily per image in descending
-score order (``match_predictions``), and AP is the trapezoid integral of the
-precision envelope sampled at 101 recall points. Its mAP is averaged over the
-classes that have labels. The arithmetic is ultralytics' own, reached through
-``spikeyolo.ultralytics_adapter``.
+max-detections cap, predictions are matched to labels per image (below), and AP is
+the trapezoid integral of the precision envelope sampled at 101 recall points. Its
+mAP is averaged over the classes that have labels. The installed ultralytics'
+arithmetic is reached through ``spikeyolo.ultralytics_adapter``.
 
 Two versions of that arithmetic matter. The installed ultralytics (8.4.x) closes the precision-recall curve
 with a drop to precision 0 at the highest recall reached (``ultralytics/ultralytics#24175``, April 2026);
@@ -14,6 +13,16 @@ the SpikeYOLO reference trained and reported with ultralytics 8.0.197 (training-
 the last recall reached to 0 at recall 1. For a detector that finds half the objects with precision 1 the
 two give 0.495 and 0.750. :func:`reference_ap_per_class` is the 8.0.197 arithmetic, written here (the
 installed package no longer has it), so numbers comparable with the paper's can be reported.
+
+The two versions also match predictions to labels differently. 8.4 (``match_predictions``) takes the predictions
+in descending score order and gives each the unclaimed label of highest IoU. 8.0.197 lists every (label,
+prediction) pair over the threshold by descending IoU, lets each prediction keep its best label (claimed or
+not), then gives each label to the first (highest-scoring) prediction that kept it; a prediction whose best label
+went to a higher-scoring one is a false positive even when another label was free.
+:func:`reference_match_predictions` is that matching; the ``reference_*`` and ``closed_*`` results of
+:func:`evaluate_yolo_ap` use it, its plain results (``map50`` ...) the installed 8.4's. Tied scores are ordered
+by position (a stable sort, below), where the reference's ``np.argsort`` leaves an order that depends on the
+numpy build and the CPU.
 
 Both versions score a perfect detector 0.995, not 1: the closing sentinel lands on the real point at recall
 1, and ``np.interp`` at the last of several equal abscissae returns the sentinel's 0, so the trapezoid loses
@@ -29,7 +38,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["IOU_THRESHOLDS", "match_image", "interpolated_ap", "reference_ap_per_class", "evaluate_yolo_ap"]
+__all__ = ["IOU_THRESHOLDS", "match_image", "interpolated_ap", "reference_match_predictions", "reference_ap_per_class",
+           "evaluate_yolo_ap"]
 
 # IoU 0.50:0.05:0.95, as ultralytics' DetectionValidator.iouv.
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
@@ -67,7 +77,7 @@ def reference_ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_classes: np.nd
     """Per-class AP with the SpikeYOLO reference's arithmetic (ultralytics 8.0.197 ``ap_per_class``).
 
     Args:
-        tp: [N, T] true-positive matrix of all predictions (:func:`match_image`).
+        tp: [N, T] true-positive matrix of all predictions (:func:`match_image` with ``matching="reference"``).
         conf: [N] prediction scores.
         pred_classes: [N] predicted class indices.
         target_classes: [L] class index of every label.
@@ -77,7 +87,10 @@ def reference_ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_classes: np.nd
         (class_index [C] of the classes with labels, ap [C, T] as the reference, ap [C, T] closed at recall 1
         (:func:`interpolated_ap`)); a class without predictions has AP 0 in both.
     """
-    order = np.argsort(-np.asarray(conf, np.float64))   # the reference's (unstable) sort: ties fall as there
+    # the reference sorts with np.argsort's default (unstable) kind, whose order of tied scores depends on the numpy
+    # build and the CPU (AVX-512 sorting networks); a stable sort keeps ties in the order given: image by image,
+    # and within an image by descending score (match_image)
+    order = np.argsort(-np.asarray(conf, np.float64), kind="stable")
     tp = np.asarray(tp, bool)[order].astype(np.float64)
     pred_classes = np.asarray(pred_classes)[order]
     class_index, label_counts = np.unique(np.asarray(target_classes), return_counts=True)
@@ -95,8 +108,46 @@ def reference_ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_classes: np.nd
     return class_index, ap, ap_closed
 
 
+def reference_match_predictions(pred_classes: np.ndarray, true_classes: np.ndarray, iou: np.ndarray,
+                                iou_thresholds: np.ndarray) -> np.ndarray:
+    """Prediction-to-label matching of ultralytics 8.0.197 (``BaseValidator.match_predictions``, no scipy).
+
+    At each threshold: the (label, prediction) pairs of one class with IoU >= threshold, by descending IoU; each
+    prediction keeps its first (best) pair, then each label its first prediction by index. With the predictions
+    in descending score order, a label goes to the highest-scoring prediction whose best label it is.
+
+    Args:
+        pred_classes: [N] predicted class indices, in descending score order.
+        true_classes: [M] label class indices.
+        iou: [M, N] IoU of labels (rows) with predictions (columns), float32 as ultralytics' ``box_iou`` gives it.
+        iou_thresholds: [T] IoU thresholds.
+
+    Returns:
+        [N, T] bool: prediction n is a true positive at threshold t.
+    """
+    iou = np.asarray(iou)
+    same_class = np.asarray(true_classes).reshape(-1, 1) == np.asarray(pred_classes).reshape(1, -1)   # [M, N]
+    iou = np.where(same_class, iou, np.zeros((), iou.dtype))
+    thresholds = np.asarray(iou_thresholds, np.float32).reshape(-1)
+    correct = np.zeros((iou.shape[1], thresholds.shape[0]), dtype=bool)   # [N, T]
+    for column, threshold in enumerate(thresholds):
+        labels, preds = np.nonzero(iou >= threshold)     # pairs in row-major order
+        if labels.size > 1:
+            # descending IoU; tied IoUs come out last pair first, as the reference's sort leaves them for the
+            # few pairs of an image (numpy sorts up to 16 elements by insertion, a stable sort)
+            by_iou = np.argsort(iou[labels, preds], kind="stable")[::-1]
+            labels, preds = labels[by_iou], preds[by_iou]
+            _, best = np.unique(preds, return_index=True)     # each prediction's best label, by prediction index
+            labels, preds = labels[best], preds[best]
+            _, first = np.unique(labels, return_index=True)   # each label's first prediction (the highest score)
+            preds = preds[first]
+        correct[preds, column] = True
+    return correct
+
+
 def match_image(predictions: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: torch.Tensor,
-                iou_thresholds: torch.Tensor = IOU_THRESHOLDS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                iou_thresholds: torch.Tensor = IOU_THRESHOLDS,
+                matching: str = "installed") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """True-positive matrix of one image's predictions.
 
     Args:
@@ -104,11 +155,25 @@ def match_image(predictions: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: t
         gt_boxes: [M, 4] xyxy, in the same pixel space as the predictions.
         gt_classes: [M] class indices.
         iou_thresholds: [T] IoU thresholds.
+        matching: ``installed`` (ultralytics 8.4's ``match_predictions``) or ``reference``
+            (:func:`reference_match_predictions`, 8.0.197).
 
     Returns:
         (tp [N, T] bool, scores [N], classes [N]), the predictions sorted by descending score
         (stable), which is the order the matching needs.
     """
+    if matching not in ("installed", "reference"):
+        raise ValueError(f"matching must be 'installed' or 'reference', got {matching!r}")
+    tp, reference_tp, scores, classes = _match_both(predictions, gt_boxes, gt_classes, iou_thresholds,
+                                                    installed=matching == "installed",
+                                                    reference=matching == "reference")
+    return (tp if matching == "installed" else reference_tp), scores, classes
+
+
+def _match_both(predictions: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: torch.Tensor,
+                iou_thresholds: torch.Tensor, installed: bool = True,
+                reference: bool = True) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray]:
+    """(tp of 8.4, tp of 8.0.197, scores, classes) of one image from one IoU matrix; a tp not asked for is None."""
     from spikeyolo import ultralytics_adapter  # imports ultralytics (seconds): only when used
 
     order = torch.argsort(predictions[:, 4], descending=True, stable=True)
@@ -116,12 +181,18 @@ def match_image(predictions: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: t
     scores, classes = predictions[:, 4].numpy().astype(np.float64), predictions[:, 5].numpy().astype(np.float64)
     num_thresholds = iou_thresholds.shape[0]
     if predictions.shape[0] == 0 or gt_boxes.shape[0] == 0:
-        return np.zeros((predictions.shape[0], num_thresholds), dtype=bool), scores, classes
+        empty = np.zeros((predictions.shape[0], num_thresholds), dtype=bool)
+        return (empty if installed else None), (empty.copy() if reference else None), scores, classes
     gt_boxes, gt_classes = gt_boxes.detach().cpu(), gt_classes.detach().cpu().reshape(-1)
-    iou = ultralytics_adapter.box_iou(gt_boxes, predictions[:, :4])  # [M, N]
-    tp = ultralytics_adapter.match_predictions(predictions[:, 5], gt_classes.to(predictions.dtype), iou,
-                                               iou_thresholds.cpu())  # [N, T]
-    return tp, scores, classes
+    iou = ultralytics_adapter.box_iou(gt_boxes, predictions[:, :4])  # [M, N] float32
+    tp = reference_tp = None
+    if installed:
+        tp = ultralytics_adapter.match_predictions(predictions[:, 5], gt_classes.to(predictions.dtype), iou,
+                                                   iou_thresholds.cpu())  # [N, T]
+    if reference:
+        reference_tp = reference_match_predictions(predictions[:, 5].numpy(), gt_classes.to(predictions.dtype).numpy(),
+                                                   iou.numpy(), iou_thresholds.cpu().numpy())  # [N, T]
+    return tp, reference_tp, scores, classes
 
 
 def evaluate_yolo_ap(predictions: Sequence[torch.Tensor], gt_boxes: Sequence[torch.Tensor],
@@ -142,23 +213,27 @@ def evaluate_yolo_ap(predictions: Sequence[torch.Tensor], gt_boxes: Sequence[tor
         0.0 when there are no labels) and the arrays over those C classes: ``class_index``
         [C], ``ap`` [C, T], ``ap50_95`` [C], ``ap50`` [C], ``precision_per_class`` [C],
         ``recall_per_class`` [C], ``f1_per_class`` [C], and for plotting ``recall_grid``
-        [1000] and ``precision_curve`` [C, 1000] (precision vs recall at IoU 0.5). The same AP with the
-        reference's arithmetic (:func:`reference_ap_per_class`): ``reference_ap`` [C, T] with the scalars
-        ``reference_map50_95`` / ``reference_map50`` / ``reference_map75``, and closed at recall 1:
-        ``closed_ap`` and ``closed_map50_95`` / ``closed_map50`` / ``closed_map75``.
+        [1000] and ``precision_curve`` [C, 1000] (precision vs recall at IoU 0.5), all from the installed
+        ultralytics' matching and arithmetic. The reference's (8.0.197) matching
+        (:func:`reference_match_predictions`) and arithmetic (:func:`reference_ap_per_class`): ``reference_ap``
+        [C, T] with the scalars ``reference_map50_95`` / ``reference_map50`` / ``reference_map75``, and closed at
+        recall 1: ``closed_ap`` and ``closed_map50_95`` / ``closed_map50`` / ``closed_map75``.
     """
     if not len(predictions) == len(gt_boxes) == len(gt_classes):
         raise ValueError(f"got {len(predictions)} prediction, {len(gt_boxes)} box and "
                          f"{len(gt_classes)} class entries; need one per image")
     num_thresholds = iou_thresholds.shape[0]
-    tp_parts, score_parts, class_parts, target_parts = [np.zeros((0, num_thresholds), bool)], [], [], []
+    tp_parts, reference_parts = [np.zeros((0, num_thresholds), bool)], [np.zeros((0, num_thresholds), bool)]
+    score_parts, class_parts, target_parts = [], [], []
     for image_predictions, image_boxes, image_classes in zip(predictions, gt_boxes, gt_classes):
-        tp, scores, classes = match_image(image_predictions, image_boxes, image_classes, iou_thresholds)
+        tp, reference_tp, scores, classes = _match_both(image_predictions, image_boxes, image_classes, iou_thresholds)
         tp_parts.append(tp)
+        reference_parts.append(reference_tp)
         score_parts.append(scores)
         class_parts.append(classes)
         target_parts.append(image_classes.detach().cpu().reshape(-1).numpy().astype(np.float64))
     tp = np.concatenate(tp_parts, 0)  # [N, T]
+    reference_tp = np.concatenate(reference_parts, 0)  # [N, T]
     scores = np.concatenate([np.zeros(0), *score_parts])  # [N]
     classes = np.concatenate([np.zeros(0), *class_parts])  # [N]
     targets = np.concatenate([np.zeros(0), *target_parts])  # [L]
@@ -169,7 +244,7 @@ def evaluate_yolo_ap(predictions: Sequence[torch.Tensor], gt_boxes: Sequence[tor
     ap = per_class["ap"]  # [C, T]
     has_classes = ap.shape[0] > 0
     extra: dict[str, float | np.ndarray] = {}
-    _, reference_ap, closed_ap = reference_ap_per_class(tp, scores, classes, targets)
+    _, reference_ap, closed_ap = reference_ap_per_class(reference_tp, scores, classes, targets)
     for prefix, other in (("reference", reference_ap), ("closed", closed_ap)):
         extra[f"{prefix}_ap"] = other
         extra[f"{prefix}_map50_95"] = float(other.mean()) if has_classes else 0.0
