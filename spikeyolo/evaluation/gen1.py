@@ -4,19 +4,30 @@ Published Gen1 mAPs are computed three different ways; a number means something 
 
 ``spikeyolo``  reference ``SpikeYOLO_for_Gen1`` (training-and-eval reference §6): every sample of the val split
                (the test folder), labels cleaned up by ``pre_gen1.py`` (last box per track, clamped, no size
-               filter), the reference's ultralytics (8.0.197) 101-point AP
-               (:func:`~spikeyolo.evaluation.ap.reference_ap_per_class`) closed at recall 1; the
+               filter), the reference's ultralytics (8.0.197) matching and 101-point AP
+               (:func:`~spikeyolo.evaluation.ap.reference_match_predictions`,
+               :func:`~spikeyolo.evaluation.ap.reference_ap_per_class`) closed at recall 1; the
                bit-for-bit reference value (a perfect detector: 0.995) is ``reference_map50[_95]``.
-``prophesee``  prophesee-automotive-dataset-toolbox ``psee_evaluator.py`` / ``coco_eval.py`` as RVT calls it
-               (``evaluate_list(..., camera='gen1')``): the label file's boxes as they are, ``filter_boxes`` on
-               ground truth and detections alike (t > 0.5 s, diagonal >= 30 px, both sides >= 10 px), one COCO
-               image per (recording, label time) that keeps a box, detections within +-50 ms of it, pycocotools.
+``prophesee``  the prophesee-automotive-dataset-toolbox evaluator (``coco_eval.evaluate_detection`` after
+               ``box_filtering.filter_boxes``) with the settings RVT passes for Gen1 (``evaluate_list(...,
+               camera='gen1')``): the label file's boxes as they are, ``filter_boxes`` on ground truth and
+               detections alike (t > 0.5 s, diagonal >= 30 px, both sides >= 10 px), one COCO image per
+               (recording, label time) that keeps a box, detections within +-50 ms of it, pycocotools. (The
+               toolbox's own command line, ``psee_evaluator.py --camera GEN1``, skips only t <= 0.1 s and keeps sides
+               >= 20 px.)
 ``cordone``    Cordone et al. 2022 (loiccordone/object-detection-with-spiking-neural-networks): 100 ms windows,
                labels with both corners clamped (last box per track, w/h = 0 dropped), samples without a box or
                without an event dropped, then ``filter_boxes`` (diagonal >= 30 px, both sides >= 20 px) on ground
-               truth and detections, pycocotools over all remaining samples.
+               truth and detections, pycocotools over all remaining samples (annotation ids from 1, below).
 
-See docs/events.md ("Gen1 evaluation protocols") for the sources and the differences.
+Samples are scored in (recording, label time) order whatever order they are passed in, so tied scores give one
+result. The two COCO protocols do their box arithmetic (widths, the size filter, COCO areas) in float32, as the
+originals do on their float32 box fields; the ``spikeyolo`` protocol keeps the boxes it is given (float64 from
+float32 detections is exact) and computes IoU in float32 as ultralytics. Cordone's code numbers annotations
+from 0, and pycocotools reads a detection matched to annotation 0 as unmatched (a false positive that leaves
+its box unfound); here annotations are numbered from 1.
+
+See docs/events.md ("Gen1 evaluation protocols") for the sources, the settings and the measured differences.
 """
 
 from __future__ import annotations
@@ -51,6 +62,8 @@ class Gen1Protocol:
             matching: one image per recording time that keeps a ground-truth box, with the detections of that
             recording within +-time_tol_us (inclusive).
         drop_empty: samples without a ground-truth box (before the size filter) or without events are dropped.
+        float32_boxes: box widths, the size filter and COCO areas in float32 (detection width = x2 - x1 in
+            float32), as the originals compute them on float32 box fields; otherwise in float64.
     """
 
     name: str
@@ -62,14 +75,15 @@ class Gen1Protocol:
     min_side: float = 0.0
     time_tol_us: int | None = None
     drop_empty: bool = False
+    float32_boxes: bool = False
 
 
 GEN1_PROTOCOLS: dict[str, Gen1Protocol] = {
     "spikeyolo": Gen1Protocol("spikeyolo", window_us=None, ground_truth="reference", metric="ultralytics"),
     "prophesee": Gen1Protocol("prophesee", window_us=None, ground_truth="raw", metric="coco", skip_us=500_000,
-                              min_diag=30.0, min_side=10.0, time_tol_us=50_000),
+                              min_diag=30.0, min_side=10.0, time_tol_us=50_000, float32_boxes=True),
     "cordone": Gen1Protocol("cordone", window_us=100_000, ground_truth="corners", metric="coco", min_diag=30.0,
-                            min_side=20.0, drop_empty=True),
+                            min_side=20.0, drop_empty=True, float32_boxes=True),
 }
 
 
@@ -96,33 +110,74 @@ def protocol_ground_truth(protocol: str | Gen1Protocol, sample: Any) -> np.ndarr
     protocol = get_protocol(protocol)
     if protocol.ground_truth == "raw":
         return sample.boxes
+    if protocol.ground_truth == "corners" and protocol.float32_boxes:
+        return _corner_boxes_float32(sample.boxes, sample.width, sample.height)
     return postprocess_boxes(sample.boxes, width=sample.width, height=sample.height, clamp=protocol.ground_truth)
 
 
+def _corner_boxes_float32(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Last box per track, both corners clamped to the sensor, w or h = 0 dropped, in float32 throughout.
+
+    As Cordone et al.'s ``create_targets``: x2 = x + w in float32, then w = clamp(x2) - clamp(x) in float32, so a
+    width can differ from the file's by a float32 rounding (which matters at the size filter's bounds). Boxes are
+    in the order of each track's last box.
+    """
+    from spikeyolo.data.events import BOX_DTYPE, as_boxes
+
+    boxes = as_boxes(boxes)
+    if len(boxes):
+        _, first_in_reversed = np.unique(boxes["track_id"][::-1], return_index=True)
+        boxes = boxes[np.sort(len(boxes) - 1 - first_in_reversed)]
+    x, y = boxes["x"], boxes["y"]                                     # float32
+    x1, x2 = np.clip(x, 0, width), np.clip(x + boxes["w"], 0, width)
+    y1, y2 = np.clip(y, 0, height), np.clip(y + boxes["h"], 0, height)
+    w, h = (x2 - x1).astype(np.float32), (y2 - y1).astype(np.float32)
+    keep = (w != 0) & (h != 0)
+    out = np.empty(int(keep.sum()), BOX_DTYPE)
+    for name in BOX_DTYPE.names:
+        out[name] = boxes[name][keep]
+    out["x"], out["y"], out["w"], out["h"] = x1[keep], y1[keep], w[keep], h[keep]
+    return out
+
+
 def _keep(protocol: Gen1Protocol, t_us: int, xywh: np.ndarray) -> np.ndarray:
-    """psee ``filter_boxes``: (t > skip) & (w^2 + h^2 >= diag^2) & (w >= side) & (h >= side); xywh [N, 4]."""
+    """psee ``filter_boxes``: (t > skip) & (w^2 + h^2 >= diag^2) & (w >= side) & (h >= side), in xywh's dtype.
+
+    Args:
+        xywh: [N, 4] float32 or float64; in float32 the squares, their sum and the comparisons stay float32
+            (the bounds 30^2 = 900, 10 and 20 are exact in float32), as numpy computes them on the toolbox's
+            float32 box fields.
+    """
     width, height = xywh[:, 2], xywh[:, 3]
-    keep = (width ** 2 + height ** 2 >= protocol.min_diag ** 2) & (width >= protocol.min_side) & \
-        (height >= protocol.min_side)
+    bound = xywh.dtype.type
+    keep = (width ** 2 + height ** 2 >= bound(protocol.min_diag ** 2)) & (width >= bound(protocol.min_side)) & \
+        (height >= bound(protocol.min_side))
     if protocol.skip_us is not None and t_us <= protocol.skip_us:
         keep[:] = False
     return keep
 
 
 def _frame_rows(protocol: Gen1Protocol, samples: Sequence[Any], detections: Sequence[Any]):
-    """Per kept sample: (recording, t, gt xywh [M, 4], gt class [M], det xywh [N, 4], det score [N], det class [N])."""
+    """Per kept sample, in (recording, t) order: (recording, t, gt xywh [M, 4], gt class [M], det xywh [N, 4],
+    det score [N], det class [N]); boxes in float32 or float64 (``protocol.float32_boxes``)."""
+    if len(samples) != len(detections):
+        raise ValueError(f"{len(samples)} samples but {len(detections)} detection entries")
+    box_type = np.float32 if protocol.float32_boxes else np.float64
     rows = []
-    for sample, dets in zip(samples, detections, strict=True):
+    for index in sorted(range(len(samples)), key=lambda i: (str(samples[i].recording), int(samples[i].t_us))):
+        sample = samples[index]
         gt = protocol_ground_truth(protocol, sample)
         if protocol.drop_empty and (len(gt) == 0 or sample.num_events == 0):
             continue
-        gt_xywh = np.stack((gt["x"], gt["y"], gt["w"], gt["h"]), axis=1).astype(np.float64).reshape(-1, 4)
+        gt_xywh = np.stack((gt["x"], gt["y"], gt["w"], gt["h"]), axis=1).astype(box_type).reshape(-1, 4)
         gt_keep = _keep(protocol, sample.t_us, gt_xywh)
-        dets = torch.as_tensor(dets).detach().cpu().double().numpy().reshape(-1, 6)   # x1 y1 x2 y2 score class
-        det_xywh = np.concatenate((dets[:, :2], dets[:, 2:4] - dets[:, :2]), axis=1)
+        dets = torch.as_tensor(detections[index]).detach().cpu().reshape(-1, 6)   # x1 y1 x2 y2 score class
+        corners = dets[:, :4].numpy().astype(box_type)                             # float64 of float32: exact
+        det_xywh = np.concatenate((corners[:, :2], corners[:, 2:] - corners[:, :2]), axis=1)   # [N, 4]
         det_keep = _keep(protocol, sample.t_us, det_xywh)
+        scores = dets[:, 4].double().numpy()
         rows.append((sample.recording, int(sample.t_us), gt_xywh[gt_keep], gt["class_id"][gt_keep].astype(np.int64),
-                     det_xywh[det_keep], dets[det_keep, 4], dets[det_keep, 5].astype(np.int64)))
+                     det_xywh[det_keep], scores[det_keep], dets[det_keep, 5].numpy().astype(np.int64)))
     return rows
 
 
@@ -132,10 +187,9 @@ def _images(protocol: Gen1Protocol, rows: list) -> list[tuple[str, int, tuple, t
         return [(rec, t, (gx, gc), (dx, ds, dc)) for rec, t, gx, gc, dx, ds, dc in rows]
     images = []
     recordings: dict[str, list] = {}
-    for row in rows:
+    for row in rows:      # rows come in (recording, t) order
         recordings.setdefault(row[0], []).append(row)
     for recording, recording_rows in recordings.items():
-        recording_rows.sort(key=lambda row: row[1])
         det_times = np.array([row[1] for row in recording_rows], np.int64)
         for _, t_us, gt_xywh, gt_class, *_ in recording_rows:
             if len(gt_xywh) == 0:   # psee: only times that keep at least one ground-truth box are images
@@ -148,14 +202,20 @@ def _images(protocol: Gen1Protocol, rows: list) -> list[tuple[str, int, tuple, t
 
 
 def _coco_metrics(images: list, names: Sequence[str], width: int, height: int, backend: str) -> dict[str, float]:
+    """pycocotools over the images; annotation ids from 1 (pycocotools takes a match to id 0 for none).
+
+    Areas are computed in the boxes' dtype: the ground truth's here (``w * h``), the detections' by pycocotools
+    from the bbox values, which are passed as numpy scalars of that dtype (float32 for the COCO protocols, as the
+    toolbox's box fields; the ``faster`` backend computes detection areas in float64 whatever it is given).
+    """
     coco_images, annotations, results = [], [], []
     for image_id, (recording, t_us, (gt_xywh, gt_class), (det_xywh, det_score, det_class)) in enumerate(images, 1):
         coco_images.append({"id": image_id, "file_name": f"{recording}@{t_us}", "height": height, "width": width})
-        for box, cls in zip(gt_xywh.tolist(), gt_class.tolist()):
+        for box, cls in zip(gt_xywh, gt_class.tolist()):
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls) + 1,
-                                "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
-        for box, score, cls in zip(det_xywh.tolist(), det_score.tolist(), det_class.tolist()):
-            results.append({"image_id": image_id, "category_id": int(cls) + 1, "bbox": box, "score": score})
+                                "bbox": box.tolist(), "area": float(box[2] * box[3]), "iscrowd": 0})
+        for box, score, cls in zip(det_xywh, det_score.tolist(), det_class.tolist()):
+            results.append({"image_id": image_id, "category_id": int(cls) + 1, "bbox": list(box), "score": score})
     categories = [{"id": index + 1, "name": str(name)} for index, name in enumerate(names)]
     result = evaluate_coco({"images": coco_images, "annotations": annotations, "categories": categories}, results,
                            backend=backend)
@@ -185,7 +245,8 @@ def evaluate_gen1(protocol: str | Gen1Protocol, samples: Sequence[Any], detectio
     Args:
         protocol: a name of :data:`GEN1_PROTOCOLS` or a :class:`Gen1Protocol`.
         samples: [S] :class:`~spikeyolo.data.gen1.Gen1Sample` (recording, t_us, raw boxes, num_events, size),
-            e.g. ``loader.dataset.samples`` built with the protocol's window.
+            e.g. ``loader.dataset.samples`` built with the protocol's window; scored in (recording, t_us) order,
+            whatever order they come in.
         detections: [S] per sample [N, 6] (x1, y1, x2, y2, score, class index) in sensor pixels.
         names: class names (class index i is COCO category i + 1).
         backend: pycocotools or faster (``coco`` metric).
@@ -196,8 +257,6 @@ def evaluate_gen1(protocol: str | Gen1Protocol, samples: Sequence[Any], detectio
         reference_map50_95, reference_map50 (the reference's values bit for bit), precision, recall.
     """
     protocol = get_protocol(protocol)
-    if len(samples) != len(detections):
-        raise ValueError(f"{len(samples)} samples but {len(detections)} detection entries")
     images = _images(protocol, _frame_rows(protocol, samples, detections))
     counts = {"images": len(images), "gt_boxes": int(sum(len(image[2][0]) for image in images)),
               "detections": int(sum(len(image[3][0]) for image in images))}
