@@ -87,6 +87,9 @@ class BNAndPad(nn.Module):
     The border equals beta - mu * gamma / sqrt(var + eps) with gamma and beta detached,
     in training mode too (reference facts, section 3). With it, 1x1 -> BNAndPad ->
     depthwise 3x3 (padding 0) equals one zero-padded 3x3 conv plus a constant.
+    The output is BN(x) unchanged inside a ring of border values (no arithmetic on the interior),
+    so float32 results equal the reference's pad-then-overwrite bit for bit
+    (tests/test_reference_parity.py).
 
     Args:
         num_chs: channels.
@@ -107,9 +110,17 @@ class BNAndPad(nn.Module):
         out = self.bn(x)
         if self.pad == 0:
             return out
-        border = self.pad_values().view(1, -1, 1, 1)
-        # zero-pad around (out - border), then add border back: the padded ring equals border.
-        return F.pad(out - border, [self.pad] * 4) + border
+        batch, chs, height, width = out.shape
+        pad = self.pad
+        border = self.pad_values().to(out.dtype).view(1, chs, 1, 1)
+        # The interior is BN(x) bit for bit and the ring is the border value, as the reference's
+        # pad-then-overwrite gives. (pad(out - border) + border would move about a quarter of the
+        # interior values by one float32 ulp: (a - b) + b != a.) Two concatenations of copies, no
+        # arithmetic and no in-place write, so autograd and ONNX export see plain Concat ops.
+        side = border.expand(batch, chs, height, pad)                      # [B, C, H, p]
+        cap = border.expand(batch, chs, pad, width + 2 * pad)              # [B, C, p, W + 2p]
+        middle = torch.cat((side, out, side), dim=3)                       # [B, C, H, W + 2p]
+        return torch.cat((cap, middle, cap), dim=2)                        # [B, C, H + 2p, W + 2p]
 
 
 class RepConv(nn.Module):
