@@ -21,8 +21,8 @@ not), then gives each label to the first (highest-scoring) prediction that kept 
 went to a higher-scoring one is a false positive even when another label was free.
 :func:`reference_match_predictions` is that matching; the ``reference_*`` and ``closed_*`` results of
 :func:`evaluate_yolo_ap` use it, its plain results (``map50`` ...) the installed 8.4's. Tied scores are ordered
-by position (a stable sort in :func:`reference_ap_per_class`), where the reference's ``np.argsort`` leaves an order that
-depends on the numpy build and the CPU.
+by position (a stable sort in :func:`reference_ap_per_class`), where the reference's ``np.argsort`` leaves an
+order that depends on the numpy build and the CPU.
 
 Both versions score a perfect detector 0.995, not 1: the closing sentinel lands on the real point at recall
 1, and ``np.interp`` at the last of several equal abscissae returns the sentinel's 0, so the trapezoid loses
