@@ -8,22 +8,27 @@ the module tree applying each level's map. Every translated key must exist in
 our model with the same shape, and every one of our keys must be covered:
 otherwise ``ReferenceKeyError`` lists what did not match.
 
-Reference checkpoints are pickled ``DetectionModel`` objects. ``read_reference_checkpoint``
-unpickles them with a restricted unpickler that maps the reference's classes to
-inert stubs (no AGPL code, no arbitrary globals) and returns the state_dict.
+Reference checkpoints are pickled ``DetectionModel`` objects; :mod:`spikeyolo.nn.reference_pickle`
+reads them without running anything in them. :func:`reference_model_config` derives the spikeyolo
+model description (scale, classes, input channels, neuron) from a reference state_dict's shapes, and
+:func:`reference_payload` turns a reference checkpoint into the in-memory form of a spikeyolo
+checkpoint, so evaluation and fine-tuning take either.
 """
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-__all__ = ["ReferenceKeyError", "reference_to_spikeyolo_key", "convert_reference_state_dict",
-           "read_reference_checkpoint", "load_reference_weights"]
+from spikeyolo.nn.reference_checkpoint import ReferenceCheckpoint, load_reference_checkpoint
+from spikeyolo.nn.reference_pickle import ReferenceCheckpointError, is_reference_checkpoint
+
+__all__ = ["ReferenceKeyError", "ReferenceCheckpointError", "reference_to_spikeyolo_key", "translate_reference_keys",
+           "convert_reference_state_dict", "read_reference_checkpoint", "load_reference_weights",
+           "reference_model_config", "reference_payload", "is_reference_checkpoint", "load_reference_checkpoint"]
 
 
 class ReferenceKeyError(KeyError):
@@ -63,6 +68,19 @@ def reference_to_spikeyolo_key(model: nn.Module, key: str) -> str:
     return prefix + _translate(layer, ".".join(rest))
 
 
+def translate_reference_keys(reference: Mapping[str, torch.Tensor], model: nn.Module
+                             ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Reference keys renamed to ``model``'s ((spikeyolo key -> tensor), reference keys with no module)."""
+    translated: dict[str, torch.Tensor] = {}
+    unmatched = []
+    for key, value in reference.items():
+        try:
+            translated[reference_to_spikeyolo_key(model, key)] = value
+        except (ReferenceKeyError, AttributeError):
+            unmatched.append(key)
+    return translated, unmatched
+
+
 def convert_reference_state_dict(reference: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Map a reference-format state_dict onto ``model``, 1:1 with every shape checked.
 
@@ -98,48 +116,9 @@ def convert_reference_state_dict(reference: Mapping[str, torch.Tensor], model: n
     return converted
 
 
-class _Stub(nn.Module):
-    """Inert stand-in for a reference class while unpickling (keeps only tensors and plain attributes)."""
-
-    def __setstate__(self, state):  # nn.Module pickles its __dict__
-        self.__dict__.update(state)
-
-
-_ALLOWED_PREFIXES = ("torch", "collections", "numpy", "builtins", "_codecs", "copyreg")
-
-
-class _ReferenceUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if module.startswith(("ultralytics", "spikingjelly", "models.", "__main__")):
-            return type(name, (_Stub,), {"__module__": "spikeyolo.reference_stub"})
-        if module == "builtins" and name in {"eval", "exec", "getattr", "setattr", "__import__", "open", "compile"}:
-            raise pickle.UnpicklingError(f"refusing global {module}.{name} in a reference checkpoint")
-        if module.split(".")[0] in _ALLOWED_PREFIXES:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing global {module}.{name} in a reference checkpoint")
-
-
-class _RestrictedPickle:
-    Unpickler = _ReferenceUnpickler
-    load = staticmethod(pickle.load)
-    loads = staticmethod(pickle.loads)
-
-
 def read_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """state_dict of a reference SpikeYOLO checkpoint (a pickled ultralytics ``{'model': DetectionModel}``).
-
-    The EMA weights are used when present (ultralytics saves them as ``ema``), else ``model``.
-    """
-    path = Path(path)
-    obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickle)
-    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return dict(obj)
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: not a reference checkpoint (got {type(obj).__name__})")
-    module = obj.get("ema") or obj.get("model")
-    if not isinstance(module, nn.Module):
-        raise ValueError(f"{path}: no 'model' or 'ema' module in the checkpoint")
-    return {k: v.float() if v.is_floating_point() else v for k, v in module.state_dict().items()}
+    """The state_dict (reference keys, float32) of a reference checkpoint: its ``ema``, else its ``model``."""
+    return load_reference_checkpoint(path).state_dict
 
 
 def load_reference_weights(model: nn.Module, source: str | Path | Mapping[str, torch.Tensor]) -> nn.Module:
@@ -147,3 +126,95 @@ def load_reference_weights(model: nn.Module, source: str | Path | Mapping[str, t
     reference = read_reference_checkpoint(source) if isinstance(source, (str, Path)) else source
     model.load_state_dict(convert_reference_state_dict(reference, model), strict=True)
     return model
+
+
+# The reference's scales (shared/reference section 4): [depth, width] per model config; width = layer-1 channels / 128.
+_SCALES = {("0.33", 48): "spikeyolo_n", ("0.33", 64): "spikeyolo_s", ("0.5", 80): "spikeyolo_m", ("0.5", 96): "spikeyolo_l"}
+_REPEATS = {2: 3, 4: 6, 6: 9, 8: 3}  # yaml repeats of the scaled backbone layers
+# The reference's neurons (section 1): COCO mem_update I-LIF (T=1, D=4, decay 0.25); Gen1 spikingjelly LIF, tau 2
+# (T=2 from the data, D=4), which is charge=lif with decay 0.5.
+REFERENCE_NEURONS = {"coco": {"time_steps": 1, "max_level": 4, "decay": 0.25, "charge": "ilif"},
+                     "gen1": {"time_steps": 2, "max_level": 4, "decay": 0.5, "charge": "lif"}}
+_GEN1_LIF = (2.0, True, None, True)  # (tau, decay_input, v_reset, detach_reset) of SpikeYOLO_for_Gen1
+
+
+def _repeats(state: Mapping[str, torch.Tensor], layer: int) -> int:
+    indices = {key.split(".")[2] for key in state if key.startswith(f"model.{layer}.")}
+    return 1 + max(int(i) for i in indices) if indices and all(i.isdigit() for i in indices) else 1
+
+
+def _shape(state: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
+    if key not in state:
+        raise ReferenceKeyError(f"not a SpikeYOLO reference state_dict: no {key}")
+    return tuple(state[key].shape)
+
+
+def reference_model_config(state: Mapping[str, torch.Tensor], kind: str = "coco", model: str | None = None,
+                           time_steps: int | None = None, max_level: int | None = None) -> dict[str, Any]:
+    """The spikeyolo ``model_config`` of the network a reference state_dict belongs to.
+
+    Derived from the shapes: width = layer-1 channels / 128, depth from the repeats of layers 2/4/6/8,
+    layer 25's mlp ratio, input channels, ``num_classes`` from the class head; or, with ``model`` (a
+    config name such as ``spikeyolo_s``), that config's scale. The neuron is the reference's for
+    ``kind`` (:data:`REFERENCE_NEURONS`) with ``time_steps``/``max_level`` overriding T and D.
+    """
+    from spikeyolo.config import compose, model_config
+
+    stem_out, in_chs = _shape(state, "model.1.encode_conv.weight")[:2]
+    num_classes = _shape(state, "model.26.cv3.0.2.conv.weight")[0]
+    mixer = _shape(state, "model.25.conv1.body.2.1.weight")
+    repeats = {layer: _repeats(state, layer) for layer in _REPEATS}
+    if model is None:
+        depth = next((d for d in ("0.33", "0.5") if all(max(round(n * float(d)), 1) == repeats[layer]
+                                                      for layer, n in _REPEATS.items())), None)
+        if depth is None:
+            raise ReferenceKeyError(f"cannot infer the depth of the reference weights: layers 2/4/6/8 repeat "
+                                    f"{list(repeats.values())} (depth 0.33 gives [1, 2, 3, 1], 0.5 [2, 3, 4, 2])")
+        model = _SCALES.get((depth, stem_out), "spikeyolo_s" if depth == "0.33" else "spikeyolo_l")
+        overrides = [f"model.depth_multiple={depth}", f"model.width_multiple={stem_out / 128}"]
+    else:
+        overrides = []
+    cfg = compose([f"model={model}", "neuron=ilif", "experiment=none", *overrides])
+    config = model_config(cfg, num_classes)
+    config["model"]["in_chs"] = in_chs
+    config["model"].pop("weights", None)
+    ratio = mixer[0] // mixer[1]
+    config["model"]["block_overrides"] = {25: {"mlp_ratio": ratio}} if ratio != 1 else {}
+    neuron = {**config["neuron"], **REFERENCE_NEURONS[kind]}
+    for name, value in (("time_steps", time_steps), ("max_level", max_level)):
+        if value is not None:
+            neuron[name] = int(value)
+    config["neuron"] = neuron
+    return config
+
+
+def reference_payload(reference: ReferenceCheckpoint, model: str | None = None, time_steps: int | None = None,
+                      max_level: int | None = None) -> dict[str, Any]:
+    """A reference checkpoint in the in-memory form of a spikeyolo checkpoint (``read_checkpoint``'s dict).
+
+    ``model_config`` from :func:`reference_model_config`, ``model`` the converted (spikeyolo-key, float32)
+    weights, ``names`` the pickled class names, and ``train_config`` the image size the reference trained at,
+    so :func:`spikeyolo.engine.checkpoint.model_from_payload` and spikeyolo-eval take it as it is.
+
+    Raises:
+        ReferenceCheckpointError: Gen1 neurons other than the reference's (tau 2, decay_input, soft reset).
+        ReferenceKeyError: weights that do not fit the inferred (or given) model.
+    """
+    import yaml
+
+    from spikeyolo.config import build_model
+    from spikeyolo.engine.checkpoint import FORMAT, VERSION
+
+    if reference.kind == "gen1" and reference.lif_settings != {_GEN1_LIF}:
+        raise ReferenceCheckpointError(
+            f"{reference.path}: Gen1 neurons with (tau, decay_input, v_reset, detach_reset) = "
+            f"{sorted(reference.lif_settings, key=str)}; spikeyolo reproduces only the reference's {_GEN1_LIF} (charge=lif)")
+    config = reference_model_config(reference.state_dict, reference.kind, model, time_steps, max_level)
+    network = build_model(config)
+    state = convert_reference_state_dict(reference.state_dict, network)
+    imgsz = reference.train_args.get("imgsz")
+    num_classes = config["model"]["num_classes"]
+    names = reference.names if len(reference.names) == num_classes else [str(i) for i in range(num_classes)]
+    return {"format": FORMAT, "version": VERSION, "model_config": config, "model": state, "ema": None,
+            "names": names, "epoch": -1, "source": f"reference ({reference.kind}, {reference.entry} weights)",
+            "train_config": yaml.safe_dump({"data": {"imgsz": imgsz}}) if type(imgsz) is int else None}
