@@ -4,7 +4,9 @@ Writes RUN_DIR/metrics.json (map50_95, map50, the 12 COCO stats, the ultralytics
 firing rates) and prints the results table. ``deploy=spike_driven`` evaluates through the
 binary T x D spike-driven path built from the same weights. On a Gen1 dataset (``data=gen1``) it
 scores the three Gen1 protocols (``protocol=all``, or one of them) and adds them to metrics.json
-under ``protocols``.
+under ``protocols``. ``checkpoint=`` also takes a reference (BICLab/SpikeYOLO) checkpoint, read
+without running anything in it; its scale is inferred from the weights (or ``model=spikeyolo_s``)
+and T, D are the reference's unless ``neuron.time_steps=`` / ``neuron.max_level=`` are given.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     import torch
 
     from spikeyolo.data import dataloader_from_config, spec_from_config
-    from spikeyolo.engine.checkpoint import model_from_payload, read_checkpoint, trained_data_config
+    from spikeyolo.engine.checkpoint import (describe_model_config, model_from_payload, read_model_checkpoint,
+                                             trained_data_config)
     from spikeyolo.engine.distributed import select_device
     from spikeyolo.engine.validate import validate
     from spikeyolo.evaluation import save_coco_results
@@ -48,7 +51,10 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if not Path(cfg.checkpoint).is_file():
         raise UserError(f"checkpoint not found: {cfg.checkpoint}")
     device = select_device(cfg.device)
-    payload = read_checkpoint(cfg.checkpoint)
+    payload = read_model_checkpoint(cfg.checkpoint, cfg.get("model"), cfg.neuron.get("time_steps"),
+                                    cfg.neuron.get("max_level"))
+    if "source" in payload:
+        print(f"{cfg.checkpoint}: {payload['source']}, model {describe_model_config(payload['model_config'])}")
     model = model_from_payload(payload, use_ema=bool(cfg.use_ema), source=str(cfg.checkpoint))
     # data.imgsz null (eval.yaml): the size the model was trained at -- a model trained at 128 and scored at
     # the data config's 320 finds almost nothing

@@ -13,6 +13,11 @@ A spikeyolo checkpoint is a plain dict of tensors and primitives, so it loads wi
     rng                 torch / numpy / python RNG states
     train_config        the resolved run config as YAML text (or None)
     names, metrics      class names and the last metrics
+
+:func:`read_model_checkpoint` also takes a reference (BICLab/SpikeYOLO, ultralytics-format) checkpoint,
+recognised by the classes its pickle names and read by the restricted reader of
+``spikeyolo.nn.reference_pickle``, and returns it in the same payload form (model_config inferred from
+the weights); :func:`init_from_weights` starts a training run (fine-tuning) from either kind.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from spikeyolo.io import atomic_write
 FORMAT = "spikeyolo-checkpoint"
 VERSION = 1
 
-__all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "load_checkpoint", "load_weights",
-           "rng_state", "set_rng_state", "describe_model_config"]
+__all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "read_model_checkpoint", "load_checkpoint",
+           "load_weights", "init_from_weights", "rng_state", "set_rng_state", "describe_model_config"]
 
 
 class CheckpointError(ValueError):
@@ -60,10 +65,30 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: {first[:200]}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a spikeyolo checkpoint (for reference SpikeYOLO/ultralytics "
-                              "weights use spikeyolo.nn.reference.load_reference_weights)")
+        raise CheckpointError(f"{path} is not a spikeyolo checkpoint (nor a reference SpikeYOLO/ultralytics one)")
     if int(payload.get("version", 0)) > VERSION:
         raise CheckpointError(f"{path} was written by a newer spikeyolo (format version {payload['version']})")
+    return payload
+
+
+def read_model_checkpoint(path: str | Path, model: str | None = None, time_steps: int | None = None,
+                          max_level: int | None = None) -> dict[str, Any]:
+    """A spikeyolo checkpoint, or a reference checkpoint as the same payload (``model_config`` inferred).
+
+    ``model`` (a model config name), ``time_steps`` and ``max_level`` choose the scale, T and D of a
+    reference checkpoint (default: inferred from the weights; the reference's T and D); a spikeyolo
+    checkpoint stores its own, so they are refused for it.
+    """
+    from spikeyolo.nn.reference import is_reference_checkpoint, load_reference_checkpoint, reference_payload
+
+    if Path(path).is_file() and is_reference_checkpoint(path):
+        return reference_payload(load_reference_checkpoint(path), model, time_steps, max_level)
+    payload = read_checkpoint(path)
+    given = [name for name, value in (("model", model), ("neuron.time_steps", time_steps),
+                                      ("neuron.max_level", max_level)) if value is not None]
+    if given:
+        raise CheckpointError(f"{', '.join(given)} apply to reference checkpoints only: {path} is a spikeyolo "
+                              f"checkpoint and stores its model ({describe_model_config(payload['model_config'])})")
     return payload
 
 
@@ -113,8 +138,62 @@ def model_from_payload(payload: dict[str, Any], use_ema: bool = True, source: st
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", use_ema: bool = True) -> nn.Module:
-    """Rebuild the model stored in a spikeyolo checkpoint and load its (EMA) weights; returns it in eval mode."""
-    return model_from_payload(read_checkpoint(path, map_location), use_ema, str(path)).to(map_location)
+    """Rebuild the model stored in a spikeyolo (or reference) checkpoint with its (EMA) weights, in eval mode."""
+    return model_from_payload(read_model_checkpoint(path), use_ema, str(path)).to(map_location)
+
+
+def init_from_weights(model: nn.Module, model_config: dict[str, Any], path: str | Path) -> str:
+    """Start training from a spikeyolo or reference checkpoint's weights (fine-tuning); returns a log line.
+
+    Every tensor of the same name and shape is copied. When the checkpoint predicts another number of
+    classes, the tensors whose shape depends on it (the class branches of the head) keep ``model``'s
+    fresh initialisation. Checkpoint keys the model does not have are reported as unexpected.
+
+    Raises:
+        CheckpointError: any other missing key or shape mismatch (another architecture).
+    """
+    from spikeyolo.config import build_model
+    from spikeyolo.nn.reference import is_reference_checkpoint, load_reference_checkpoint, translate_reference_keys
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights not found: {path}")
+    if is_reference_checkpoint(path):
+        reference = load_reference_checkpoint(path)
+        state, unexpected = translate_reference_keys(reference.state_dict, model)
+        their_classes = int(reference.state_dict["model.26.cv3.0.2.conv.weight"].shape[0]) \
+            if "model.26.cv3.0.2.conv.weight" in reference.state_dict else None
+        kind = f"reference {reference.kind}"
+    else:
+        payload = read_checkpoint(path)
+        state, unexpected = (payload["ema"] if payload.get("ema") is not None else payload["model"]), []
+        their_classes = payload["model_config"]["model"].get("num_classes")
+        kind = "spikeyolo"
+    ours = model.state_dict()
+    ours_classes = model_config["model"]["num_classes"]
+    class_shaped: set[str] = set()
+    if their_classes is not None and their_classes != ours_classes:  # the same network for their class count
+        other = build_model(model_config, num_classes=their_classes).state_dict()
+        class_shaped = {k for k in ours if k in other and other[k].shape != ours[k].shape}
+    loaded, reinitialised, mismatched = {}, [], []
+    for key, value in state.items():
+        if key not in ours:
+            unexpected.append(key)
+        elif tuple(value.shape) == tuple(ours[key].shape):
+            loaded[key] = value
+        elif key in class_shaped:
+            reinitialised.append(key)
+        else:
+            mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(ours[key].shape)}")
+    missing = sorted(set(ours) - set(loaded) - set(reinitialised))
+    if mismatched or missing:
+        raise CheckpointError(f"weights {path} ({kind}) do not fit the configured model: {len(missing)} missing keys"
+                              f"{' (e.g. ' + missing[0] + ')' if missing else ''}, {len(mismatched)} shape "
+                              f"mismatches{' (e.g. ' + mismatched[0] + ')' if mismatched else ''}")
+    model.load_state_dict({**ours, **loaded}, strict=True)
+    classes = f" for {their_classes} -> {ours_classes} classes" if reinitialised else ""
+    return (f"weights {path} ({kind}): {len(loaded)} tensors loaded, {len(reinitialised)} re-initialised{classes}, "
+            f"{len(unexpected)} unexpected{' (' + ', '.join(unexpected[:5]) + ')' if unexpected else ''}")
 
 
 def rng_state() -> dict[str, Any]:

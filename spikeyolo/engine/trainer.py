@@ -5,7 +5,8 @@ validating the EMA weights every ``trainer.val_interval`` epochs and writing
 RUN_DIR/weights/{last,best}.pt atomically after every epoch. ``trainer.resume=true``
 continues from RUN_DIR/weights/last.pt at the next epoch with the same schedule, EMA,
 optimizer, scaler and RNG state, so a killed run ends with the same weights as an
-uninterrupted one.
+uninterrupted one. ``model.weights=PATH`` starts from the weights of a spikeyolo or reference
+checkpoint (fine-tuning; class layers re-initialised when the class count differs).
 """
 
 from __future__ import annotations
@@ -100,7 +101,12 @@ class Trainer:
         num_classes = resolve_num_classes(cfg) if OmegaConf.select(cfg, "model.num_classes") else \
             self.spec.num_classes
         self.model_config = model_config(cfg, num_classes)
+        weights = self.model_config["model"].pop("weights", None)  # a run option, not part of the network
         self.model = build_model(self.model_config).to(self.device)
+        if weights and not self.tcfg.resume:  # a resumed run continues from its own last.pt
+            report = ckpt.init_from_weights(self.model, self.model_config, weights)
+            if self.is_main:
+                log.info(report)
         self.loss_fn = self.model.build_loss(**OmegaConf.to_container(self.tcfg.loss, resolve=True))
         if hasattr(self.loss_fn, "to"):
             self.loss_fn.to(self.device)

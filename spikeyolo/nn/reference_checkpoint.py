@@ -78,9 +78,11 @@ def _collect(module: Any, prefix: str, out: ReferenceCheckpoint, ancestors: list
     short = module.reference_name.rsplit(".", 1)[-1]
     if short in _NEURON_CLASSES:
         out.neurons[short] = out.neurons.get(short, 0) + 1
-        if short == "MultiStepLIFNode":
-            state = module.state
-            out.lif_settings.add(tuple(state.get(k) for k in ("tau", "decay_input", "v_reset", "detach_reset")))
+        if short == "MultiStepLIFNode":  # spikingjelly keeps v_reset among its registered memories
+            memories = module.state.get("_memories")
+            v_reset = memories.get("v_reset", "missing") if isinstance(memories, dict) else "missing"
+            out.lif_settings.add((module.state.get("tau"), module.state.get("decay_input"), v_reset,
+                                  module.state.get("detach_reset")))
     state = module.state
     parameters, buffers = state.get("_parameters") or {}, state.get("_buffers") or {}
     children, skipped = state.get("_modules") or {}, state.get("_non_persistent_buffers_set") or set()
