@@ -23,6 +23,7 @@ the weights); :func:`init_from_weights` starts a training run (fine-tuning) from
 from __future__ import annotations
 
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch >= 1.6 writes zip archives; the legacy format is a bare pickle
+        raise CheckpointError(f"cannot read checkpoint {path}: not a torch zip archive (truncated, or the "
+                              "pre-1.6 legacy format, which is not read because unpickling it can run code)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated file, foreign pickle, ...
