@@ -44,28 +44,10 @@ NAMES = {0: "tree", 1: "bush", 2: "rock"}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def lively(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Convs x3 and class biases 0, so that spikes flow and every class responds (outputs are not constants)."""
-    state = dict(state)
-    for key, value in state.items():
-        if key.endswith("conv.weight") and value.dim() == 4 and key != "model.26.dfl.conv.weight" or \
-                key.endswith(("pwconv1.weight", "dwconv2.weight")) or ".body." in key and key.endswith("weight") \
-                and value.dim() == 4:
-            state[key] = value * 3
-        if re.fullmatch(r"model\.26\.cv3\.\d\.2\.conv\.bias", key):
-            state[key] = torch.zeros_like(value)
-    return state
-
-
 @pytest.fixture(scope="module")
 def weights() -> dict[str, torch.Tensor]:
     """Reference-key weights of a tiny s-topology model, 3 classes, non-trivial BN statistics."""
-    return lively(fakes.reference_state_dict(randomize_bn(tiny_model("s", num_classes=3))))
-
-
-def fp16(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """What the reference stores: floating tensors in fp16 (read back as float32)."""
-    return {k: v.half().float() if v.is_floating_point() else v for k, v in state.items()}
+    return fakes.lively(fakes.reference_state_dict(randomize_bn(tiny_model("s", num_classes=3))))
 
 
 def pickle_globals(path: Path) -> list[str]:
@@ -134,7 +116,7 @@ def test_every_form_loads_exactly(tmp_path, weights, form):
     reference = load_reference_checkpoint(path)
     assert reference.entry == ("ema" if form == "train" else "model")  # the EMA weights, as ultralytics loads
     assert list(reference.state_dict) == fakes.reference_keys()
-    expected = fp16(weights)
+    expected = fakes.fp16(weights)
     for key, value in reference.state_dict.items():  # fp16 -> float32 is exact; int64 counters unchanged
         assert value.dtype == expected[key].dtype and torch.equal(value, expected[key]), key
     assert reference.names == ["tree", "bush", "rock"]
@@ -154,7 +136,7 @@ def test_loaded_model_equals_the_model_loaded_from_the_state_dict(tmp_path, weig
     path = fakes.make_reference_checkpoint(tmp_path / "ref.pt", weights, "train", "coco", NAMES)
     via_file = load_reference_weights(tiny_model("s", num_classes=3), path).eval()
     direct = tiny_model("s", num_classes=3).eval()
-    direct.load_state_dict(convert_reference_state_dict(fp16(weights), direct))
+    direct.load_state_dict(convert_reference_state_dict(fakes.fp16(weights), direct))
     inferred = spikeyolo.load_checkpoint(path)  # scale, classes and names from the file alone
     assert inferred.names == ["tree", "bush", "rock"]
     image = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2
@@ -209,6 +191,6 @@ def test_readme_python_snippet_runs_as_written(tmp_path, weights, monkeypatch):
     exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own lines
     model = namespace["model"]
     assert model.names == ["tree", "bush", "rock"] and model.num_classes == 3
-    expected = fp16(weights)
+    expected = fakes.fp16(weights)
     assert torch.equal(model.state_dict()["layers.1.conv.weight"], expected["model.1.encode_conv.weight"])
     assert os.path.isfile("23M_best.pt")
