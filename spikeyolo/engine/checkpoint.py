@@ -75,11 +75,11 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-def read_model_checkpoint(path: str | Path, model: str | None = None, time_steps: int | None = None,
+def read_model_checkpoint(path: str | Path, model: str | Any = None, time_steps: int | None = None,
                           max_level: int | None = None) -> dict[str, Any]:
     """A spikeyolo checkpoint, or a reference checkpoint as the same payload (``model_config`` inferred).
 
-    ``model`` (a model config name), ``time_steps`` and ``max_level`` choose the scale, T and D of a
+    ``model`` (a model config name or node), ``time_steps`` and ``max_level`` choose the scale, T and D of a
     reference checkpoint (default: inferred from the weights; the reference's T and D); a spikeyolo
     checkpoint stores its own, so they are refused for it.
     """
@@ -189,7 +189,7 @@ def init_from_weights(model: nn.Module, model_config: dict[str, Any], path: str 
             reinitialised.append(key)
         else:
             mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(ours[key].shape)}")
-    missing = sorted(set(ours) - set(loaded) - set(reinitialised))
+    missing = sorted(set(ours) - set(state))
     if mismatched or missing:
         raise CheckpointError(f"weights {path} ({kind}) do not fit the configured model: {len(missing)} missing keys"
                               f"{' (e.g. ' + missing[0] + ')' if missing else ''}, {len(mismatched)} shape "

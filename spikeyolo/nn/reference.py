@@ -149,15 +149,18 @@ def _shape(state: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
     return tuple(state[key].shape)
 
 
-def reference_model_config(state: Mapping[str, torch.Tensor], kind: str = "coco", model: str | None = None,
-                           time_steps: int | None = None, max_level: int | None = None) -> dict[str, Any]:
+def reference_model_config(state: Mapping[str, torch.Tensor], kind: str = "coco",
+                           model: str | Mapping[str, Any] | None = None, time_steps: int | None = None,
+                           max_level: int | None = None) -> dict[str, Any]:
     """The spikeyolo ``model_config`` of the network a reference state_dict belongs to.
 
     Derived from the shapes: width = layer-1 channels / 128, depth from the repeats of layers 2/4/6/8,
     layer 25's mlp ratio, input channels, ``num_classes`` from the class head; or, with ``model`` (a
-    config name such as ``spikeyolo_s``), that config's scale. The neuron is the reference's for
-    ``kind`` (:data:`REFERENCE_NEURONS`) with ``time_steps``/``max_level`` overriding T and D.
+    config name such as ``spikeyolo_s``, or a composed model node), that model's scale. The neuron is
+    the reference's for ``kind`` (:data:`REFERENCE_NEURONS`) with ``time_steps``/``max_level`` as T and D.
     """
+    from omegaconf import OmegaConf
+
     from spikeyolo.config import compose, model_config
 
     stem_out, in_chs = _shape(state, "model.1.encode_conv.weight")[:2]
@@ -174,7 +177,10 @@ def reference_model_config(state: Mapping[str, torch.Tensor], kind: str = "coco"
         overrides = [f"model.depth_multiple={depth}", f"model.width_multiple={stem_out / 128}"]
     else:
         overrides = []
-    cfg = compose([f"model={model}", "neuron=ilif", "experiment=none", *overrides])
+    cfg = compose([f"model={model if isinstance(model, str) else 'spikeyolo_s'}", "neuron=ilif", "experiment=none",
+                   *overrides])
+    if model is not None and not isinstance(model, str):  # a composed model node, e.g. spikeyolo-eval model=...
+        cfg.model = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(dict(model)), resolve=True))
     config = model_config(cfg, num_classes)
     config["model"]["in_chs"] = in_chs
     config["model"].pop("weights", None)
