@@ -5,14 +5,17 @@ The small public API:
     cfg = spikeyolo.compose(["model=spikeyolo_s", "neuron.max_level=4"])
     model = spikeyolo.build_model(cfg)
     model = spikeyolo.load_checkpoint("runs/demo/weights/best.pt")
-    spikeyolo.load_reference_weights(model, "23M_best.pt")   # reference (BICLab) weights
+    model = spikeyolo.load_checkpoint("23M_best.pt")         # reference (BICLab) weights: scale from the file
+    spikeyolo.load_reference_weights(model, "23M_best.pt")   # or into a model you built
+
+Reference checkpoints are read without running anything in them (spikeyolo.nn.reference_pickle).
 """
 
 from spikeyolo.config import build_model, compose
 from spikeyolo.engine.checkpoint import load_checkpoint
-from spikeyolo.nn.reference import convert_reference_state_dict, load_reference_weights
+from spikeyolo.nn.reference import ReferenceCheckpointError, convert_reference_state_dict, load_reference_weights
 
 __version__ = "0.1.0"
 
 __all__ = ["compose", "build_model", "load_checkpoint", "load_reference_weights", "convert_reference_state_dict",
-           "__version__"]
+           "ReferenceCheckpointError", "__version__"]

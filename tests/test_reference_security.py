@@ -202,6 +202,9 @@ STRUCTURE_CASES = {
         + b"d"), "refusing a tensor whose storage record '7' is missing"),
     "tensor past its storage": (module_with(b"(" + op_str("w") + tensor(size=op_tuple(b"K\x09")) + b"d"),
                                 "refusing a tensor reaching element 8 of a storage of 4"),
+    "zero strides": (module_with(b"(" + op_str("w") + tensor(size=op_tuple(b"M\x00\x10", b"M\x00\x10"),
+                                                              stride=op_tuple(b"K\x00", b"K\x00")) + b"d"),
+                     "refusing a tensor of 16777216 elements over a storage of 4"),
     "tensor backward hooks": (module_with(b"(" + op_str("w") + tensor(hooks=b"(K\x00K\x01d") + b"d"),
                               "refusing a tensor with backward hooks or metadata"),
     "module inside itself": (op_global("ultralytics.nn.tasks", "DetectionModel") + b")\x81q\x01" + b"(" + op_str(

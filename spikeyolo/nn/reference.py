@@ -166,6 +166,9 @@ def reference_model_config(state: Mapping[str, torch.Tensor], kind: str = "coco"
     stem_out, in_chs = _shape(state, "model.1.encode_conv.weight")[:2]
     num_classes = _shape(state, "model.26.cv3.0.2.conv.weight")[0]
     mixer = _shape(state, "model.25.conv1.body.2.1.weight")
+    if min(stem_out, in_chs, num_classes, *mixer[:2]) < 1 or mixer[0] % mixer[1]:
+        raise ReferenceKeyError(f"not a SpikeYOLO reference state_dict: layer 1 {stem_out}x{in_chs}, "
+                                f"{num_classes} classes, layer 25 mixer {mixer}")
     repeats = {layer: _repeats(state, layer) for layer in _REPEATS}
     if model is None:
         depth = next((d for d in ("0.33", "0.5") if all(max(round(n * float(d)), 1) == repeats[layer]

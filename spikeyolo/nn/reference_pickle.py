@@ -32,6 +32,7 @@ from __future__ import annotations
 import _compat_pickle
 import collections
 import io
+import math
 import pickle
 import pickletools
 import zipfile
@@ -179,6 +180,8 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, requires_
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= storage.flat.numel():
             raise Refusal(f"refusing a tensor reaching element {last} of a storage of {storage.flat.numel()}")
+        if math.prod(size) > storage.flat.numel():  # zero or overlapping strides: a small file, a huge copy
+            raise Refusal(f"refusing a tensor of {math.prod(size)} elements over a storage of {storage.flat.numel()}")
     return storage.flat.as_strided(size, stride, offset).clone()
 
 
