@@ -62,7 +62,8 @@ _CLASSES["MultiStepLIFNode"] = _module_class("spikingjelly.clock_driven.neuron",
 _CLASSES["Sigmoid"] = _module_class("spikingjelly.clock_driven.surrogate", "Sigmoid")
 IterableSimpleNamespace = type("IterableSimpleNamespace", (types.SimpleNamespace,),
                                {"__module__": "ultralytics.utils", "__qualname__": "IterableSimpleNamespace"})
-v8DetectionLoss = type("v8DetectionLoss", (), {"__module__": "ultralytics.utils.loss", "__qualname__": "v8DetectionLoss"})
+v8DetectionLoss = type("v8DetectionLoss", (), {"__module__": "ultralytics.utils.loss",
+                                                "__qualname__": "v8DetectionLoss"})
 _ALL = [*_CLASSES.values(), IterableSimpleNamespace, v8DetectionLoss]
 
 
@@ -269,7 +270,8 @@ def build_detection_model(state: Mapping[str, torch.Tensor], kind: str = "coco",
         model.args = IterableSimpleNamespace(imgsz=64, epochs=1, batch=2, lr0=0.01, momentum=0.937)
         criterion = v8DetectionLoss()
         criterion.bce, criterion.hyp = nn.BCEWithLogitsLoss(reduction="none"), model.args
-        criterion.stride, criterion.nc, criterion.no, criterion.reg_max = model.stride, num_classes, num_classes + 64, 16
+        criterion.stride, criterion.nc, criterion.no = model.stride, num_classes, num_classes + 64
+        criterion.reg_max = 16
         criterion.device, criterion.use_dfl = torch.device("cpu"), True
         criterion.assigner, criterion.bbox_loss = _CLASSES["TaskAlignedAssigner"](), _CLASSES["BboxLoss"]()
         criterion.proj = torch.arange(16, dtype=torch.float)

@@ -144,7 +144,8 @@ def test_loaded_model_equals_the_model_loaded_from_the_state_dict(tmp_path, weig
         expected, maps = direct(image)
         for model in (via_file, inferred):
             boxes, model_maps = model(image)
-            assert torch.equal(boxes, expected) and all(torch.equal(a, b) for a, b in zip(model_maps, maps))
+            assert torch.equal(boxes, expected)
+            assert all(torch.equal(a, b) for a, b in zip(model_maps, maps, strict=True))
     assert expected[:, 4:].std() > 0.05  # the classes respond: the comparison is not of constants
 
 

@@ -82,7 +82,8 @@ def test_gen1_reference_checkpoint_loads_into_experiment_gen1_exactly(tmp_path, 
         expected, maps = reference(clip)
         for model in (inferred, configured):
             boxes, model_maps = model(clip)
-            assert torch.equal(boxes, expected) and all(torch.equal(a, b) for a, b in zip(model_maps, maps))
+            assert torch.equal(boxes, expected)
+            assert all(torch.equal(a, b) for a, b in zip(model_maps, maps, strict=True))
         assert not torch.equal(house(clip)[0], expected)  # the halved input matters: the test can tell
     assert expected[:, 4:].std() > 0.05
 

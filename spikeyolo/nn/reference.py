@@ -129,7 +129,8 @@ def load_reference_weights(model: nn.Module, source: str | Path | Mapping[str, t
 
 
 # The reference's scales (shared/reference section 4): [depth, width] per model config; width = layer-1 channels / 128.
-_SCALES = {("0.33", 48): "spikeyolo_n", ("0.33", 64): "spikeyolo_s", ("0.5", 80): "spikeyolo_m", ("0.5", 96): "spikeyolo_l"}
+_SCALES = {("0.33", 48): "spikeyolo_n", ("0.33", 64): "spikeyolo_s", ("0.5", 80): "spikeyolo_m",
+           ("0.5", 96): "spikeyolo_l"}
 _REPEATS = {2: 3, 4: 6, 6: 9, 8: 3}  # yaml repeats of the scaled backbone layers
 # The reference's neurons (section 1): COCO mem_update I-LIF (T=1, D=4, decay 0.25); Gen1 spikingjelly LIF, tau 2
 # (T=2 from the data, D=4), which is charge=lif with decay 0.5.
@@ -217,7 +218,8 @@ def reference_payload(reference: ReferenceCheckpoint, model: str | None = None, 
     if reference.kind == "gen1" and reference.lif_settings != {_GEN1_LIF}:
         raise ReferenceCheckpointError(
             f"{reference.path}: Gen1 neurons with (tau, decay_input, v_reset, detach_reset) = "
-            f"{sorted(reference.lif_settings, key=str)}; spikeyolo reproduces only the reference's {_GEN1_LIF} (charge=lif)")
+            f"{sorted(reference.lif_settings, key=str)}; spikeyolo reproduces only the reference's {_GEN1_LIF} "
+            "(charge=lif)")
     config = reference_model_config(reference.state_dict, reference.kind, model, time_steps, max_level)
     network = build_model(config)
     state = convert_reference_state_dict(reference.state_dict, network)

@@ -177,7 +177,7 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, requires_
     if len(size) != len(stride):
         raise Refusal(f"refusing a tensor with size {size} and stride {stride}")
     if all(size):
-        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
         if last >= storage.flat.numel():
             raise Refusal(f"refusing a tensor reaching element {last} of a storage of {storage.flat.numel()}")
         if math.prod(size) > storage.flat.numel():  # zero or overlapping strides: a small file, a huge copy
