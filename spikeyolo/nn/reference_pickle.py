@@ -13,15 +13,16 @@ ever handed to :class:`_RestrictedUnpickler`:
 * ``find_class`` admits exactly the (module, name) pairs below, after translating protocol-2 names
   (torch.save writes protocol 2: ``__builtin__.set`` is ``builtins.set``). Anything else is refused with
   ``refusing global os.system in a reference checkpoint: PATH``. The list is what real reference
-  checkpoints name, measured from files the reference trainer wrote (tests/test_reference_checkpoint.py).
+  checkpoints name, measured from files the reference code wrote
+  (tests/fixtures/reference/real_checkpoint_inventory.json and PROVENANCE.md there).
 * Every class the reference pickles (its modules, torch's ``nn`` modules, the loss objects, the
   ``IterableSimpleNamespace`` of ``args``) becomes an inert :class:`ReferenceObject`: it keeps the pickled
   attributes in a dict and has no methods that run, no hooks and no attribute lookup into that dict.
   Attributes missing from pickles of older torch (``_non_persistent_buffers_set``, the hook dicts, ...)
   read as empty; hooks are never restored or called.
 * Tensors and numpy scalars are rebuilt by this module's own functions from the raw storage records
-  (bounds-checked); nothing under ``torch.*`` or ``numpy.*`` is called beyond ``OrderedDict``-like
-  containers, ``torch.Size`` and ``torch.device``.
+  (bounds-checked); the only other callables are ``collections.OrderedDict``, ``set``, ``torch.Size`` and
+  ``torch.device``. Nothing else under ``torch.*`` or ``numpy.*`` is reachable.
 
 :func:`unpickle_checkpoint` returns the unpickled object; ``spikeyolo.nn.reference_checkpoint`` reads
 the weights, names and neuron type out of it.
@@ -350,9 +351,10 @@ def is_reference_checkpoint(path: str | Path) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             pickles = [name for name in archive.namelist() if name.endswith("/data.pkl") and name.count("/") == 1]
-            if len(pickles) != 1:
-                return False
-            data = archive.read(pickles[0])
+            info = archive.getinfo(pickles[0]) if len(pickles) == 1 else None
+            if info is None or info.compress_type != zipfile.ZIP_STORED or info.file_size > Path(path).stat().st_size:
+                return False  # torch writes one stored data.pkl; never inflate anything here
+            data = archive.read(info)
         strings: list[str] = []
         for opcode, arg, _ in pickletools.genops(data):
             if opcode.name == "GLOBAL":
