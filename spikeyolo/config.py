@@ -44,6 +44,7 @@ def resolve_num_classes(cfg: DictConfig) -> int:
 def model_config(cfg: DictConfig, num_classes: int | None = None) -> dict[str, Any]:
     """The self-contained description of a model (stored in checkpoints): model and neuron nodes."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
+    model.pop("weights", None)  # model.weights: where training starts from (a run option, not the network)
     model["num_classes"] = int(num_classes if num_classes is not None else resolve_num_classes(cfg))
     return {"model": model, "neuron": OmegaConf.to_container(cfg.neuron, resolve=True)}
 

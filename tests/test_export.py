@@ -30,11 +30,12 @@ IMGSZ = 64
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def build(time_steps: int = 1, max_level: int = 4, seed: int = 0, num_classes: int = 2) -> nn.Module:
+def build(time_steps: int = 1, max_level: int = 4, seed: int = 0, num_classes: int = 2,
+          extra: tuple[str, ...] = ()) -> nn.Module:
     """The real n layer list at width 1/16, with 'trained' BN statistics so that every layer fires."""
     torch.manual_seed(seed)
     cfg = spikeyolo.compose(["model.width_multiple=0.0625", f"neuron.time_steps={time_steps}",
-                             f"neuron.max_level={max_level}"])
+                             f"neuron.max_level={max_level}", *extra])
     model = spikeyolo.build_model(cfg, num_classes=num_classes)
     return randomize_bn(model, seed).eval()
 
@@ -94,6 +95,26 @@ def test_fixed_point_onnx_reproduces_pytorch_spikes(tmp_path, path, time_steps, 
     session = ort.InferenceSession(str(tmp_path / "fx.onnx"), providers=["CPUExecutionProvider"])
     out = torch.from_numpy(session.run(None, {"images": images(2, seed=9).numpy()})[0])
     assert (out[:, 4:] - fixed[:, 4:]).abs().max() < 1e-5 and (out[:, :4] - fixed[:, :4]).abs().max() < 1e-5 * IMGSZ
+
+
+@pytest.mark.parametrize("path,time_steps", [("integer", 2), ("spike_driven", 1)])
+def test_onnx_of_the_reference_gen1_neuron(tmp_path, path, time_steps):
+    """charge=lif (the reference Gen1 LIF, H = V + (X - V) / tau) is exported as that recursion, not the I-LIF's:
+    onnxruntime equals PyTorch, and a graph built with the I-LIF recursion would not."""
+    from spikeyolo.deploy.export import OnnxILIF
+
+    model = build(time_steps, 4, seed=2, extra=("neuron.decay=0.5", "neuron.charge=lif"))
+    report = export_onnx(model, tmp_path / "lif.onnx", IMGSZ, path=path, check_images=images(2, seed=5))
+    assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4, report
+    x = torch.randn(time_steps * 3, 2, 4, 4) * 3
+    lif = OnnxILIF(time_steps, 4, 0.5, charge="lif")
+    assert torch.equal(lif(x), spikeyolo.nn.neurons.ILIF(time_steps, 4, 0.5, charge="lif")(x))
+    assert not torch.equal(lif(x), OnnxILIF(time_steps, 4, 0.5)(x))
+    nir_report = export_nir(model, tmp_path / "lif.nir", IMGSZ)
+    # T = 1: the stem has no neuron; the first neuron (layer 2) stops the graph, named as the reason.
+    # (T = 2 models are refused as a whole first: the membrane recursion has no NIR primitive.)
+    expected = ([0, 1], "charge='lif'") if time_steps == 1 else ([], "T = 2")
+    assert nir_report.exported_layers == expected[0] and expected[1] in nir_report.unsupported[0]
 
 
 def test_onnx_refuses_bad_size_path_and_opset(tmp_path):

@@ -126,7 +126,7 @@ def test_init_from_weights_copies_everything_but_other_class_layers(reference_fi
 @pytest.mark.parametrize("classes", [1, 3])
 def test_train_fine_tunes_from_a_reference_checkpoint(tmp_path, reference_files, monkeypatch, capsys, classes):
     run_dir = tmp_path / "run"
-    code, out, err = call_main("train", [*TRAIN, f"++model.weights={reference_files[classes]}", f"run_dir={run_dir}"],
+    code, out, err = call_main("train", [*TRAIN, f"model.weights={reference_files[classes]}", f"run_dir={run_dir}"],
                                monkeypatch, capsys)
     assert code == 0, err[-3000:]
     log = (run_dir / "train.log").read_text()
@@ -136,8 +136,21 @@ def test_train_fine_tunes_from_a_reference_checkpoint(tmp_path, reference_files,
     stored = ckpt.read_checkpoint(run_dir / "weights" / "last.pt")["model_config"]["model"]
     assert "weights" not in stored  # a run option, not part of the network description
     if classes == 1:  # and a spikeyolo checkpoint works as a starting point too
-        code, _, err = call_main("train", [*TRAIN, f"++model.weights={run_dir / 'weights' / 'best.pt'}",
+        code, _, err = call_main("train", [*TRAIN, f"model.weights={run_dir / 'weights' / 'best.pt'}",
                                            f"run_dir={tmp_path / 'again'}"], monkeypatch, capsys)
         assert code == 0, err[-3000:]
         assert "(spikeyolo): 755 tensors loaded, 0 re-initialised, 0 unexpected" in \
             (tmp_path / "again" / "train.log").read_text()
+
+
+def test_export_and_energy_take_a_reference_checkpoint(tmp_path, reference_files, monkeypatch, capsys):
+    """spikeyolo-export and spikeyolo-energy read a reference checkpoint as eval does (restricted reader)."""
+    pytest.importorskip("onnxruntime")
+    code, out, err = call_main("export", [f"checkpoint={reference_files[1]}", f"run_dir={tmp_path / 'export'}"],
+                               monkeypatch, capsys)
+    assert code == 0, err[-2000:]
+    assert (tmp_path / "export" / "model_integer.onnx").is_file()
+    code, out, err = call_main("energy", [f"checkpoint={reference_files[1]}", "num_images=1", "plots=false",
+                                          "data.imgsz=64", f"run_dir={tmp_path / 'energy'}"], monkeypatch, capsys)
+    assert code == 0, err[-2000:]
+    assert json.loads((tmp_path / "energy" / "energy.json").read_text())["info"]["model"] == str(reference_files[1])

@@ -25,11 +25,11 @@ FORMATS = ("onnx", "nir")
 
 def load_for_export(checkpoint: str, use_ema: bool = True):
     """(model in float32 eval mode, the training run's imgsz or None) of a spikeyolo checkpoint."""
-    from spikeyolo.engine.checkpoint import model_from_payload, read_checkpoint, trained_data_config
+    from spikeyolo.engine.checkpoint import model_from_payload, read_model_checkpoint, trained_data_config
 
     if not Path(checkpoint).is_file():
         raise UserError(f"checkpoint not found: {checkpoint}")
-    payload = read_checkpoint(checkpoint)
+    payload = read_model_checkpoint(checkpoint)  # a spikeyolo or a reference checkpoint
     return model_from_payload(payload, use_ema, str(checkpoint)).float(), trained_data_config(payload).get("imgsz")
 
 

@@ -119,9 +119,9 @@ def _integer(cfg: DictConfig, key: str, minimum: int | None = None) -> int | Non
 
 def _load(path: str, use_ema: bool):
     """(model in eval mode, the ``data`` node of the run config stored in the checkpoint or {})."""
-    from spikeyolo.engine.checkpoint import model_from_payload, read_checkpoint, trained_data_config
+    from spikeyolo.engine.checkpoint import model_from_payload, read_model_checkpoint, trained_data_config
 
-    payload = read_checkpoint(path, map_location="cpu")
+    payload = read_model_checkpoint(path)  # a spikeyolo or a reference checkpoint
     return model_from_payload(payload, use_ema, str(path)), trained_data_config(payload)
 
 

@@ -47,19 +47,29 @@ class ExportError(ValueError):
 class OnnxILIF(nn.Module):
     """I-LIF forward (Eq. 8-11) in plain tensor ops, for graph export; no gradient, no hidden state.
 
-        H[0] = X[0];  H[t] = decay * (H[t-1] - S[t-1]) + X[t];  S[t] = round_half_even(clip(H[t], 0, D))
+        charge "ilif": H[0] = X[0];  H[t] = decay * (H[t-1] - S[t-1]) + X[t]
+        charge "lif":  H[t] = V[t-1] + (X[t] - V[t-1]) / tau, V[-1] = 0, V[t] = H[t] - S[t]  (reference Gen1)
+        S[t] = round_half_even(clip(H[t], 0, D))
+
+    Each in the float order of the training-time neuron (:class:`~spikeyolo.nn.neurons.ILIF`).
 
     Args:
         time_steps: T.
         max_level: D.
         decay: membrane decay (the factor spikingjelly uses, 1 - 1/tau, when the neuron has one).
+        charge: ``ilif`` or ``lif`` (then ``tau`` = 1 / (1 - decay) as the neuron computes it).
     """
 
-    def __init__(self, time_steps: int, max_level: int, decay: float) -> None:
+    def __init__(self, time_steps: int, max_level: int, decay: float, charge: str = "ilif",
+                 tau: float | None = None) -> None:
         super().__init__()
+        if charge not in ("ilif", "lif"):
+            raise ValueError(f"charge must be 'ilif' or 'lif', got {charge!r}")
         self.time_steps = int(time_steps)
         self.max_level = int(max_level)
         self.decay = float(decay)
+        self.charge = charge
+        self.tau = float(tau) if tau is not None else 1.0 / (1.0 - self.decay) if charge == "lif" else None
 
     @classmethod
     def like(cls, neuron: ILIF) -> "OnnxILIF":
@@ -67,24 +77,36 @@ class OnnxILIF(nn.Module):
         node = getattr(neuron, "node", None)
         if node is not None and hasattr(node, "tau"):
             decay = 1.0 - 1.0 / float(node.tau)  # the factor the training-time recursion multiplies by
-        return cls(neuron.time_steps, neuron.max_level, decay)
+        charge = getattr(neuron, "charge", "ilif")
+        return cls(neuron.time_steps, neuron.max_level, decay, charge, neuron.tau if charge == "lif" else None)
+
+    def _fire(self, membrane: torch.Tensor) -> torch.Tensor:
+        return torch.round(torch.clamp(membrane, 0.0, float(self.max_level)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.time_steps == 1:
-            return torch.round(torch.clamp(x, 0.0, float(self.max_level)))
+        if self.charge == "ilif" and self.time_steps == 1:
+            return self._fire(x)
         # [T*B, C, H, W] -> [T, B*C*H*W]
         steps = x.reshape(self.time_steps, -1)
         outputs = []
-        membrane = steps[0]
-        for t in range(self.time_steps):
-            if t > 0:
-                membrane = self.decay * (membrane - outputs[-1]) + steps[t]
-            outputs.append(torch.round(torch.clamp(membrane, 0.0, float(self.max_level))))
+        if self.charge == "lif":
+            membrane = torch.zeros_like(steps[0])
+            for t in range(self.time_steps):
+                membrane = membrane + (steps[t] - membrane) / self.tau
+                outputs.append(self._fire(membrane))
+                membrane = membrane - outputs[-1]
+        else:
+            membrane = steps[0]
+            for t in range(self.time_steps):
+                if t > 0:
+                    membrane = self.decay * (membrane - outputs[-1]) + steps[t]
+                outputs.append(self._fire(membrane))
         # [T, B*C*H*W] -> [T*B, C, H, W]
         return torch.stack(outputs).reshape(x.shape)
 
     def extra_repr(self) -> str:
-        return f"time_steps={self.time_steps}, max_level={self.max_level}, decay={self.decay}"
+        charge = f", charge=lif, tau={self.tau}" if self.charge == "lif" else ""
+        return f"time_steps={self.time_steps}, max_level={self.max_level}, decay={self.decay}{charge}"
 
 
 def onnx_ready(model: nn.Module) -> nn.Module:

@@ -189,6 +189,9 @@ def _compile(module: nn.Module, frac_bits: int) -> tuple:
         neuron = module.neuron
         if not isinstance(neuron, ILIF):
             raise ValueError(f"the integer simulator models the I-LIF neuron, got {type(neuron).__name__}")
+        if getattr(neuron, "charge", "ilif") != "ilif":
+            raise ValueError(f"the integer simulator models the I-LIF charge (Eq. 8-10), not charge="
+                             f"{neuron.charge!r} (the reference Gen1 LIF)")
         decay_num, decay_shift = _dyadic(neuron.decay) if neuron.time_steps > 1 else (0, 0)
         conv = module.conv
         return ("conv", IntConv(weight=quantize(conv.weight, frac_bits), bias=quantize(module.bias, frac_bits),

@@ -142,6 +142,9 @@ class _Builder:
 
         if not isinstance(neuron, ILIF):
             raise _Unsupported(f"{type(neuron).__name__} neuron has no NIR mapping")
+        if getattr(neuron, "charge", "ilif") != "ilif":
+            raise _Unsupported(f"charge={neuron.charge!r} neuron (the reference Gen1 LIF halves its input): "
+                               "no NIR mapping")
         if neuron.time_steps != 1:
             raise _Unsupported(f"I-LIF over T = {neuron.time_steps} steps: the membrane recursion (decay, soft "
                                "reset by an integer count) has no NIR primitive; export a T = 1 model")

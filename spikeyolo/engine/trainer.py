@@ -101,7 +101,7 @@ class Trainer:
         num_classes = resolve_num_classes(cfg) if OmegaConf.select(cfg, "model.num_classes") else \
             self.spec.num_classes
         self.model_config = model_config(cfg, num_classes)
-        weights = self.model_config["model"].pop("weights", None)  # a run option, not part of the network
+        weights = OmegaConf.select(cfg, "model.weights")  # a run option, not part of the network
         self.model = build_model(self.model_config).to(self.device)
         if weights and not self.tcfg.resume:  # a resumed run continues from its own last.pt
             report = ckpt.init_from_weights(self.model, self.model_config, weights)
