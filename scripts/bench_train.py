@@ -58,7 +58,7 @@ def synthetic_batch(batch: int, device: torch.device) -> dict:
 
 def build(kind: str, scale: str, time_steps: int, max_level: int, backend: str):
     if kind == "yolov8":
-        from spikeyolo.ultralytics_adapter import yolov8_detection_model
+        from spikeyolo._ultralytics.peer import yolov8_detection_model
 
         return yolov8_detection_model(scale, num_classes=80)
     import spikeyolo
@@ -71,7 +71,7 @@ def build(kind: str, scale: str, time_steps: int, max_level: int, backend: str):
 def training_step(kind: str, model: torch.nn.Module, images: torch.Tensor, batch: dict, use_amp: bool = False):
     """The benchmarked step as a closure: forward, detection loss, backward, SGD step (no timing)."""
     if kind == "yolov8":
-        from spikeyolo.ultralytics_adapter import yolov8_loss
+        from spikeyolo._ultralytics.peer import yolov8_loss
 
         loss_fn = yolov8_loss(model)
     else:

@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from spikeyolo.data.coco_json import convert_coco_json
-from spikeyolo.data.errors import DatasetError
+from spikeyolo.errors import DatasetError
 
 SPLITS = ("train2017", "val2017")
 URLS = {

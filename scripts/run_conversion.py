@@ -69,7 +69,8 @@ def main() -> None:
                  f"timesteps=[{steps}]", f"run_dir={result.parent}"])
         sweeps[name] = json.loads(result.read_text())
 
-    from spikeyolo.conversion.evaluation import TimestepPoint, TimestepSweep, plot_firing_rates, plot_timesteps
+    from spikeyolo.conversion.evaluation import TimestepPoint, TimestepSweep
+    from spikeyolo.plots import plot_firing_rates, plot_timesteps
 
     loaded = {name: TimestepSweep(**{**data, "points": [TimestepPoint(**p) for p in data["points"]]})
               for name, data in ((n, {k: v for k, v in d.items() if k in TimestepSweep.__dataclass_fields__})

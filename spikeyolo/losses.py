@@ -1,5 +1,5 @@
 """Detection losses. The YOLOv8 loss (task-aligned assigner, BCE, CIoU, DFL) is ultralytics' code
-behind the one adapter; this module picks the loss that fits a head."""
+behind spikeyolo._ultralytics.loss; this module picks the loss that fits a head."""
 
 from __future__ import annotations
 
@@ -15,6 +15,6 @@ def build_detection_loss(head: nn.Module, box: float = 7.5, cls: float = 0.5, df
     Returns a callable ``loss(raw_maps, batch) -> dict`` with the gain-weighted terms
     ``box``, ``cls``, ``dfl`` and ``total`` (sum x batch size, what is back-propagated).
     """
-    from spikeyolo.ultralytics_adapter import DetectionLoss
+    from spikeyolo._ultralytics.loss import DetectionLoss
 
     return DetectionLoss(head, box_gain=box, cls_gain=cls, dfl_gain=dfl, tal_topk=tal_topk)

@@ -15,11 +15,11 @@ from spikeyolo.evaluation import (
     evaluate_yolo_ap,
     letterbox_ratio_pad,
     match_image,
-    plot_pr_curve,
     save_coco_results,
     to_coco_results,
     unletterbox_boxes,
 )
+from spikeyolo.plots import plot_pr_curve
 
 FIXTURE = Path(__file__).parent / "fixtures" / "coco"
 GT_FILE = FIXTURE / "instances_val2014_100.json"
@@ -162,7 +162,7 @@ def test_to_coco_results_unletterbox_by_hand():
 
 @pytest.mark.parametrize("orig_shape", [(300, 400), (480, 640), (427, 640), (612, 612), (333, 500), (1, 999)])
 def test_unletterbox_matches_ultralytics_scale_boxes(orig_shape):
-    from spikeyolo import ultralytics_adapter  # noqa: F401  (offline environment before ultralytics)
+    from spikeyolo._ultralytics import env  # noqa: F401  (offline environment before ultralytics)
     from ultralytics.utils import ops
 
     input_shape = (320, 416)
@@ -273,7 +273,7 @@ def test_reference_ap_loop_matches_ultralytics_with_its_own_sentinels(monkeypatc
     and closed_end changes only the classes and thresholds whose curve reaches recall 1."""
     from ultralytics.utils.metrics import compute_ap
 
-    from spikeyolo import ultralytics_adapter
+    from spikeyolo._ultralytics import ops
     from spikeyolo.evaluation import ap as ap_module
 
     rng = np.random.default_rng(3)
@@ -283,7 +283,7 @@ def test_reference_ap_loop_matches_ultralytics_with_its_own_sentinels(monkeypatc
     tp[pred_classes == 1, 1] = tp[pred_classes == 1, 0]
     labels = {0: 30, 1: int(tp[pred_classes == 1, 0].sum()), 2: 30, 3: 30, 4: 5}   # class 1: full recall at IoU
     targets = np.repeat(np.array(list(labels), np.float64), list(labels.values()))   # 0.50 and 0.55; 4: no preds
-    installed = ultralytics_adapter.ap_per_class(tp, conf, pred_classes, targets)["ap"]
+    installed = ops.ap_per_class(tp, conf, pred_classes, targets)["ap"]
     reference_classes, reference, closed = ap_module.reference_ap_per_class(tp, conf, pred_classes, targets)
     with monkeypatch.context() as patch:
         patch.setattr(ap_module, "interpolated_ap", lambda r, p, closed_end=False: compute_ap(r, p)[0])

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spikeyolo.data.errors import DatasetError
+from spikeyolo.errors import DatasetError
 from spikeyolo.data.events import (BOX_DTYPE, BOX_FILE_DTYPE, BOX_FILE_DTYPE_LEGACY, EVENT_DTYPE, EVENT_TYPE_CD,
                                    EventFileError, event_histogram, read_boxes, read_dat, read_dat_header,
                                    spikeyolo_frames, voxel_grid, write_boxes, write_dat)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import spikeyolo
-from spikeyolo.data.errors import DatasetError
+from spikeyolo.errors import DatasetError
 from spikeyolo.data.events import BOX_DTYPE, read_boxes, read_dat, spikeyolo_frames
 from spikeyolo.data.events.synthetic import SceneConfig, write_recording
 from spikeyolo.data.gen1 import Gen1Dataset, Gen1Sample, letterbox_clip

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import json
 import logging
 import os
 import shutil
@@ -26,23 +25,13 @@ from typing import Any, Callable, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from spikeyolo.errors import InputError, UserError
+from spikeyolo.io import write_json, write_text
+
 EXIT_BAD_INPUT = 2
 
 __all__ = ["EXIT_BAD_INPUT", "UserError", "friendly_errors", "run_hydra_app", "check_command_line",
            "one_line", "prepare_run_dir", "write_json", "setup_logging"]
-
-
-class UserError(ValueError):
-    """Bad input detected by an entry point (printed as one line, exit code 2)."""
-
-
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    from spikeyolo.data.errors import DatasetError
-    from spikeyolo.engine.checkpoint import CheckpointError
-    from spikeyolo.engine.trainer import TrainingError
-    from spikeyolo.nn.reference import ReferenceKeyError
-
-    return (UserError, DatasetError, CheckpointError, TrainingError, ReferenceKeyError, FileNotFoundError)
 
 
 def one_line(err: BaseException) -> str:
@@ -77,7 +66,7 @@ def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
         debug = bool(os.environ.get("SPIKEYOLO_DEBUG"))
         try:
             return main(*args, **kwargs)
-        except _user_error_types() as err:
+        except (InputError, FileNotFoundError) as err:
             if debug:
                 raise
             _report(one_line(err))
@@ -291,20 +280,8 @@ def prepare_run_dir(cfg: DictConfig, min_free_gb: float | None = None) -> Path:
         if free_gb < float(min_free_gb):
             raise UserError(f"only {free_gb:.2f} GB free on the file system of run_dir {run_dir}; "
                             f"trainer.min_free_gb={min_free_gb} (checkpoints need room; lower it to run anyway)")
-    config_path = run_dir / "config.yaml"
-    tmp = config_path.with_suffix(".yaml.tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    os.replace(tmp, config_path)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return run_dir
-
-
-def write_json(path: str | Path, payload: Any) -> Path:
-    """Write JSON atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    os.replace(tmp, path)
-    return path
 
 
 def setup_logging(run_dir: Path | None = None) -> None:

@@ -21,14 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from spikeyolo.config import CONFIG_DIR
+from spikeyolo.errors import InputError, UserError
 
 log = logging.getLogger("spikeyolo.convert")
 
 __all__ = ["convert", "main", "calibration_batches"]
-
-
-class ConvertError(ValueError):
-    """Bad input to spikeyolo-convert (reported as one line, exit code 2)."""
 
 
 def calibration_batches(cfg: DictConfig, stride: int) -> Iterator[torch.Tensor]:
@@ -57,33 +54,33 @@ def convert(cfg: DictConfig) -> Path:
     from spikeyolo.config import build_model
 
     if cfg.norm not in NORM_MODES:
-        raise ConvertError(f"norm={cfg.norm!r}: expected one of {', '.join(NORM_MODES)}")
+        raise UserError(f"norm={cfg.norm!r}: expected one of {', '.join(NORM_MODES)}")
     if cfg.spiking_neuron not in cfg.spiking_neurons:
         choices = ", ".join(cfg.spiking_neurons)
-        raise ConvertError(f"spiking_neuron={cfg.spiking_neuron!r}: expected one of {choices}")
+        raise UserError(f"spiking_neuron={cfg.spiking_neuron!r}: expected one of {choices}")
     if cfg.decoding not in DECODINGS:
-        raise ConvertError(f"decoding={cfg.decoding!r}: expected one of {', '.join(DECODINGS)}")
+        raise UserError(f"decoding={cfg.decoding!r}: expected one of {', '.join(DECODINGS)}")
     if int(cfg.timesteps) < 1 or int(cfg.calibration.images) < 1:
-        raise ConvertError("timesteps and calibration.images must be >= 1")
+        raise UserError("timesteps and calibration.images must be >= 1")
     torch.manual_seed(int(cfg.seed))
     path = Path(cfg.checkpoint)
     payload = read_checkpoint(path)
     ann = build_model(payload["model_config"])
     if not hasattr(ann, "conversion_layers"):
-        raise ConvertError(f"{path}: holds a {type(ann).__name__}, not an ANN the converter maps (model=tiny_yolo)")
+        raise UserError(f"{path}: holds a {type(ann).__name__}, not an ANN the converter maps (model=tiny_yolo)")
     load_weights(ann, payload, source=str(path))
     ann = ann.to(cfg.device).eval()
     neuron_node = OmegaConf.to_container(cfg.spiking_neurons[cfg.spiking_neuron], resolve=True)
     slope = getattr(ann, "negative_slope", None)
     if "alpha" in neuron_node and slope is not None and abs(float(neuron_node["alpha"]) - slope) > 1e-9:
-        raise ConvertError(f"spiking_neurons.{cfg.spiking_neuron}.alpha={neuron_node['alpha']} differs from "
+        raise UserError(f"spiking_neurons.{cfg.spiking_neuron}.alpha={neuron_node['alpha']} differs from "
                            f"the ANN's leaky slope {slope}")
     try:
         snn = convert_detector(ann, calibration_batches(cfg, max(getattr(ann, "strides", [32]))), cfg.norm,
                                instantiate(neuron_node), cfg.percentile, int(cfg.timesteps), cfg.decoding,
                                int(cfg.time_chunk))
     except TypeError as err:
-        raise ConvertError(f"{path}: {err}") from None
+        raise UserError(f"{path}: {err}") from None
     default_name = f"{path.stem}_snn_{cfg.norm}_{cfg.spiking_neuron}.pt"
     output = Path(cfg.output) if cfg.output else path.with_name(default_name)
     config = spiking_model_config(payload["model_config"], neuron_node, int(cfg.timesteps), cfg.decoding,
@@ -98,12 +95,9 @@ def convert(cfg: DictConfig) -> Path:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="convert", version_base=None)
 def _app(cfg: DictConfig) -> None:
-    from spikeyolo.data import DatasetError
-    from spikeyolo.engine.checkpoint import CheckpointError
-
     try:
         output = convert(cfg)
-    except (ConvertError, CheckpointError, DatasetError, OmegaConfBaseException) as err:
+    except (InputError, OmegaConfBaseException) as err:
         print(f"spikeyolo-convert: error: {str(err).splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
     print(output)

@@ -94,11 +94,7 @@ def energy(cfg: DictConfig) -> dict[str, float]:
     preset = EnergyPreset(str(cfg.energy.name), float(cfg.energy.e_mac_pj), float(cfg.energy.e_ac_pj))
     info = {"model": source, "num_classes": int(model.num_classes), **origin}
     report = build_report(counts, preset, mode=str(cfg.mode), info=info)
-    if cfg.plots:
-        write_report(report, counts, run_dir)
-    else:
-        report.to_json(run_dir / "energy.json")
-        (run_dir / "energy.md").write_text(report.to_markdown())
+    write_report(report, counts, run_dir, plots=bool(cfg.plots))
     total = report.total
     flag = "  (RANDOM images)" if origin["random_images"] else ""
     shapes = ", ".join(f"{h}x{w}" for h, w in origin["input_shapes"])

@@ -119,8 +119,8 @@ def evaluate_timestep_sweep(cfg: DictConfig, model, loader, spec, device, run_di
     (per-channel spread per layer).
     """
     from spikeyolo.conversion import SpikingYOLO
-    from spikeyolo.conversion.evaluation import (evaluate_timesteps, plot_channel_rates, plot_firing_rates,
-                                                 plot_timesteps)
+    from spikeyolo.conversion.evaluation import evaluate_timesteps
+    from spikeyolo.plots import plot_channel_rates, plot_firing_rates, plot_timesteps
 
     if not isinstance(model, SpikingYOLO):
         raise UserError(f"timesteps= applies to converted Spiking-YOLO checkpoints (spikeyolo-convert), "
@@ -138,7 +138,8 @@ def evaluate_timestep_sweep(cfg: DictConfig, model, loader, spec, device, run_di
     write_json(run_dir / "timesteps.json", report)
     plot_timesteps({Path(str(cfg.checkpoint)).stem: sweep}, run_dir / "map_vs_timesteps.png")
     plot_firing_rates({Path(str(cfg.checkpoint)).stem: sweep.firing_rates}, run_dir / "firing_rates.png")
-    plot_channel_rates(sweep.channel_rates, run_dir / "channel_rates.png", title=f"T={steps[-1]}")
+    plot_channel_rates(list(enumerate(sweep.channel_rates)), run_dir / "channel_rates.png", xlabel="hidden conv layer",
+                       ylabel="per-channel net spikes / neuron / step", title=f"T={steps[-1]}")
     print("| T | mAP@50 vmem | mAP@50 spike | mAP@50:95 vmem | SNN energy (mJ) |")
     print("|---|---|---|---|---|")
     for t in steps:

@@ -166,7 +166,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     from spikeyolo.engine.distributed import select_device
     from spikeyolo.evaluation import unletterbox_boxes
     from spikeyolo.structures import model_input
-    from spikeyolo.ultralytics_adapter import non_max_suppression
+    from spikeyolo._ultralytics.ops import non_max_suppression
 
     if cfg.events is None or cfg.checkpoint is None:
         raise UserError("give events=FILE.dat and checkpoint=PATH")

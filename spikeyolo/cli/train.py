@@ -53,8 +53,7 @@ def finish_run(trainer, logger) -> dict[str, float]:
     """Evaluate best.pt (the EMA weights of the best epoch), write metrics.json, model_card.md and the plots."""
     from spikeyolo.engine import checkpoint as ckpt
     from spikeyolo.engine.model_card import write_model_card
-    from spikeyolo.engine.plots import plot_training_curves, plot_val_mosaic
-    from spikeyolo.evaluation import plot_pr_curve
+    from spikeyolo.plots import plot_pr_curve, plot_training_curves, plot_val_mosaic
 
     run_dir = trainer.run_dir
     best = trainer.weights_dir / "best.pt"

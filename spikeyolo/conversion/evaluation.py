@@ -23,8 +23,7 @@ from torch import nn
 from spikeyolo.conversion.converter import SpikingConv
 from spikeyolo.conversion.spiking_yolo import SpikingYOLO
 
-__all__ = ["TimestepPoint", "TimestepSweep", "conv_macs", "evaluate_timesteps", "plot_timesteps",
-           "plot_firing_rates", "plot_channel_rates"]
+__all__ = ["TimestepPoint", "TimestepSweep", "conv_macs", "evaluate_timesteps"]
 
 
 @dataclass
@@ -173,62 +172,3 @@ def evaluate_timesteps(model: SpikingYOLO, loader, spec, device: torch.device, t
     return TimestepSweep(points=points, dense_macs=dense, first_layer_macs=first, ann_energy_mj=dense * e_mac_pj * 1e-9,
                          firing_rates=firing, channel_rates=channels, e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj,
                          images=images_seen)
-
-
-def plot_firing_rates(rates: dict[str, list[float]], path) -> None:
-    """Per-layer mean |spikes| per neuron per step of the hidden layers, one bar group per variant (Fig. 3/4)."""
-    from spikeyolo.energy.plots import _pyplot
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    width = 0.8 / max(len(rates), 1)
-    for index, (label, values) in enumerate(rates.items()):
-        ax.bar([i + index * width for i in range(len(values))], values, width, label=label)
-    ax.set_xlabel("hidden conv layer")
-    ax.set_ylabel("|spikes| / neuron / step")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_channel_rates(channel_rates: list[list[float]], path, title: str = "") -> None:
-    """Box plot of the per-channel rates of every hidden layer (Spiking-YOLO Fig. 3/4)."""
-    from spikeyolo.energy.plots import _pyplot
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.boxplot(channel_rates, showfliers=True, flierprops={"markersize": 2})
-    ax.set_xticks(range(1, len(channel_rates) + 1), [str(i) for i in range(len(channel_rates))])
-    ax.set_xlabel("hidden conv layer")
-    ax.set_ylabel("per-channel net spikes / neuron / step")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_timesteps(curves: dict[str, TimestepSweep], path, ann_map50: float | None = None,
-                   title: str = "mAP@50 vs time steps") -> None:
-    """Fig. 6 style: one line per (variant, decoding); the ANN's mAP@50 as a dashed line."""
-    from spikeyolo.energy.plots import _pyplot
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, sweep in curves.items():
-        for decoding, style in (("vmem", "-"), ("spike", ":")):
-            steps, values = sweep.curve(decoding)
-            if steps:
-                ax.plot(steps, values, style, marker="o", markersize=3, label=f"{label}, {decoding}")
-    if ann_map50 is not None:
-        ax.axhline(ann_map50, color="k", linestyle="--", linewidth=1, label="ANN")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("time steps T")
-    ax.set_ylabel("mAP@50")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -1,6 +1,6 @@
 """Datasets: YOLO-layout and COCO-json image sets through ultralytics' loaders, and Prophesee Gen1 event data.
 
-The loader functions import ultralytics (through :mod:`spikeyolo.ultralytics_adapter`) on first use, and the Gen1
+The loader functions import ultralytics (through :mod:`spikeyolo._ultralytics`) on first use, and the Gen1
 names import torch on first use, so importing ``spikeyolo.data`` or a subpackage such as
 ``spikeyolo.data.events`` stays light.
 """
@@ -9,7 +9,7 @@ from typing import Any
 
 from spikeyolo.data.cache import cache_root
 from spikeyolo.data.datasets import DatasetSpec, coco_image_ids, embedded_root, load_dataset_spec, spec_from_config
-from spikeyolo.data.errors import DatasetError
+from spikeyolo.errors import DatasetError
 
 _LOADER_NAMES = ("AUGMENT_DEFAULTS", "augmentation_hyp", "build_dataloader", "close_mosaic", "count_boxes",
                  "dataloader_from_config", "maybe_close_mosaic")

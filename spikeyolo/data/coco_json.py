@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spikeyolo.data.errors import DatasetError
+from spikeyolo.errors import DatasetError
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")
 _IMAGE_KEYS = ("id", "file_name", "width", "height")

@@ -29,7 +29,8 @@ import yaml as pyyaml
 
 from spikeyolo.data.cache import cache_key, cache_root
 from spikeyolo.data.coco_json import categories, convert_coco_json, load_coco_json
-from spikeyolo.data.errors import DatasetError
+from spikeyolo.errors import DatasetError
+from spikeyolo.io import plain
 
 SOURCES = ("embedded", "yolo", "coco_json", "gen1")
 SPLITS = ("train", "val")
@@ -122,11 +123,7 @@ def spec_from_config(cfg: Mapping[str, Any]) -> DatasetSpec:
     Reads ``source`` and the paths it needs (``yaml``; ``images``, ``train_json``, ``val_json``); ``num_classes``,
     when not null, must equal the dataset's class count; ``hint`` is appended to errors (e.g. how to prepare COCO).
     """
-    if hasattr(cfg, "_metadata"):  # an omegaconf DictConfig: resolve interpolations such as ${oc.env:...}
-        from omegaconf import OmegaConf
-
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    cfg = dict(cfg)
+    cfg = plain(cfg)  # resolves interpolations such as ${oc.env:...}
     hint = cfg.get("hint")
     try:
         if cfg.get("source") == "gen1":

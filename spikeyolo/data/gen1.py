@@ -32,7 +32,8 @@ import torch
 
 from spikeyolo.data.cache import cache_key, cache_root
 from spikeyolo.data.datasets import DatasetSpec
-from spikeyolo.data.errors import DatasetError
+from spikeyolo.errors import DatasetError
+from spikeyolo.io import plain
 from spikeyolo.data.events import read_boxes, read_dat_header
 from spikeyolo.data.gen1_cache import (Representation, build_cache, cache_file, find_recordings, open_frames,
                                        split_cache_dir)
@@ -50,14 +51,6 @@ GEN1_NAMES = ("car", "pedestrian")
 # --------------------------------------------------------------------------- spec
 
 
-def _plain(cfg: Any) -> dict[str, Any]:
-    if hasattr(cfg, "_metadata"):  # omegaconf DictConfig: resolve interpolations
-        from omegaconf import OmegaConf
-
-        return dict(OmegaConf.to_container(cfg, resolve=True))
-    return dict(cfg or {})
-
-
 def gen1_spec(cfg: Mapping[str, Any]) -> DatasetSpec:
     """Resolve a Gen1 data config (``source: gen1``) into a :class:`DatasetSpec`.
 
@@ -67,7 +60,7 @@ def gen1_spec(cfg: Mapping[str, Any]) -> DatasetSpec:
     Raises:
         DatasetError: the root or the validation split folder does not exist.
     """
-    cfg = _plain(cfg)
+    cfg = plain(cfg)
     if cfg.get("synthetic"):
         root = ensure_synthetic_dataset(**cfg["synthetic"])
     elif cfg.get("root"):
@@ -148,7 +141,7 @@ def ensure_synthetic_dataset(recordings: Mapping[str, int], duration_s: float = 
 
 def representation_from_config(cfg: Mapping[str, Any], window_us: int | None = None) -> Representation:
     """The :class:`Representation` of a data config (``representation``, ``time_steps``, ``window_us``, ...)."""
-    cfg = _plain(cfg)
+    cfg = plain(cfg)
     if cfg.get("time_steps") is None:
         raise DatasetError("data.time_steps is not set (it follows neuron.time_steps when training and the "
                            "checkpoint's T when evaluating)")
@@ -374,7 +367,7 @@ def gen1_dataloader_from_config(spec: DatasetSpec, data_cfg: Mapping[str, Any], 
     paths = spec.split_paths(split)
     if not paths:
         raise DatasetError(f"{spec.root}: dataset {spec.name!r} has no {split} split folder")
-    cfg = _plain(data_cfg)
+    cfg = plain(data_cfg)
     dataset = Gen1Dataset(paths[0], spec.names, representation_from_config(cfg, window_us),
                           imgsz=int(cfg.get("imgsz") or 320),
                           most_recent_first=bool(cfg.get("most_recent_first", True)),

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from spikeyolo.data.cache import cache_key, cache_root
-from spikeyolo.data.errors import DatasetError
+from spikeyolo.errors import DatasetError
 from spikeyolo.data.events import EventFileError, read_boxes, read_dat, read_dat_header
-from spikeyolo.data.events._files import atomic_write
+from spikeyolo.io import atomic_write
 from spikeyolo.data.events.representations import event_histogram, spikeyolo_frames, voxel_grid
 from spikeyolo.data.gen1_labels import group_by_time
 

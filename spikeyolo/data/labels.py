@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 
-from spikeyolo.data.errors import DatasetError
+from spikeyolo.errors import DatasetError
 
 _BOX_COLUMNS = 5  # class cx cy w h
 _MIN_POLYGON_COLUMNS = 7  # class + at least 3 (x, y) points; ultralytics turns polygons into boxes

@@ -19,11 +19,13 @@ from typing import Any
 
 import torch
 
-from spikeyolo import ultralytics_adapter as adapter
+from spikeyolo._ultralytics import data as ul_data
+from spikeyolo._ultralytics.env import hyperparameters
 from spikeyolo.data.cache import cache_key, cache_root
 from spikeyolo.data.datasets import DatasetSpec
-from spikeyolo.data.errors import DatasetError
+from spikeyolo.errors import DatasetError
 from spikeyolo.data.labels import check_label_file
+from spikeyolo.io import plain
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +46,9 @@ def augmentation_hyp(hyp: Mapping[str, Any] | Namespace | SimpleNamespace | None
     trainer's whole hyper-parameter set); other keys are ignored. The optional Albumentations stage is switched off
     (empty list), as in the reference environment.
     """
-    given = _as_dict(hyp)
+    given = plain(hyp)
     values = {key: given.get(key, default) for key, default in AUGMENT_DEFAULTS.items()}
-    namespace = adapter.hyperparameters(**values)
+    namespace = hyperparameters(**values)
     namespace.augmentations = []
     return namespace
 
@@ -95,7 +97,7 @@ def build_dataloader(spec: DatasetSpec, split: str, imgsz: int = 320, batch_size
     label_cache = cache_root() / "labels" / f"{cache_key(*paths, label_root)}-{split}.cache"
     where = paths[0] if len(paths) == 1 else [str(p) for p in paths]
     try:
-        dataset = adapter.build_yolo_dataset(
+        dataset = ul_data.build_yolo_dataset(
             [str(p) for p in paths], spec.names, imgsz=imgsz, batch_size=batch_size, augment=augment,
             hyp=augmentation_hyp(hyp), label_cache=label_cache, rect=rect, stride=stride,
             cache_images=cache_images, rank=rank, prefix=f"{split}: ",
@@ -119,7 +121,7 @@ def build_dataloader(spec: DatasetSpec, split: str, imgsz: int = 320, batch_size
                     spec.name, shown)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return adapter.build_yolo_dataloader(dataset, batch_size=batch_size, workers=workers, shuffle=shuffle,
+    return ul_data.build_yolo_dataloader(dataset, batch_size=batch_size, workers=workers, shuffle=shuffle,
                                          rank=rank, drop_last=drop_last, device=device)
 
 
@@ -133,7 +135,7 @@ def dataloader_from_config(spec: DatasetSpec, data_cfg: Mapping[str, Any], split
         from spikeyolo.data.gen1 import gen1_dataloader_from_config
 
         return gen1_dataloader_from_config(spec, data_cfg, split, batch_size, workers, rank=rank, device=device)
-    cfg = _as_dict(data_cfg)
+    cfg = plain(data_cfg)
     return build_dataloader(spec, split, imgsz=int(cfg.get("imgsz", 320)), batch_size=batch_size, workers=workers,
                             hyp=cfg.get("augment"), rank=rank, rect=bool(cfg.get("val_rect")) and split == "val",
                             stride=stride, cache_images=bool(cfg.get("cache_images")), device=device)
@@ -141,7 +143,7 @@ def dataloader_from_config(spec: DatasetSpec, data_cfg: Mapping[str, Any], split
 
 def close_mosaic(loader: torch.utils.data.DataLoader) -> None:
     """Turn mosaic (and mixup / cutmix / copy-paste) off for the rest of training and restart the workers."""
-    adapter.close_dataset_mosaic(loader)
+    ul_data.close_dataset_mosaic(loader)
 
 
 def maybe_close_mosaic(loader: torch.utils.data.DataLoader, epoch: int, epochs: int,
@@ -174,15 +176,3 @@ def _labels_under(image_root: str, label_root: str, im_files: list[str]) -> list
         relative = Path(os.path.relpath(im_file, image_root))
         out.append(str(Path(label_root) / relative.with_suffix(".txt")))
     return out
-
-
-def _as_dict(hyp: Any) -> dict[str, Any]:
-    if hyp is None:
-        return {}
-    if hasattr(hyp, "_metadata"):  # omegaconf DictConfig
-        from omegaconf import OmegaConf
-
-        return dict(OmegaConf.to_container(hyp, resolve=True))
-    if isinstance(hyp, Mapping):
-        return dict(hyp)
-    return dict(vars(hyp))

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from spikeyolo.errors import ExportError
 from spikeyolo.nn.neurons import ILIF
 
 __all__ = ["DEFAULT_OPSET", "ExportError", "OnnxExportReport", "OnnxILIF", "onnx_ready", "export_onnx",
@@ -38,10 +39,6 @@ __all__ = ["DEFAULT_OPSET", "ExportError", "OnnxExportReport", "OnnxILIF", "onnx
 
 DEFAULT_OPSET = 17
 PATHS = ("integer", "spike_driven")
-
-
-class ExportError(ValueError):
-    """An export that cannot be done as asked (bad image size, missing package, unknown path)."""
 
 
 class OnnxILIF(nn.Module):

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from spikeyolo.deploy.spike_driven import SpikeDrivenConv, StemConv, spike_driven_convs, to_spike_driven
+from spikeyolo.deploy.spike_driven import StemConv, spike_driven_convs, to_spike_driven
 from spikeyolo.nn.neurons import ILIF, SpikingNeuron
 
 __all__ = ["FixedPointStem", "ExactnessReport", "auto_mantissa_bits", "to_fixed_point", "check_exact", "grid_quantize"]

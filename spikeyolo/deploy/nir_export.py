@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from spikeyolo.io import atomic_path
+
 __all__ = ["NirExportReport", "to_nir", "export_nir", "unsupported_reason"]
 
 
@@ -318,9 +320,7 @@ def export_nir(model: nn.Module, file: str | Path, imgsz: int, spike_driven: boo
     spike_model = model if spike_driven else to_spike_driven(model.float())
     graph, report = to_nir(spike_model, imgsz)
     file = Path(file)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.tmp")
-    nir.write(str(tmp), graph)
-    tmp.replace(file)
+    with atomic_path(file) as tmp:
+        nir.write(str(tmp), graph)
     report.file = str(file)
     return report

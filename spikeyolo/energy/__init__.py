@@ -5,22 +5,33 @@
     report = spikeyolo.energy.build_report(counts, PRESETS["float32_45nm"], mode="reference")
 """
 
+from pathlib import Path
+
 from spikeyolo.energy.counting import ConvCount, OpCounter, count_dense_ops
 from spikeyolo.energy.report import PRESETS, EnergyPreset, EnergyReport, LayerEnergy, build_report, measure
+from spikeyolo.io import write_text
+from spikeyolo.plots import plot_channel_rates, plot_energy_layers
 
 __all__ = ["ConvCount", "OpCounter", "count_dense_ops", "PRESETS", "EnergyPreset", "EnergyReport", "LayerEnergy",
            "build_report", "measure", "write_report"]
 
 
-def write_report(report: EnergyReport, counts: list[ConvCount], out_dir) -> dict:
-    """Write energy.json, energy.md and the PNG plots into ``out_dir``; returns {kind: path}."""
-    from pathlib import Path
+def write_report(report: EnergyReport, counts: list[ConvCount], out_dir: str | Path, plots: bool = True) -> dict:
+    """Write energy.json, energy.md and (``plots``) the PNGs into ``out_dir``; returns {kind: path(s)}.
 
-    from spikeyolo.energy.plots import write_plots
-
+    ``layers.png``: per-layer firing rate per virtual step and SNN vs ANN energy (log scale);
+    ``channels.png``: the per-channel firing-rate spread of every spiking conv input (Spiking-YOLO Fig. 3/4).
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     report.to_json(out_dir / "energy.json")
-    (out_dir / "energy.md").write_text(report.to_markdown())
-    pngs = write_plots(report, counts, out_dir)
-    return {"json": out_dir / "energy.json", "markdown": out_dir / "energy.md", "plots": pngs}
+    write_text(out_dir / "energy.md", report.to_markdown())
+    written = {"json": out_dir / "energy.json", "markdown": out_dir / "energy.md", "plots": []}
+    if plots:
+        written["plots"].append(plot_energy_layers(report, out_dir / "layers.png"))
+        rates = [(index, count.channel_firing_rates()) for index, count in enumerate(counts) if count.kind == "spike"]
+        channels = plot_channel_rates([(index, r.numpy()) for index, r in rates if r is not None],
+                                      out_dir / "channels.png", xlabel="conv index (execution order)",
+                                      ylabel="per-channel firing rate / virtual step", ylim=(-0.02, 1.02),
+                                      title="per-channel firing-rate distribution of each conv input")
+        written["plots"] += [channels] if channels is not None else []
+    return written

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from spikeyolo.errors import CheckpointError
 from spikeyolo.io import atomic_write
 
 FORMAT = "spikeyolo-checkpoint"
@@ -38,10 +39,6 @@ VERSION = 1
 
 __all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "read_model_checkpoint", "load_checkpoint",
            "load_weights", "init_from_weights", "rng_state", "set_rng_state", "describe_model_config"]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model."""
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:

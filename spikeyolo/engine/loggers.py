@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from spikeyolo.io import atomic_path
+
 __all__ = ["MetricsFile", "NullLogger", "CSVLogger", "WandbLogger"]
 
 
@@ -75,12 +77,10 @@ class CSVLogger(NullLogger):
         columns: list[str] = []
         for record in self.rows:
             columns.extend(k for k in record if k not in columns)
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.path)
 
 
 class WandbLogger(NullLogger):

@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from spikeyolo.io import plain, write_text
+
 __all__ = ["TEMPLATE", "model_card_fields", "render_model_card", "write_model_card"]
 
 TEMPLATE = """\
@@ -113,8 +115,7 @@ def model_card_fields(cfg: DictConfig, metrics: Mapping[str, Any], *, run_dir: s
     def pick(key: str, default: Any = None) -> Any:
         return OmegaConf.select(cfg, key, default=default)
 
-    augment = pick("data.augment") or {}
-    augment = OmegaConf.to_container(augment, resolve=True) if isinstance(augment, DictConfig) else dict(augment)
+    augment = plain(pick("data.augment"))
     shown = [f"{k} {augment[k]}" for k in ("mosaic", "mixup", "scale", "translate", "fliplr", "hsv_v")
              if k in augment]
     names = ", ".join(class_names[:20]) + (f", ... ({len(class_names)} in all)" if len(class_names) > 20 else "")
@@ -186,7 +187,4 @@ def write_model_card(trainer: Any, metrics: Mapping[str, Any], path: str | os.Pa
         epochs_trained=len(trainer.metrics_file.read()), world_size=int(trainer.dist.world_size),
         dataset=trainer.spec.name)
     path = Path(path) if path is not None else run_dir / "model_card.md"
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(render_model_card(fields))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, render_model_card(fields))

@@ -29,16 +29,13 @@ from spikeyolo.engine.distributed import cleanup_distributed, init_distributed, 
 from spikeyolo.engine.ema import ModelEMA
 from spikeyolo.engine.loggers import MetricsFile
 from spikeyolo.engine.optim import Warmup, build_optimizer, lr_factor
+from spikeyolo.errors import TrainingError
 from spikeyolo.structures import model_input
-from spikeyolo.ultralytics_adapter import loader_state, restore_loader_state
+from spikeyolo._ultralytics.data import loader_state, restore_loader_state
 
 log = logging.getLogger("spikeyolo.train")
 
 __all__ = ["Trainer", "TrainingError", "fitness"]
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot start or continue (bad resume state, non-finite loss, ...)."""
 
 
 def fitness(metrics: dict[str, float]) -> float:

@@ -111,7 +111,7 @@ def validate(model: nn.Module, loader, spec, device: torch.device, conf: float =
     Metrics keys: map50_95, map50, map75, map_small/medium/large, ar100 (COCO protocol, pycocotools),
     yolo_map50_95, yolo_map50, precision, recall (ultralytics protocol), images, time_ms_per_image.
     """
-    from spikeyolo.ultralytics_adapter import non_max_suppression
+    from spikeyolo._ultralytics.ops import non_max_suppression
 
     was_training = model.training
     model.eval()

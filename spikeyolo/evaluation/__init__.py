@@ -5,7 +5,6 @@ from spikeyolo.evaluation.ap import IOU_THRESHOLDS, evaluate_yolo_ap, match_imag
 from spikeyolo.evaluation.coco import STAT_NAMES, ClassAP, CocoResult, evaluate_coco
 from spikeyolo.evaluation.gen1 import (GEN1_PROTOCOLS, Gen1Protocol, evaluate_gen1, evaluate_gen1_protocols,
                                       get_protocol, protocol_ground_truth)
-from spikeyolo.evaluation.plots import plot_pr_curve
 from spikeyolo.evaluation.predictions import (
     letterbox_ratio_pad,
     save_coco_results,
@@ -25,7 +24,6 @@ __all__ = [
     "save_coco_results",
     "letterbox_ratio_pad",
     "unletterbox_boxes",
-    "plot_pr_curve",
     "GEN1_PROTOCOLS",
     "Gen1Protocol",
     "get_protocol",

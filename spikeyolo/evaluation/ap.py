@@ -4,7 +4,7 @@ It differs from COCOeval: no crowd/ignore regions, no area ranges, no
 max-detections cap, predictions are matched to labels per image (below), and AP is
 the trapezoid integral of the precision envelope sampled at 101 recall points. Its
 mAP is averaged over the classes that have labels. The installed ultralytics'
-arithmetic is reached through ``spikeyolo.ultralytics_adapter``.
+arithmetic is reached through ``spikeyolo._ultralytics.ops``.
 
 Two versions of that arithmetic matter. The installed ultralytics (8.4.x) closes the precision-recall curve
 with a drop to precision 0 at the highest recall reached (``ultralytics/ultralytics#24175``, April 2026);
@@ -174,7 +174,7 @@ def _match_both(predictions: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: t
                 iou_thresholds: torch.Tensor, installed: bool = True,
                 reference: bool = True) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray]:
     """(tp of 8.4, tp of 8.0.197, scores, classes) of one image from one IoU matrix; a tp not asked for is None."""
-    from spikeyolo import ultralytics_adapter  # imports ultralytics (seconds): only when used
+    from spikeyolo._ultralytics import ops  # imports ultralytics (seconds): only when used
 
     order = torch.argsort(predictions[:, 4], descending=True, stable=True)
     predictions = predictions[order].detach().cpu()  # [N, 6]
@@ -184,10 +184,10 @@ def _match_both(predictions: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: t
         empty = np.zeros((predictions.shape[0], num_thresholds), dtype=bool)
         return (empty if installed else None), (empty.copy() if reference else None), scores, classes
     gt_boxes, gt_classes = gt_boxes.detach().cpu(), gt_classes.detach().cpu().reshape(-1)
-    iou = ultralytics_adapter.box_iou(gt_boxes, predictions[:, :4])  # [M, N] float32
+    iou = ops.box_iou(gt_boxes, predictions[:, :4])  # [M, N] float32
     tp = reference_tp = None
     if installed:
-        tp = ultralytics_adapter.match_predictions(predictions[:, 5], gt_classes.to(predictions.dtype), iou,
+        tp = ops.match_predictions(predictions[:, 5], gt_classes.to(predictions.dtype), iou,
                                                    iou_thresholds.cpu())  # [N, T]
     if reference:
         reference_tp = reference_match_predictions(predictions[:, 5].numpy(), gt_classes.to(predictions.dtype).numpy(),
@@ -238,9 +238,9 @@ def evaluate_yolo_ap(predictions: Sequence[torch.Tensor], gt_boxes: Sequence[tor
     classes = np.concatenate([np.zeros(0), *class_parts])  # [N]
     targets = np.concatenate([np.zeros(0), *target_parts])  # [L]
 
-    from spikeyolo import ultralytics_adapter
+    from spikeyolo._ultralytics import ops
 
-    per_class = ultralytics_adapter.ap_per_class(tp, scores, classes, targets)
+    per_class = ops.ap_per_class(tp, scores, classes, targets)
     ap = per_class["ap"]  # [C, T]
     has_classes = ap.shape[0] > 0
     extra: dict[str, float | np.ndarray] = {}

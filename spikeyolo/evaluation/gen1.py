@@ -282,13 +282,13 @@ def evaluate_gen1_protocols(model: torch.nn.Module, spec: Any, data_cfg: Mapping
     Returns:
         ({protocol: metrics}, {window_us: ValidationResult}).
     """
-    from omegaconf import OmegaConf
+    from spikeyolo.io import plain
 
-    from spikeyolo.data.errors import DatasetError
+    from spikeyolo.errors import DatasetError
     from spikeyolo.data.gen1 import gen1_dataloader_from_config
     from spikeyolo.engine.validate import validate
 
-    data = dict(OmegaConf.to_container(data_cfg, resolve=True)) if hasattr(data_cfg, "_metadata") else dict(data_cfg)
+    data = plain(data_cfg)
     model_steps = int(getattr(model, "time_steps", data.get("time_steps") or 1))
     if data.get("time_steps") is None:
         data["time_steps"] = model_steps

@@ -24,18 +24,12 @@ import torch
 from torch import nn
 
 from spikeyolo.nn.reference_checkpoint import ReferenceCheckpoint, load_reference_checkpoint
-from spikeyolo.nn.reference_pickle import ReferenceCheckpointError, is_reference_checkpoint
+from spikeyolo.errors import ReferenceCheckpointError, ReferenceKeyError
+from spikeyolo.nn.reference_pickle import is_reference_checkpoint
 
 __all__ = ["ReferenceKeyError", "ReferenceCheckpointError", "reference_to_spikeyolo_key", "translate_reference_keys",
            "convert_reference_state_dict", "read_reference_checkpoint", "load_reference_weights",
            "reference_model_config", "reference_payload", "is_reference_checkpoint", "load_reference_checkpoint"]
-
-
-class ReferenceKeyError(KeyError):
-    """Reference keys that do not map onto the model (or model keys left uncovered)."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
 
 
 def _translate(module: nn.Module, suffix: str) -> str:

@@ -43,14 +43,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from spikeyolo.engine.checkpoint import CheckpointError
+from spikeyolo.errors import ReferenceCheckpointError
 
 __all__ = ["ReferenceCheckpointError", "Refusal", "ReferenceObject", "ALLOWED_CLASSES", "unpickle_checkpoint",
            "is_reference_checkpoint"]
-
-
-class ReferenceCheckpointError(CheckpointError):
-    """A reference checkpoint that is refused (a global or structure not allowed) or cannot be read."""
 
 
 class Refusal(Exception):

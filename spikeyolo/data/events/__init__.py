@@ -3,7 +3,7 @@
 Only numpy is imported here. See docs/events.md for the file formats and the Gen1 folder layout.
 """
 
-from spikeyolo.data.events._files import EventFileError
+from spikeyolo.errors import EventFileError
 from spikeyolo.data.events.boxes import (BOX_DTYPE, BOX_FILE_DTYPE, BOX_FILE_DTYPE_LEGACY, as_boxes, read_boxes,
                                          write_boxes)
 from spikeyolo.data.events.dat import (EVENT_DTYPE, EVENT_TYPE_CD, EVENT_TYPE_TD, GEN1_HEIGHT, GEN1_WIDTH, DatHeader,

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeyolo.data.events._files import EventFileError, atomic_write
+from spikeyolo.errors import EventFileError
+from spikeyolo.io import atomic_write
 
 __all__ = ["BOX_DTYPE", "BOX_FILE_DTYPE", "BOX_FILE_DTYPE_LEGACY", "as_boxes", "read_boxes", "write_boxes"]
 

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeyolo.data.events._files import EventFileError, atomic_write
+from spikeyolo.errors import EventFileError
+from spikeyolo.io import atomic_write
 
 __all__ = ["EVENT_DTYPE", "RECORD_DTYPE", "EVENT_TYPE_TD", "EVENT_TYPE_CD", "GEN1_WIDTH", "GEN1_HEIGHT", "DatHeader",
            "read_dat_header", "read_dat", "write_dat"]
