@@ -4,8 +4,8 @@
 
 Writes ``--recordings`` Gen1-format recordings (304x240, ``--seconds`` long, uniform random events at
 ``--rate`` million events per second, box labels at ``--label-hz`` label times per second) to a temp folder,
-then builds the training cache (:func:`spikeyolo.data.gen1_cache.build_cache`: one window of 250 ms read and
-encoded per label time, one compressed-free ``.npz`` per recording) from scratch for each representation with
+then builds the training cache (:func:`spikeyolo.data.sources.gen1.cache.build_cache`: one window of 250 ms
+read and encoded per label time, one compressed-free ``.npz`` per recording) from scratch for each representation with
 1 and 2 worker processes, and prints seconds of build time per hour of recording. The files sit in the page
 cache, so this measures decoding and encoding, not disk reads. Gen1 has 39 hours of recordings with labels at
 1 to 4 Hz; its event rate varies with the scene (uniform random events here are a cost model, not a scene).
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from spikeyolo.data.events import BOX_DTYPE, EVENT_DTYPE, write_boxes, write_dat
-from spikeyolo.data.gen1_cache import Representation, build_cache, find_recordings
+from spikeyolo.data import Representation, build_cache, find_recordings
 
 from benchlib import emit  # noqa: E402  (scripts/ is on sys.path when run as a script)
 

@@ -15,12 +15,11 @@ import pytest
 import torch
 
 import spikeyolo
-from spikeyolo.errors import DatasetError
+from spikeyolo.data import Gen1Dataset, Gen1Sample, Representation, group_by_time, letterbox_clip, postprocess_boxes
 from spikeyolo.data.events import BOX_DTYPE, read_boxes, read_dat, spikeyolo_frames
 from spikeyolo.data.events.synthetic import SceneConfig, write_recording
-from spikeyolo.data.gen1 import Gen1Dataset, Gen1Sample, letterbox_clip
-from spikeyolo.data.gen1_cache import Representation, split_cache_dir
-from spikeyolo.data.gen1_labels import group_by_time, postprocess_boxes
+from spikeyolo.data.sources.gen1.cache import split_cache_dir
+from spikeyolo.errors import DatasetError
 from spikeyolo.evaluation.gen1 import GEN1_PROTOCOLS, evaluate_gen1, protocol_ground_truth
 
 NAMES = ["car", "pedestrian"]
@@ -157,7 +156,7 @@ def test_cache_build_is_resumable_and_samples_match_the_reference_layout(gen1):
 
 
 def test_histogram_and_voxel_representations_and_channel_check(gen1):
-    from spikeyolo.data.gen1 import representation_from_config
+    from spikeyolo.data import representation_from_config
 
     root, _ = gen1
     histogram = Gen1Dataset(root / "train", NAMES, Representation("histogram", time_steps=2), imgsz=64,

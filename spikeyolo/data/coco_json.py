@@ -4,6 +4,8 @@ The class index is the position of the category in the json's ``categories`` lis
 ``coco2yolo.py`` does), so non-contiguous COCO category ids (1..90 for COCO 2017) map to 0..N-1; the ids are
 returned in that order so that detections can be mapped back for pycocotools. ``iscrowd`` annotations are skipped,
 boxes are clipped to the image and dropped if empty, and an image without boxes gets an empty label file.
+
+The file format only; the ``coco_json`` data source that caches a conversion is :mod:`spikeyolo.data.sources.coco_json`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spikeyolo.data.spec import DatasetSpec
 from spikeyolo.errors import DatasetError
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")
@@ -88,6 +91,17 @@ def categories(data: dict[str, Any], json_path: str | os.PathLike) -> tuple[list
     if len(set(ids)) != len(ids):
         raise DatasetError(f"{json_path}: duplicate category ids in 'categories'")
     return [str(c["name"]) for c in data["categories"]], ids
+
+
+def coco_image_ids(spec: DatasetSpec) -> dict[str, int]:
+    """Image file name (basename, as in a batch's ``im_file``) -> COCO image id of ``spec.val_json``."""
+    if spec.val_json is None:
+        raise DatasetError(f"{spec.root}: dataset {spec.name!r} has no COCO val json")
+    data = load_coco_json(spec.val_json)
+    ids = {Path(str(image["file_name"])).name: int(image["id"]) for image in data["images"]}
+    if len(ids) != len(data["images"]):
+        raise DatasetError(f"{spec.val_json}: image file names are not unique by basename")
+    return ids
 
 
 def convert_coco_json(json_path: str | os.PathLike, images_dir: str | os.PathLike,

@@ -1,9 +1,14 @@
-"""Data loaders yielding ultralytics detection batches, with the recipe's augmentation (reference §1).
+"""The ``yolo`` source: an Ultralytics dataset yaml, loaded through ultralytics' YOLO dataset and loader.
 
-A batch is a dict: ``img`` uint8 [B, 3, H, W] (RGB), ``batch_idx`` [N], ``cls`` [N, 1], ``bboxes`` [N, 4]
-(normalised cx cy w h), ``im_file``, ``ori_shape``, ``resized_shape``, ``ratio_pad`` (tuples of length B).
-Training uses ultralytics' v8 transforms (mosaic, random perspective, HSV, flips) and validation letterboxes only.
-Label caches go under :func:`~spikeyolo.data.cache.cache_root`, never beside the data.
+The yaml has ``path``, ``train``, ``val`` and ``names`` (or ``nc``). A relative ``path`` is resolved against the
+yaml's folder (not ultralytics' datasets_dir) and ``download:`` is never run. Optional spikeyolo keys: ``val_json``
+(COCO gt json, relative to ``path``) and ``category_ids``.
+
+The loaders (:func:`build_dataloader`, also the ``embedded`` and ``coco_json`` sources') yield the batches described
+in :mod:`spikeyolo.data.sources.base`: ``img`` uint8 [B, 3, H, W] (RGB). Training uses the recipe's augmentation
+(:mod:`spikeyolo.data.augment`) and validation letterboxes only. Label files are checked strictly
+(:func:`~spikeyolo.data.labels.check_label_file`); label caches go under :func:`~spikeyolo.data.cache.cache_root`,
+never beside the data.
 """
 
 from __future__ import annotations
@@ -14,43 +19,45 @@ import os
 from argparse import Namespace
 from collections.abc import Mapping
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
+import yaml as pyyaml
 
 from spikeyolo._ultralytics import data as ul_data
-from spikeyolo._ultralytics.env import hyperparameters
+from spikeyolo.data.augment import augmentation_hyp
 from spikeyolo.data.cache import cache_key, cache_root
-from spikeyolo.data.datasets import DatasetSpec
-from spikeyolo.errors import DatasetError
+from spikeyolo.data.coco_json import categories, load_coco_json
 from spikeyolo.data.labels import check_label_file
+from spikeyolo.data.sources.base import DataSource
+from spikeyolo.data.spec import SPLITS, DatasetSpec
+from spikeyolo.errors import DatasetError
 from spikeyolo.io import plain
 
 log = logging.getLogger(__name__)
 
-# Recipe §1 (ultralytics default.yaml values of the reference run). close_mosaic: epochs at the end without mosaic.
-AUGMENT_DEFAULTS: dict[str, float | int] = {
-    "mosaic": 1.0, "mixup": 0.0, "cutmix": 0.0, "copy_paste": 0.0,
-    "degrees": 0.0, "translate": 0.1, "scale": 0.5, "shear": 0.0, "perspective": 0.0,
-    "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4,
-    "flipud": 0.0, "fliplr": 0.5, "bgr": 0.0,
-    "close_mosaic": 10,
-}
 
+class YoloSource(DataSource):
+    """``source: yolo``: reads ``yaml``; loaders read ``imgsz``, ``augment``, ``val_rect``, ``cache_images``."""
 
-def augmentation_hyp(hyp: Mapping[str, Any] | Namespace | SimpleNamespace | None = None) -> Any:
-    """The augmentation namespace ultralytics' transforms read: recipe defaults, overridden by ``hyp``.
+    name = "yolo"
 
-    Only the keys of :data:`AUGMENT_DEFAULTS` are read from ``hyp`` (a dict, DictConfig or namespace, e.g. the
-    trainer's whole hyper-parameter set); other keys are ignored. The optional Albumentations stage is switched off
-    (empty list), as in the reference environment.
-    """
-    given = plain(hyp)
-    values = {key: given.get(key, default) for key, default in AUGMENT_DEFAULTS.items()}
-    namespace = hyperparameters(**values)
-    namespace.augmentations = []
-    return namespace
+    def spec(self, data_cfg: Mapping[str, Any]) -> DatasetSpec:
+        yaml_path = data_cfg.get("yaml")
+        if yaml_path is None:
+            raise DatasetError("data.yaml: an Ultralytics dataset yaml path is required for source 'yolo'")
+        return spec_from_yaml(Path(yaml_path), source=self.name)
+
+    def loader(self, spec: DatasetSpec, data_cfg: Mapping[str, Any], split: str, batch_size: int, workers: int,
+               rank: int = -1, stride: int = 32, device: torch.device | str | None = None,
+               **overrides: Any) -> torch.utils.data.DataLoader:
+        """:func:`build_dataloader` with the data config's values; training splits are augmented and shuffled,
+        validation splits are not (rectangular batches with ``val_rect``)."""
+        cfg = {**plain(data_cfg), **overrides}
+        return build_dataloader(spec, split, imgsz=int(cfg.get("imgsz", 320)), batch_size=batch_size,
+                                workers=workers, hyp=cfg.get("augment"), rank=rank,
+                                rect=bool(cfg.get("val_rect")) and split == "val", stride=stride,
+                                cache_images=bool(cfg.get("cache_images")), device=device)
 
 
 def build_dataloader(spec: DatasetSpec, split: str, imgsz: int = 320, batch_size: int = 16, workers: int = 2,
@@ -61,7 +68,7 @@ def build_dataloader(spec: DatasetSpec, split: str, imgsz: int = 320, batch_size
     """A loader over one split of a dataset.
 
     Args:
-        spec: the dataset (:func:`~spikeyolo.data.datasets.load_dataset_spec` / ``spec_from_config``).
+        spec: the dataset (:func:`~spikeyolo.data.sources.load_dataset_spec` / ``spec_from_config``).
         split: ``train`` or ``val``.
         imgsz: square training / letterbox size (rect batches keep the aspect ratio, long side ``imgsz``).
         batch_size: images per batch (per process under DDP).
@@ -125,50 +132,6 @@ def build_dataloader(spec: DatasetSpec, split: str, imgsz: int = 320, batch_size
                                          rank=rank, drop_last=drop_last, device=device)
 
 
-def dataloader_from_config(spec: DatasetSpec, data_cfg: Mapping[str, Any], split: str, batch_size: int,
-                           workers: int, rank: int = -1, stride: int = 32,
-                           device: torch.device | str | None = None) -> torch.utils.data.DataLoader:
-    """:func:`build_dataloader` with the data config group's values (``imgsz``, ``augment``, ``val_rect``,
-    ``cache_images``); training splits are augmented and shuffled, validation splits are not.
-    Gen1 specs (``source: gen1``) get the event-clip loader of :mod:`spikeyolo.data.gen1` instead."""
-    if spec.source == "gen1":
-        from spikeyolo.data.gen1 import gen1_dataloader_from_config
-
-        return gen1_dataloader_from_config(spec, data_cfg, split, batch_size, workers, rank=rank, device=device)
-    cfg = plain(data_cfg)
-    return build_dataloader(spec, split, imgsz=int(cfg.get("imgsz", 320)), batch_size=batch_size, workers=workers,
-                            hyp=cfg.get("augment"), rank=rank, rect=bool(cfg.get("val_rect")) and split == "val",
-                            stride=stride, cache_images=bool(cfg.get("cache_images")), device=device)
-
-
-def close_mosaic(loader: torch.utils.data.DataLoader) -> None:
-    """Turn mosaic (and mixup / cutmix / copy-paste) off for the rest of training and restart the workers."""
-    ul_data.close_dataset_mosaic(loader)
-
-
-def maybe_close_mosaic(loader: torch.utils.data.DataLoader, epoch: int, epochs: int,
-                       close_mosaic_epochs: int | None = None) -> bool:
-    """Close mosaic once ``epoch`` (0-based) reaches the last ``close_mosaic_epochs`` epochs; safe to call every epoch.
-
-    Args:
-        close_mosaic_epochs: default the ``close_mosaic`` value of the loader's augmentation (recipe: 10); 0 never.
-
-    Returns:
-        True if mosaic was closed by this call.
-    """
-    dataset = loader.dataset
-    count = int(dataset.hyp.close_mosaic if close_mosaic_epochs is None else close_mosaic_epochs)
-    if count <= 0 or not dataset.augment or dataset.mosaic_closed or epoch < epochs - count:
-        return False
-    close_mosaic(loader)
-    return True
-
-
-def count_boxes(dataset: Any) -> int:
-    """Number of boxes in a loader's dataset (after the scan)."""
-    return int(sum(len(label["cls"]) for label in dataset.labels))
-
-
 def _labels_under(image_root: str, label_root: str, im_files: list[str]) -> list[str]:
     """Label paths that mirror the image paths: ``label_root / (im relative to image_root)`` with ``.txt``."""
     out = []
@@ -176,3 +139,85 @@ def _labels_under(image_root: str, label_root: str, im_files: list[str]) -> list
         relative = Path(os.path.relpath(im_file, image_root))
         out.append(str(Path(label_root) / relative.with_suffix(".txt")))
     return out
+
+
+# --------------------------------------------------------------------------- dataset yaml
+
+
+def spec_from_yaml(yaml_path: Path, source: str = "yolo") -> DatasetSpec:
+    """The :class:`DatasetSpec` of an Ultralytics dataset yaml (``source`` names the source that asked).
+
+    Raises:
+        DatasetError: a missing or malformed yaml, a missing split path, inconsistent class names.
+    """
+    if not yaml_path.is_file():
+        raise DatasetError(f"{yaml_path}: dataset yaml not found")
+    try:
+        data = pyyaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, pyyaml.YAMLError) as err:
+        raise DatasetError(f"{yaml_path}: not a readable yaml file ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{yaml_path}: dataset yaml must be a mapping with train, val and names")
+    yaml_path = yaml_path.resolve()
+    root = Path(str(data.get("path") or "."))
+    root = root if root.is_absolute() else (yaml_path.parent / root).resolve()
+    download_note = " (its download: entry is never run; fetch the data yourself)" if data.get("download") else ""
+    if not root.is_dir():
+        raise DatasetError(f"{yaml_path}: dataset path {root} does not exist{download_note}")
+    splits = {}
+    for split in SPLITS:
+        entries = data.get(split)
+        if not entries:
+            raise DatasetError(f"{yaml_path}: missing key {split!r} (image folder or list file)")
+        paths = []
+        for entry in entries if isinstance(entries, list) else [entries]:
+            path = Path(str(entry))
+            path = path if path.is_absolute() else root / path
+            if not path.exists():
+                raise DatasetError(f"{yaml_path}: {split} path {path} does not exist{download_note}")
+            paths.append(path)
+        splits[split] = paths
+    names = _names(data, yaml_path)
+    val_json = category_ids = None
+    if data.get("val_json"):
+        val_json = Path(str(data["val_json"]))
+        val_json = val_json if val_json.is_absolute() else root / val_json
+        if not val_json.is_file():
+            raise DatasetError(f"{yaml_path}: val_json {val_json} does not exist")
+    if data.get("category_ids") is not None:
+        category_ids = [int(c) for c in data["category_ids"]]
+        if len(category_ids) != len(names):
+            raise DatasetError(f"{yaml_path}: {len(category_ids)} category_ids for {len(names)} names")
+    elif val_json is not None:
+        category_ids = category_ids_from_json(val_json, len(names))
+    return DatasetSpec(name=yaml_path.stem, source=source, root=root, train=splits["train"], val=splits["val"],
+                       names=names, category_ids=category_ids, val_json=val_json)
+
+
+def _names(data: dict, yaml_path: Path) -> list[str]:
+    names, count = data.get("names"), data.get("nc")
+    if names is None:
+        if count is None:
+            raise DatasetError(f"{yaml_path}: missing key 'names'")
+        names = [f"class{i}" for i in range(int(count))]
+    if isinstance(names, dict):
+        try:
+            keys = sorted(int(k) for k in names)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{yaml_path}: 'names' keys must be class indices 0..N-1") from None
+        if keys != list(range(len(keys))):
+            raise DatasetError(f"{yaml_path}: 'names' keys must be the contiguous class indices 0..{len(keys) - 1}")
+        names = [names[k] if k in names else names[str(k)] for k in keys]
+    if not isinstance(names, list) or not names:
+        raise DatasetError(f"{yaml_path}: 'names' must be a non-empty list or an index -> name mapping")
+    if count is not None and int(count) != len(names):
+        raise DatasetError(f"{yaml_path}: nc={count} but {len(names)} names are given")
+    return [str(n) for n in names]
+
+
+def category_ids_from_json(json_path: Path, num_classes: int) -> list[int]:
+    """Class index -> COCO category id of a COCO json, which must have ``num_classes`` categories."""
+    _, ids = categories(load_coco_json(json_path), json_path)
+    if len(ids) != num_classes:
+        raise DatasetError(f"{json_path}: {len(ids)} categories but the dataset has {num_classes} classes")
+    return ids

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from spikeyolo.data.cache import cache_key, cache_root
-from spikeyolo.errors import DatasetError
 from spikeyolo.data.events import EventFileError, read_boxes, read_dat, read_dat_header
-from spikeyolo.io import atomic_write
 from spikeyolo.data.events.representations import event_histogram, spikeyolo_frames, voxel_grid
-from spikeyolo.data.gen1_labels import group_by_time
+from spikeyolo.data.sources.gen1.labels import group_by_time
+from spikeyolo.errors import DatasetError
+from spikeyolo.io import atomic_write
 
 __all__ = ["REPRESENTATIONS", "Representation", "Recording", "find_recordings", "split_cache_dir",
            "cache_file", "build_cache", "open_frames"]

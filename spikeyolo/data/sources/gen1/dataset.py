@@ -1,10 +1,11 @@
-"""Prophesee Gen1 as a detection dataset: spec, synthetic stand-in, torch Dataset and loader (reference §6).
+"""Prophesee Gen1 as a torch Dataset and loader (reference §6).
 
 The layout is ``ROOT/{train,val,test}/<name>_td.dat`` + ``<name>_bbox.npy``; one sample per unique label time of
 each recording. A sample is the window of events before its label time encoded by a :class:`Representation`
-(cached once per recording by :mod:`spikeyolo.data.gen1_cache`), letterboxed to ``imgsz`` as the reference
+(cached once per recording by :mod:`spikeyolo.data.sources.gen1.cache`), letterboxed to ``imgsz`` as the reference
 loader does (long side resized to ``imgsz``, centred, padded), with labels cleaned up as ``pre_gen1.py`` does
-(:func:`~spikeyolo.data.gen1_labels.postprocess_boxes`). No augmentation: the reference forces it off for Gen1.
+(:func:`~spikeyolo.data.sources.gen1.labels.postprocess_boxes`). No augmentation: the reference forces it off
+for Gen1.
 
 Batches are ultralytics-style dicts, so the trainer and validator use them unchanged:
 ``img`` uint8 [B, T, C, S, S], ``batch_idx`` [N], ``cls`` [N, 1], ``bboxes`` [N, 4] (normalised cx cy w h in the
@@ -14,13 +15,8 @@ letterboxed image), ``im_file`` ("<recording>@<t_us>"), ``ori_shape`` ((240, 304
 
 from __future__ import annotations
 
-import logging
 import math
-import multiprocessing
 import os
-import shutil
-import tempfile
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,132 +26,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from spikeyolo.data.cache import cache_key, cache_root
-from spikeyolo.data.datasets import DatasetSpec
+from spikeyolo.data.events import read_boxes, read_dat_header
+from spikeyolo.data.sources.gen1.cache import (Representation, build_cache, cache_file, find_recordings, open_frames,
+                                               split_cache_dir)
+from spikeyolo.data.sources.gen1.labels import group_by_time, postprocess_boxes
+from spikeyolo.data.sources.gen1.spec import representation_from_config
+from spikeyolo.data.spec import DatasetSpec
 from spikeyolo.errors import DatasetError
 from spikeyolo.io import plain
-from spikeyolo.data.events import read_boxes, read_dat_header
-from spikeyolo.data.gen1_cache import (Representation, build_cache, cache_file, find_recordings, open_frames,
-                                       split_cache_dir)
-from spikeyolo.data.gen1_labels import group_by_time, postprocess_boxes
 
-log = logging.getLogger(__name__)
-
-__all__ = ["GEN1_NAMES", "Gen1Sample", "Gen1Dataset", "gen1_spec", "ensure_synthetic_dataset",
-           "representation_from_config", "letterbox_clip", "collate_gen1", "build_gen1_dataloader",
+__all__ = ["Gen1Sample", "Gen1Dataset", "letterbox_clip", "collate_gen1", "build_gen1_dataloader",
            "gen1_dataloader_from_config"]
-
-GEN1_NAMES = ("car", "pedestrian")
-
-
-# --------------------------------------------------------------------------- spec
-
-
-def gen1_spec(cfg: Mapping[str, Any]) -> DatasetSpec:
-    """Resolve a Gen1 data config (``source: gen1``) into a :class:`DatasetSpec`.
-
-    Reads ``root`` (or ``synthetic``: generate a synthetic dataset into the cache first), ``train_split`` and
-    ``val_split`` (folder names; the reference validates on ``test``), ``names``.
-
-    Raises:
-        DatasetError: the root or the validation split folder does not exist.
-    """
-    cfg = plain(cfg)
-    if cfg.get("synthetic"):
-        root = ensure_synthetic_dataset(**cfg["synthetic"])
-    elif cfg.get("root"):
-        root = Path(str(cfg["root"])).expanduser().resolve()
-    else:
-        raise DatasetError("data.root: the Gen1 folder (with train/ val/ test/) is required for source 'gen1'")
-    if not root.is_dir():
-        raise DatasetError(f"{root}: Gen1 dataset folder does not exist (lay it out as in docs/events.md)")
-    train_dir = root / str(cfg.get("train_split") or "train")
-    val_dir = root / str(cfg.get("val_split") or "test")
-    if not val_dir.is_dir():
-        raise DatasetError(f"{val_dir}: Gen1 validation split folder does not exist (data.val_split)")
-    names = [str(n) for n in (cfg.get("names") or GEN1_NAMES)]
-    return DatasetSpec(name=str(cfg.get("name") or "gen1"), source="gen1", root=root,
-                       train=[train_dir] if train_dir.is_dir() else [], val=[val_dir], names=names)
-
-
-def _synthetic_job(job: tuple[Path, str, int, float, int, int]) -> str:
-    from spikeyolo.data.events.synthetic import SceneConfig, write_recording
-
-    out_dir, split, index, duration_s, seed, label_period_us = job
-    name = f"synthetic_{split}_{index:04d}"
-    # the seed sequence of synthetic.generate_dataset: a file depends only on (seed, split, index)
-    write_recording(out_dir / split, name, duration_s, (seed, zlib.crc32(split.encode()), index),
-                    SceneConfig(label_period_us=int(label_period_us)))
-    return name
-
-
-def ensure_synthetic_dataset(recordings: Mapping[str, int], duration_s: float = 3.0, seed: int = 0,
-                             label_period_us: int = 100_000, workers: int | None = None,
-                             root: str | os.PathLike | None = None) -> Path:
-    """A synthetic Gen1-layout dataset (:mod:`spikeyolo.data.events.synthetic`), generated once.
-
-    Args:
-        recordings: recordings per split, e.g. ``{"train": 8, "test": 2}``.
-        duration_s: seconds per recording.
-        seed: base seed (recording i of split s uses the seed sequence (seed, crc32(s), i)).
-        label_period_us: label rate (labels from 0.5 s on).
-        workers: generator processes (default: the CPU count).
-        root: where to write it; default ``cache_root()/gen1_synthetic/<key of the arguments>``.
-
-    Returns:
-        the dataset folder (``train/``, ``test/``, ...). It is written into a temp folder and renamed, so an
-        interrupted generation is redone from scratch and a finished one is reused.
-    """
-    counts = {str(split): int(n) for split, n in dict(recordings).items()}
-    if root is None:
-        root = cache_root() / "gen1_synthetic" / cache_key(sorted(counts.items()), float(duration_s), int(seed),
-                                                           int(label_period_us))
-    root = Path(root)
-    if (root / "COMPLETE").is_file():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    try:
-        jobs = [(tmp, split, index, float(duration_s), int(seed), int(label_period_us))
-                for split, count in counts.items() for index in range(count)]
-        for split in counts:
-            (tmp / split).mkdir()
-        workers = max(1, min((os.cpu_count() or 1) if workers is None else int(workers), len(jobs)))
-        log.info("generating %d synthetic Gen1 recordings into %s", len(jobs), root)
-        if workers == 1:
-            for job in jobs:
-                _synthetic_job(job)
-        else:
-            with multiprocessing.get_context().Pool(workers) as pool:
-                list(pool.imap_unordered(_synthetic_job, jobs))
-        (tmp / "COMPLETE").write_text("synthetic Gen1 dataset, see spikeyolo.data.events.synthetic\n")
-        if root.exists():   # an incomplete earlier attempt or a concurrent run
-            if (root / "COMPLETE").is_file():
-                return root
-            shutil.rmtree(root, ignore_errors=True)
-        os.replace(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
-
-
-def representation_from_config(cfg: Mapping[str, Any], window_us: int | None = None) -> Representation:
-    """The :class:`Representation` of a data config (``representation``, ``time_steps``, ``window_us``, ...)."""
-    cfg = plain(cfg)
-    if cfg.get("time_steps") is None:
-        raise DatasetError("data.time_steps is not set (it follows neuron.time_steps when training and the "
-                           "checkpoint's T when evaluating)")
-    rep = Representation(kind=str(cfg.get("representation") or "spikeyolo"), time_steps=int(cfg["time_steps"]),
-                         window_us=int(window_us or cfg.get("window_us") or 250_000),
-                         voxel_bins=int(cfg.get("voxel_bins") or 3), voxel_clip=float(cfg.get("voxel_clip") or 4.0),
-                         clamp_start=bool(cfg.get("clamp_start", False)))
-    if cfg.get("in_chs") is not None and int(cfg["in_chs"]) != rep.channels:
-        raise DatasetError(f"data.in_chs={cfg['in_chs']} but representation {rep.kind!r} has {rep.channels} "
-                           f"channels: set data.in_chs={rep.channels} (and model.in_chs to match)")
-    return rep
-
-
-# --------------------------------------------------------------------------- dataset
 
 
 @dataclass
@@ -225,7 +106,7 @@ class Gen1Dataset(torch.utils.data.Dataset):
         representation: the event encoding (and T, window).
         imgsz: letterbox size.
         most_recent_first: model t = 0 is the most recent slice (reference).
-        label_clamp: ``reference`` or ``corners`` (:func:`~spikeyolo.data.gen1_labels.postprocess_boxes`).
+        label_clamp: ``reference`` or ``corners`` (:func:`~spikeyolo.data.sources.gen1.labels.postprocess_boxes`).
         min_box_size: drop boxes with a side below this many pixels (reference: 0).
         preprocess_workers: cache-building processes (default: the CPU count).
         progress: show the cache progress bar.

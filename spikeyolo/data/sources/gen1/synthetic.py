@@ -1,0 +1,80 @@
+"""A synthetic Gen1-layout dataset (:mod:`spikeyolo.data.events.synthetic`) generated once into the cache, in
+parallel; the stand-in for Gen1 of ``data=gen1_synthetic`` (tests and smoke runs without the real data).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+from spikeyolo.data.cache import cache_key, cache_root
+from spikeyolo.data.events.synthetic import SceneConfig, write_recording
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ensure_synthetic_dataset"]
+
+
+def _synthetic_job(job: tuple[Path, str, int, float, int, int]) -> str:
+    out_dir, split, index, duration_s, seed, label_period_us = job
+    name = f"synthetic_{split}_{index:04d}"
+    # the seed sequence of synthetic.generate_dataset: a file depends only on (seed, split, index)
+    write_recording(out_dir / split, name, duration_s, (seed, zlib.crc32(split.encode()), index),
+                    SceneConfig(label_period_us=int(label_period_us)))
+    return name
+
+
+def ensure_synthetic_dataset(recordings: Mapping[str, int], duration_s: float = 3.0, seed: int = 0,
+                             label_period_us: int = 100_000, workers: int | None = None,
+                             root: str | os.PathLike | None = None) -> Path:
+    """A synthetic Gen1-layout dataset (:mod:`spikeyolo.data.events.synthetic`), generated once.
+
+    Args:
+        recordings: recordings per split, e.g. ``{"train": 8, "test": 2}``.
+        duration_s: seconds per recording.
+        seed: base seed (recording i of split s uses the seed sequence (seed, crc32(s), i)).
+        label_period_us: label rate (labels from 0.5 s on).
+        workers: generator processes (default: the CPU count).
+        root: where to write it; default ``cache_root()/gen1_synthetic/<key of the arguments>``.
+
+    Returns:
+        the dataset folder (``train/``, ``test/``, ...). It is written into a temp folder and renamed, so an
+        interrupted generation is redone from scratch and a finished one is reused.
+    """
+    counts = {str(split): int(n) for split, n in dict(recordings).items()}
+    if root is None:
+        root = cache_root() / "gen1_synthetic" / cache_key(sorted(counts.items()), float(duration_s), int(seed),
+                                                           int(label_period_us))
+    root = Path(root)
+    if (root / "COMPLETE").is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    try:
+        jobs = [(tmp, split, index, float(duration_s), int(seed), int(label_period_us))
+                for split, count in counts.items() for index in range(count)]
+        for split in counts:
+            (tmp / split).mkdir()
+        workers = max(1, min((os.cpu_count() or 1) if workers is None else int(workers), len(jobs)))
+        log.info("generating %d synthetic Gen1 recordings into %s", len(jobs), root)
+        if workers == 1:
+            for job in jobs:
+                _synthetic_job(job)
+        else:
+            with multiprocessing.get_context().Pool(workers) as pool:
+                list(pool.imap_unordered(_synthetic_job, jobs))
+        (tmp / "COMPLETE").write_text("synthetic Gen1 dataset, see spikeyolo.data.events.synthetic\n")
+        if root.exists():   # an incomplete earlier attempt or a concurrent run
+            if (root / "COMPLETE").is_file():
+                return root
+            shutil.rmtree(root, ignore_errors=True)
+        os.replace(tmp, root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
