@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spikeyolo.nn.neurons import ILIF, ReLUNeuron, quantize_ste, reset_states
+from spikeyolo.nn.neurons import ILIF, ReLUNeuron, quantize_ste, reset_states, set_stateful
 
 
 def ilif_oracle(x: torch.Tensor, max_level: int, decay: float) -> torch.Tensor:
@@ -67,6 +67,7 @@ def test_round_half_to_even_and_window_edges():
 
 def test_state_reset_gives_identical_outputs():
     neuron = ILIF(time_steps=4, max_level=4, backend="spikingjelly")
+    set_stateful(neuron, True)  # every call starts from zero unless the membrane is carried (tests/test_streaming.py)
     x = torch.randn(4 * 2, 3, 4, 4) * 3
     first = neuron(x)
     reset_states(neuron)

@@ -18,20 +18,26 @@ from torch import nn
 
 from spikeyolo.conversion.converter import SpikingNetwork, ann_units, convert, spiking_network
 from spikeyolo.conversion.neurons import ConversionNeuron, IBTNeuron
+from spikeyolo.nn.anchor_head import AnchorLoss, anchor_loss
+from spikeyolo.nn.protocol import DetectorMixin, Streaming
 
 __all__ = ["SpikingYOLO", "build_spiking_yolo", "convert_detector", "spiking_model_config"]
 
 
-class SpikingYOLO(nn.Module):
-    """Converted detector.
+class SpikingYOLO(DetectorMixin, nn.Module):
+    """Converted detector; a :class:`~spikeyolo.nn.protocol.DetectorModel` with T and no D.
 
     Args:
         network: the spiking network; its output is the head's raw map (one level).
         head: the ANN's head (``decode``, ``stride``, ``num_classes``; its convs are unused).
 
     Forward: images [B, 3, H, W] in [0, 1]; train mode -> [raw map]; eval -> (decoded, [raw map]).
-    ``time_steps`` and ``decoding`` can be changed between forwards (attributes of ``network``).
+    ``time_steps`` (settable here; it lives in ``network``) and ``network.decoding`` can be changed between
+    forwards. ``max_level`` is None: the signed (IBT) neurons emit +-1 spikes against a threshold, not the
+    integer levels D of an I-LIF.
     """
+
+    max_level: None = None
 
     def __init__(self, network: SpikingNetwork, head: nn.Module) -> None:
         super().__init__()
@@ -40,12 +46,19 @@ class SpikingYOLO(nn.Module):
         self.num_classes = int(head.num_classes)
 
     @property
-    def strides(self) -> list[int]:
-        return [int(s) for s in self.head.stride.tolist()]
+    def in_chs(self) -> int:
+        return int(self.network.layers[0].conv.in_channels)
 
     @property
     def time_steps(self) -> int:
+        """T simulated per forward (``network.time_steps``, the one copy)."""
         return self.network.time_steps
+
+    @time_steps.setter
+    def time_steps(self, value: int) -> None:
+        if int(value) < 1:
+            raise ValueError(f"time_steps must be >= 1, got {value}")
+        self.network.time_steps = int(value)
 
     def forward(self, images: torch.Tensor, time_steps: int | None = None):
         maps = [self.network(images, time_steps)]
@@ -53,15 +66,18 @@ class SpikingYOLO(nn.Module):
             return maps
         return self.head.decode(maps), maps
 
-    def build_loss(self, **kwargs) -> Callable:
-        """The ANN head's loss on the decoded spiking maps (for validation loss; the SNN is not trained)."""
-        return self.head_loss(**kwargs)
+    def build_loss(self, **gains: float) -> AnchorLoss:
+        """The ANN head's loss (``trainer.loss.anchor_*`` gains) on the spiking maps (validation loss; the
+        SNN is not trained)."""
+        return anchor_loss(self.head, **gains)
 
-    def head_loss(self, **kwargs) -> Callable:
-        from spikeyolo.nn.anchor_head import AnchorLoss
-
-        known = {k: v for k, v in kwargs.items() if k in ("box", "obj", "cls", "ignore_iou")}
-        return AnchorLoss(self.head, **known)
+    def streaming(self, enabled: bool = True) -> Streaming:
+        """Only ``enabled=False``: each forward simulates T steps from reset neurons and decodes rates over
+        them, so a membrane carried to the next forward has no meaning here."""
+        if enabled:
+            raise NotImplementedError("SpikingYOLO resets its neurons and decodes over each forward's T steps; "
+                                      "it has no streaming mode")
+        return super().streaming(False)
 
     def firing_rates(self) -> list[float]:
         return self.network.firing_rates()

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_iou
 
-__all__ = ["AnchorHead", "AnchorLoss"]
+__all__ = ["AnchorHead", "AnchorLoss", "anchor_loss"]
 
 _MAX_LOG_SCALE = 8.0  # clamp of t_w, t_h before exp (exp(8) ~ 3000x the anchor)
 
@@ -193,3 +193,15 @@ class AnchorLoss:
         terms = {name: self.gains[name] * value for name, value in terms.items()}  # gain-weighted, like v8
         total = sum(terms.values()) * batch_size
         return {**{name: value.detach() for name, value in terms.items()}, "total": total}
+
+
+def anchor_loss(head: AnchorHead, anchor_box: float = 1.0, anchor_obj: float = 1.0, anchor_cls: float = 1.0,
+                anchor_ignore_iou: float = 0.6, **ignored: float) -> AnchorLoss:
+    """The :class:`AnchorLoss` of ``head`` from the trainer's loss settings (``trainer.loss.anchor_*``).
+
+    The YOLOv8 gains of the anchor-free head (box, cls, dfl, tal_topk) are in ``ignored``, so every model
+    takes the same settings. Used by every model with an anchor head (TinyYOLO, SpikingYOLO, SpikeYOLO with
+    ``model.head=anchor_based``).
+    """
+    del ignored
+    return AnchorLoss(head, box=anchor_box, obj=anchor_obj, cls=anchor_cls, ignore_iou=anchor_ignore_iou)

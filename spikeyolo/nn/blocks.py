@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spikeyolo.nn.layers import NeuronFactory, RepConv, SepConv, SpikeConv
+from spikeyolo.nn.neurons import SpikeCoding
 
 __all__ = ["Scale", "TimeExpand", "DownSampling", "StandardConv", "AllConvBlock", "ConvBlock", "SPPF",
            "Upsample", "Concat"]
@@ -55,16 +56,20 @@ class TimeExpand(nn.Module):
     clip [T, B, C, H, W] is flattened.
 
     Args:
-        time_steps: T.
+        coding: the detector's :class:`~spikeyolo.nn.neurons.SpikeCoding`; T is read from it at each forward.
     """
 
-    def __init__(self, time_steps: int) -> None:
+    def __init__(self, coding: SpikeCoding) -> None:
         super().__init__()
-        self.time_steps = time_steps
+        self.coding = coding
+
+    @property
+    def time_steps(self) -> int:
+        return self.coding.time_steps
 
     @classmethod
-    def build(cls, in_chs: list[int], scale: Scale, neuron: NeuronFactory, time_steps: int):
-        return cls(time_steps), in_chs[0]
+    def build(cls, in_chs: list[int], scale: Scale, neuron: NeuronFactory, coding: SpikeCoding):
+        return cls(coding), in_chs[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:
@@ -120,14 +125,31 @@ class StandardConv(SpikeConv):
 
 
 class _MetaBlock(nn.Module):
-    """Meta SNN block (Eq. 2-3): x = x + SepConv(x); out = x + ChannelMixer(x)."""
+    """Meta SNN block (Eq. 2-3): x = x + SepConv(x); out = x + ChannelMixer(x).
 
-    token_mixer: SepConv
+    Subclasses build their channel mixer (C -> hidden -> C) in :meth:`build_channel_mixer`.
+
+    Args:
+        chs: channels C.
+        neuron: neuron factory.
+        mlp_ratio: channel-mixer expansion r (hidden = int(C * r)).
+        kernel_size: SepConv depthwise kernel.
+        reparam: False puts a neuron inside the SepConv's last stage (Table 5 ablation).
+    """
+
+    def __init__(self, chs: int, neuron: NeuronFactory, mlp_ratio: float = 4, kernel_size: int = 7,
+                 reparam: bool = True) -> None:
+        super().__init__()
+        self.token_mixer = SepConv(chs, neuron, kernel_size, reparam=reparam)
+        self.build_channel_mixer(chs, int(chs * mlp_ratio), neuron)
 
     @classmethod
     def build(cls, in_chs: list[int], scale: Scale, neuron: NeuronFactory, mlp_ratio: float = 4,
               kernel_size: int = 7, reparam: bool = True):
         return cls(in_chs[0], neuron, mlp_ratio, kernel_size, reparam), in_chs[0]
+
+    def build_channel_mixer(self, chs: int, hidden: int, neuron: NeuronFactory) -> None:
+        raise NotImplementedError
 
     def channel_mixer(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -138,57 +160,34 @@ class _MetaBlock(nn.Module):
 
 
 class AllConvBlock(_MetaBlock):
-    """SNN-Block-1 (Eq. 5): channel mixer of two standard 3x3 spiking convs, C -> rC -> C.
-
-    Args:
-        chs: channels C.
-        neuron: neuron factory.
-        mlp_ratio: expansion r.
-        kernel_size: SepConv depthwise kernel.
-        reparam: False puts a neuron inside the SepConv's last stage (Table 5 ablation).
-    """
-
-    def __init__(self, chs: int, neuron: NeuronFactory, mlp_ratio: float = 4, kernel_size: int = 7,
-                 reparam: bool = True) -> None:
-        super().__init__()
-        hidden = int(chs * mlp_ratio)
-        self.token_mixer = SepConv(chs, neuron, kernel_size, reparam=reparam)
-        self.mixer1 = SpikeConv(chs, hidden, neuron, 3)
-        self.mixer2 = SpikeConv(hidden, chs, neuron, 3)
+    """SNN-Block-1 (Eq. 5): channel mixer of two standard 3x3 spiking convs, C -> rC -> C (Args: ``_MetaBlock``)."""
 
     reference_key_map = (("Conv.", "token_mixer."), ("conv1.", "mixer1."), ("conv2.", "mixer2."))
+
+    def build_channel_mixer(self, chs: int, hidden: int, neuron: NeuronFactory) -> None:
+        self.mixer1 = SpikeConv(chs, hidden, neuron, 3)
+        self.mixer2 = SpikeConv(hidden, chs, neuron, 3)
 
     def channel_mixer(self, x: torch.Tensor) -> torch.Tensor:
         return self.mixer2(self.mixer1(x))
 
 
 class ConvBlock(_MetaBlock):
-    """SNN-Block-2 (Eq. 6-7): channel mixer of two re-parameterisable convs, C -> rC -> C.
+    """SNN-Block-2 (Eq. 6-7): channel mixer of two re-parameterisable convs, C -> rC -> C (Args: ``_MetaBlock``).
 
     Each RepConv is followed by its own extra BN (two BNs in a row, as in the reference).
-
-    Args:
-        chs: channels C.
-        neuron: neuron factory.
-        mlp_ratio: expansion r.
-        kernel_size: SepConv depthwise kernel.
-        reparam: False puts a neuron inside the SepConv's last stage (Table 5 ablation).
     """
 
-    def __init__(self, chs: int, neuron: NeuronFactory, mlp_ratio: float = 4, kernel_size: int = 7,
-                 reparam: bool = True) -> None:
-        super().__init__()
-        hidden = int(chs * mlp_ratio)
-        self.token_mixer = SepConv(chs, neuron, kernel_size, reparam=reparam)
+    reference_key_map = (("Conv.", "token_mixer."), ("conv1.", "mixer1."), ("conv2.", "mixer2."),
+                         ("bn1.", "bn1."), ("bn2.", "bn2."))
+
+    def build_channel_mixer(self, chs: int, hidden: int, neuron: NeuronFactory) -> None:
         self.neuron1 = neuron()
         self.mixer1 = RepConv(chs, hidden)
         self.bn1 = nn.BatchNorm2d(hidden)
         self.neuron2 = neuron()
         self.mixer2 = RepConv(hidden, chs)
         self.bn2 = nn.BatchNorm2d(chs)
-
-    reference_key_map = (("Conv.", "token_mixer."), ("conv1.", "mixer1."), ("conv2.", "mixer2."),
-                         ("bn1.", "bn1."), ("bn2.", "bn2."))
 
     def channel_mixer(self, x: torch.Tensor) -> torch.Tensor:
         h = self.bn1(self.mixer1(self.neuron1(x)))

@@ -9,8 +9,11 @@ Forward contract:
     input  [B, 3, H, W] float in [0, 1] (repeated over T) or [T, B, C, H, W] (event frames)
     train  -> list of raw head maps [B, 4*reg_max + num_classes, H_l, W_l] (mean over T)
     eval   -> (decoded [B, 4 + num_classes, A], raw maps)
-Neuron state is reset once at the start of every forward, unless ``reset_state`` is set to False
-(streaming inference carrying the membrane across windows, see spikeyolo/cli/predict.py).
+
+T and D live once, in the model's :class:`~spikeyolo.nn.neurons.SpikeCoding` (``model.coding``), which the
+time expansion, the head and every neuron hold by reference: ``model.time_steps = 4`` changes T everywhere.
+Every forward starts the neurons from a zero membrane, unless the model is streaming
+(``model.streaming()``, :mod:`spikeyolo.nn.protocol`), when it continues from the previous forward's.
 """
 
 from __future__ import annotations
@@ -22,24 +25,30 @@ import torch
 from hydra.utils import get_class
 from torch import nn
 
-from spikeyolo.nn.blocks import Scale
+from spikeyolo.nn.attention import TransformerBlock
+from spikeyolo.nn.blocks import AllConvBlock, ConvBlock, Scale
+from spikeyolo.nn.heads import AnchorFreeHead, SpikingAnchorHead
 from spikeyolo.nn.layers import NeuronFactory
-from spikeyolo.nn.neurons import SpikingNeuron, reset_states
+from spikeyolo.nn.neurons import SpikeCoding, SpikingNeuron
+from spikeyolo.nn.protocol import DetectorMixin
 
 __all__ = ["SpikeYOLO", "LayerSpec"]
 
+# Layer roles whose class is a model-level choice (the paper's ablations, Table 5)
+ROLE_CHOICES: dict[str, dict[str, type]] = {
+    "early_block": {"block1": AllConvBlock, "block2": ConvBlock},
+    "late_block": {"conv": ConvBlock, "transformer": TransformerBlock},
+    "head": {"anchor_free": AnchorFreeHead, "anchor_based": SpikingAnchorHead},
+}
 
-def _role_choices() -> dict[str, dict[str, type]]:
-    """Layer roles whose class is a model-level choice (the paper's ablations, Table 5)."""
-    from spikeyolo.nn.attention import TransformerBlock
-    from spikeyolo.nn.blocks import AllConvBlock, ConvBlock
-    from spikeyolo.nn.heads import AnchorFreeHead, SpikingAnchorHead
 
-    return {
-        "early_block": {"block1": AllConvBlock, "block2": ConvBlock},
-        "late_block": {"conv": ConvBlock, "transformer": TransformerBlock},
-        "head": {"anchor_free": AnchorFreeHead, "anchor_based": SpikingAnchorHead},
-    }
+def _sharing(neuron: NeuronFactory, coding: SpikeCoding) -> NeuronFactory:
+    """``neuron`` whose every product reads T and D from ``coding`` (the model's one copy)."""
+    def build() -> nn.Module:
+        made = neuron()
+        made.coding = coding
+        return made
+    return build
 
 
 class LayerSpec:
@@ -65,14 +74,17 @@ class LayerSpec:
         return [s if s >= 0 else self.index + s for s in self.sources]
 
 
-class SpikeYOLO(nn.Module):
+class SpikeYOLO(DetectorMixin, nn.Module):
     """SpikeYOLO detector (YOLOv8 macro design, meta SNN blocks, I-LIF neurons, DFL head).
+
+    Implements :class:`~spikeyolo.nn.protocol.DetectorModel`.
 
     Args:
         layers: the layer list ([from, repeats, class_path, args] per layer); the last layer is the head.
         depth_multiple, width_multiple, max_channels: YOLOv8 scale.
         num_classes: number of classes.
-        neuron: zero-argument factory of the spiking neuron (e.g. a partial ILIF); T and D come from it.
+        neuron: zero-argument factory of the spiking neuron (e.g. a partial ILIF); T and D come from it
+            (into ``coding``, which every neuron built here then reads).
         block_overrides: per-layer argument overrides {layer index: {arg: value}} (the per-scale
             differences of the reference, e.g. layer 25's mlp_ratio 2 for m and l).
         reg_max: DFL bins.
@@ -96,17 +108,15 @@ class SpikeYOLO(nn.Module):
         probe = neuron()
         if not isinstance(probe, SpikingNeuron):
             raise TypeError(f"neuron factory must build a SpikingNeuron, got {type(probe).__name__}")
-        self.time_steps = probe.time_steps
-        self.max_level = probe.max_level
+        self.coding = probe.coding  # T and D, shared by reference with every layer that needs them
+        neuron = _sharing(neuron, self.coding)
         self.num_classes = int(num_classes)
         self.in_chs = int(in_chs)
-        # False: forward keeps the membrane of the previous call (streaming; same batch size needed)
-        self.reset_state = True
         self.scale = Scale(float(depth_multiple), float(width_multiple), int(max_channels))
         overrides = {int(k): v for k, v in (block_overrides or {}).items()}
-        context = {"num_classes": self.num_classes, "time_steps": self.time_steps, "reg_max": reg_max,
+        context = {"num_classes": self.num_classes, "coding": self.coding, "reg_max": reg_max,
                    "reparam": bool(reparam), "anchors": anchors}
-        roles = _role_choices()
+        roles = ROLE_CHOICES
         picked = {"early_block": early_block, "late_block": late_block, "head": head}
         for role, choice in picked.items():
             if choice not in roles[role]:
@@ -159,15 +169,23 @@ class SpikeYOLO(nn.Module):
         return self.layers[-1]
 
     @property
-    def strides(self) -> list[int]:
-        return [int(s) for s in self.head.stride.tolist()]
+    def time_steps(self) -> int:
+        """T (``coding.time_steps``); setting it changes T of the time expansion, the head and every neuron."""
+        return self.coding.time_steps
+
+    @time_steps.setter
+    def time_steps(self, value: int) -> None:
+        self.coding.time_steps = value
+
+    @property
+    def max_level(self) -> int:
+        """D (``coding.max_level``): the largest integer a neuron emits; 0 for the ReLU twin."""
+        return self.coding.max_level
 
     # ------------------------------------------------------------------ forward
 
     def forward(self, images: torch.Tensor):
         """Run the detector; see the module docstring for the contract."""
-        if self.reset_state:
-            reset_states(self)
         kept: dict[int, torch.Tensor] = {}
         x = images
         keep = set(self.keep)
@@ -190,9 +208,6 @@ class SpikeYOLO(nn.Module):
         return self.head.build_loss(**gains)
 
     # ------------------------------------------------------------------ info
-
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     def neurons(self) -> list[tuple[str, SpikingNeuron]]:
         """All spiking neurons with their qualified names."""

@@ -14,9 +14,11 @@ import math
 import torch
 from torch import nn
 
-from spikeyolo.nn.anchor_head import AnchorHead
+from spikeyolo.losses import build_detection_loss
+from spikeyolo.nn.anchor_head import AnchorHead, anchor_loss
 from spikeyolo.nn.blocks import Scale
 from spikeyolo.nn.layers import NeuronFactory, SpikeConv, SpikeConvOut
+from spikeyolo.nn.neurons import SpikeCoding
 
 __all__ = ["DFL", "AnchorFreeHead", "SpikingAnchorHead", "make_anchors"]
 
@@ -68,17 +70,18 @@ class AnchorFreeHead(nn.Module):
         in_chs: channels of the three input levels.
         num_classes: number of classes.
         neuron: neuron factory.
-        time_steps: T, averaged out at the output.
+        coding: the detector's :class:`~spikeyolo.nn.neurons.SpikeCoding`; T is averaged out at the output.
         reg_max: DFL bins (16).
-        strides: level strides; set by the detector from a dummy forward.
+
+    Buffers: ``stride`` [L], set by the detector from a dummy forward (not saved in checkpoints).
     """
 
-    def __init__(self, in_chs: list[int], num_classes: int, neuron: NeuronFactory, time_steps: int,
+    def __init__(self, in_chs: list[int], num_classes: int, neuron: NeuronFactory, coding: SpikeCoding,
                  reg_max: int = 16) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.reg_max = reg_max
-        self.time_steps = time_steps
+        self.coding = coding
         self.num_outputs = num_classes + 4 * reg_max
         box_chs = max(16, in_chs[0] // 4, reg_max * 4)
         cls_chs = max(in_chs[0], min(num_classes, 100))
@@ -95,14 +98,12 @@ class AnchorFreeHead(nn.Module):
     reference_key_map = (("cv2.", "box_branches."), ("cv3.", "cls_branches."), ("dfl.", "dfl."))
 
     @classmethod
-    def build(cls, in_chs: list[int], scale: Scale, neuron: NeuronFactory, num_classes: int, time_steps: int,
+    def build(cls, in_chs: list[int], scale: Scale, neuron: NeuronFactory, num_classes: int, coding: SpikeCoding,
               reg_max: int = 16):
-        return cls(in_chs, num_classes, neuron, time_steps, reg_max), None
+        return cls(in_chs, num_classes, neuron, coding, reg_max), None
 
     def build_loss(self, box: float = 7.5, cls: float = 0.5, dfl: float = 1.5, tal_topk: int = 10, **_: float):
         """YOLOv8 loss (task-aligned assigner, BCE, CIoU, DFL): ``loss(raw_maps, batch) -> dict``."""
-        from spikeyolo.losses import build_detection_loss
-
         return build_detection_loss(self, box=box, cls=cls, dfl=dfl, tal_topk=tal_topk)
 
     def init_biases(self, reference_size: int = 640) -> None:
@@ -117,7 +118,7 @@ class AnchorFreeHead(nn.Module):
         for level, x in enumerate(feats):
             out = torch.cat((self.box_branches[level](x), self.cls_branches[level](x)), 1)
             # [T*B, no, H, W] -> [T, B, no, H, W] -> mean over T -> [B, no, H, W]
-            maps.append(out.view(self.time_steps, -1, *out.shape[1:]).mean(0))
+            maps.append(out.view(self.coding.time_steps, -1, *out.shape[1:]).mean(0))
         if self.training:
             return maps
         return self.decode(maps), maps
@@ -150,22 +151,22 @@ class SpikingAnchorHead(AnchorHead):
         in_chs: channels of the input levels.
         num_classes: classes.
         neuron: neuron factory.
-        time_steps: T.
+        coding: the detector's :class:`~spikeyolo.nn.neurons.SpikeCoding` (T).
         anchors: per level [w0, h0, w1, h1, ...] in input pixels.
     """
 
-    def __init__(self, in_chs: list[int], num_classes: int, neuron: NeuronFactory, time_steps: int,
+    def __init__(self, in_chs: list[int], num_classes: int, neuron: NeuronFactory, coding: SpikeCoding,
                  anchors: list[list[float]]) -> None:
         super().__init__(in_chs, num_classes, anchors)
-        self.time_steps = time_steps
+        self.coding = coding
         outputs = self.num_anchors * self.num_outputs
         self.pred = nn.ModuleList(nn.Sequential(SpikeConv(c, c, neuron, 3), SpikeConvOut(c, outputs, neuron))
                                   for c in in_chs)
 
     @classmethod
-    def build(cls, in_chs: list[int], scale: Scale, neuron: NeuronFactory, num_classes: int, time_steps: int,
+    def build(cls, in_chs: list[int], scale: Scale, neuron: NeuronFactory, num_classes: int, coding: SpikeCoding,
               anchors: list[list[float]]):
-        return cls(in_chs, num_classes, neuron, time_steps, anchors), None
+        return cls(in_chs, num_classes, neuron, coding, anchors), None
 
     def init_biases(self, reference_size: int = 640) -> None:
         for branch, stride in zip(self.pred, self.stride.tolist()):
@@ -178,14 +179,11 @@ class SpikingAnchorHead(AnchorHead):
         for branch, x in zip(self.pred, feats):
             out = branch(x)
             # [T*B, A*(5+nc), H, W] -> mean over T -> [B, A*(5+nc), H, W]
-            maps.append(out.view(self.time_steps, -1, *out.shape[1:]).mean(0))
+            maps.append(out.view(self.coding.time_steps, -1, *out.shape[1:]).mean(0))
         if self.training:
             return maps
         return self.decode(maps), maps
 
-    def build_loss(self, anchor_box: float = 1.0, anchor_obj: float = 1.0, anchor_cls: float = 1.0,
-                   **_: float):
-        """YOLOv2-style anchor loss (its own gains; the YOLOv8 gains do not apply)."""
-        from spikeyolo.nn.anchor_head import AnchorLoss
-
-        return AnchorLoss(self, box=anchor_box, obj=anchor_obj, cls=anchor_cls)
+    def build_loss(self, **gains: float):
+        """YOLOv2-style anchor loss (its own ``anchor_*`` gains; the YOLOv8 gains do not apply)."""
+        return anchor_loss(self, **gains)

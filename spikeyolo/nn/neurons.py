@@ -1,7 +1,8 @@
-"""Spiking neurons: the I-LIF neuron of SpikeYOLO and the ReLU twin.
+"""Spiking neurons: the I-LIF neuron of SpikeYOLO, the ReLU twin, and the one place T and D live.
 
 Tensors inside the network are kept flat as [T*B, C, H, W] (time-major); a
-neuron knows T and views its input as [T, B*C*H*W] for the membrane recursion.
+neuron reads T from its :class:`SpikeCoding` and views its input as [T, B*C*H*W]
+for the membrane recursion.
 
 I-LIF (SpikeYOLO paper, Eq. 8-11; exact form in shared/reference, section 1):
 
@@ -30,20 +31,74 @@ computed in that order in float, as spikingjelly's ``v + (x - v) / tau`` is, so 
 weights give the reference's spikes bit for bit. Mathematically it is the I-LIF with decay
 1 - 1/tau on the input X/tau; the float rounding differs, which is why it is a separate option.
 
-State: the spikingjelly node keeps its membrane between calls, so the detector
-resets every neuron once at the start of each forward (``reset_states``); the
-fused paths keep no state between calls.
+T and D (:class:`SpikeCoding`): a detector owns one ``SpikeCoding`` and every neuron, its time
+expansion and its heads hold a reference to that same object and read it at each forward, so T and
+D live once and changing ``model.time_steps`` changes T everywhere. A neuron built on its own
+(``ILIF(time_steps=2)``) owns a private one.
+
+State: every call starts from a zero membrane, on every backend (the spikingjelly node is built
+afresh per call, so spikingjelly's own between-call memory never carries over). The *stateful*
+mode (``stateful = True``; a detector's ``streaming()`` switches all its neurons) carries the
+membrane across calls instead: the membrane after a call's last step, V = H[T-1] - S[T-1]
+(``charge="ilif"``) or V[T-1] (``"lif"``), is kept in ``membrane`` and the next call's T steps
+continue the recursion from it:
+
+    charge ilif:  H[0] = decay * V + X[0]             (Eq. 11 with H[-1] - S[-1] = V)
+    charge lif:   H[0] = V + (X[0] - V) / tau
+
+for any T >= 1 and every backend. A call whose input has another shape (another batch size) starts
+from zero again. The carried membrane is detached (no gradient flows into the previous call).
+:func:`reset_states` forgets it.
 """
 
 from __future__ import annotations
 
 import torch
-from spikingjelly.activation_based import functional as sj_functional
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
 from torch import nn
 
-__all__ = ["ILIF", "ReLUNeuron", "SpikingNeuron", "quantize_ste", "reset_states"]
+__all__ = ["ILIF", "ReLUNeuron", "SpikeCoding", "SpikingNeuron", "quantize_ste", "reset_states", "run_steps",
+           "set_stateful"]
+
+
+class SpikeCoding:
+    """T and D of a network, held once and shared by reference (see the module docstring).
+
+    Not a parameter or buffer: state_dict keys are those of the layers alone, and checkpoints record
+    T and D in ``model_config.neuron``.
+
+    Args:
+        time_steps: T (>= 1), the leading time axis of the flat [T*B, ...] tensors.
+        max_level: D (>= 0), the largest integer a neuron emits; 0 means real-valued (the ReLU twin).
+    """
+
+    def __init__(self, time_steps: int = 1, max_level: int = 4) -> None:
+        self.time_steps = time_steps
+        self.max_level = max_level
+
+    @property
+    def time_steps(self) -> int:
+        return self._time_steps
+
+    @time_steps.setter
+    def time_steps(self, value: int) -> None:
+        if int(value) < 1:
+            raise ValueError(f"time_steps (T) must be >= 1, got {value}")
+        self._time_steps = int(value)
+
+    @property
+    def max_level(self) -> int:
+        return self._max_level
+
+    @max_level.setter
+    def max_level(self, value: int) -> None:
+        if int(value) < 0:
+            raise ValueError(f"max_level (D) must be >= 0, got {value}")
+        self._max_level = int(value)
+
+    def __repr__(self) -> str:
+        return f"SpikeCoding(time_steps={self.time_steps}, max_level={self.max_level})"
 
 
 class _QuantizeSTE(torch.autograd.Function):
@@ -93,112 +148,132 @@ def quantize_ste(x: torch.Tensor, max_level: int) -> torch.Tensor:
     return _QuantizeSTE.apply(x, float(max_level))
 
 
-class _ILIFMultiStep(torch.autograd.Function):
-    """Fused multi-step I-LIF (Eq. 11) with a hand-written BPTT that stores one bool mask per step.
+def run_steps(x: torch.Tensor, fire, max_level: int, decay: float, tau: float | None = None,
+              initial: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The membrane recursion step by step with any firing function (the ``loop`` backend and ONNX export).
 
-    Forward over t: H = decay * (H - S) + X[t]; S = round(clip(H, 0, D)).
-    Backward (S detached in the reset): dL/dH[t] = dL/dS[t] * 1[0 <= H[t] <= D] + decay * dL/dH[t+1],
-    and dL/dX[t] = dL/dH[t]. Autograd through the Python loop keeps several float tensors per step;
-    this keeps 1 byte per element per step.
+    Args:
+        x: [T, N] input currents.
+        fire: ``fire(membrane, max_level) -> spikes`` (``quantize_ste`` under autograd; round(clamp) for export).
+        max_level: D.
+        decay: I-LIF decay (``charge="ilif"``).
+        tau: None for ``charge="ilif"``; the LIF time constant for ``charge="lif"``.
+        initial: [N] carried membrane V of the previous call, or None (zero).
+
+    Returns:
+        spikes [T, N] and the membrane V after the last step [N] (detached).
+    """
+    outputs = []
+    if tau is None:
+        membrane = x[0] if initial is None else torch.add(x[0], initial, alpha=decay)  # H[0] = decay * V + X[0]
+    else:
+        membrane = torch.zeros_like(x[0]) if initial is None else initial
+    for t in range(x.shape[0]):
+        if tau is not None:
+            membrane = membrane + (x[t] - membrane) / tau  # H[t] = V[t-1] + (X[t] - V[t-1]) / tau
+        elif t > 0:
+            membrane = decay * (membrane - outputs[-1].detach()) + x[t]  # H[t] = decay (H[t-1] - S[t-1]) + X[t]
+        outputs.append(fire(membrane, max_level))
+        if tau is not None:
+            membrane = membrane - outputs[-1].detach()  # V[t] = H[t] - S[t]
+    final = membrane - outputs[-1] if tau is None else membrane
+    return torch.stack(outputs), final.detach()
+
+
+class _FusedSteps(torch.autograd.Function):
+    """Fused multi-step I-LIF (Eq. 11) or reference-Gen1 LIF with a hand-written BPTT, one bool mask per step.
+
+    Forward over t, ``charge="ilif"`` (tau None): H = decay * (H - S) + X[t]; ``"lif"``: H = V + (X[t] - V) / tau,
+    V = H - S; then S = round(clip(H, 0, D)). Backward (S detached in the reset):
+    dL/dH[t] = dL/dS[t] * 1[0 <= H[t] <= D] + leak * dL/dH[t+1] with leak = decay (ilif) or 1 - 1/tau (lif),
+    and dL/dX[t] = dL/dH[t] (ilif) or dL/dH[t] / tau (lif). Autograd through the Python loop keeps several
+    float tensors per step; this keeps 1 byte per element per step. The carried membrane (``initial``) gets
+    no gradient.
+
+    Returns the spikes [T, N] and, when ``keep``, the membrane V after the last step [N] (else None).
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, max_level: float, decay: float) -> torch.Tensor:
-        # x: [T, N]
+    def forward(ctx, x: torch.Tensor, initial: torch.Tensor | None, max_level: float, decay: float,
+                tau: float | None, keep: bool):
+        # x: [T, N]; initial: [N] or None
         out = torch.empty_like(x)
         windows = torch.empty(x.shape, dtype=torch.bool, device=x.device)
-        membrane = x[0].clone()
+        if tau is None:  # membrane holds H
+            membrane = x[0].clone() if initial is None else torch.add(x[0], initial, alpha=decay)
+        else:  # membrane holds V
+            membrane = torch.zeros_like(x[0]) if initial is None else initial
         for t in range(x.shape[0]):
-            if t > 0:
+            if tau is not None:
+                # H[t] = V[t-1] + (X[t] - V[t-1]) / tau, in spikingjelly's order of operations
+                membrane = membrane + (x[t] - membrane) / tau
+            elif t > 0:
                 # H[t] = X[t] + decay * (H[t-1] - S[t-1])
                 membrane = torch.add(x[t], membrane.sub_(out[t - 1]), alpha=decay)
             torch.clamp(membrane, 0.0, max_level, out=out[t])
             torch.eq(out[t], membrane, out=windows[t])
             out[t].round_()
+            if tau is not None:
+                membrane = membrane - out[t]  # V[t] = H[t] - S[t]
+        final = None
+        if keep:
+            final = membrane - out[-1] if tau is None else membrane
+            ctx.mark_non_differentiable(final)
         ctx.save_for_backward(windows)
-        ctx.decay = decay
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        (windows,) = ctx.saved_tensors
-        grad_x = torch.empty_like(grad_output)
-        for t in range(grad_output.shape[0] - 1, -1, -1):
-            torch.mul(grad_output[t], windows[t], out=grad_x[t])
-            if t + 1 < grad_output.shape[0]:
-                grad_x[t].add_(grad_x[t + 1], alpha=ctx.decay)
-        return grad_x, None, None
-
-
-class _LIFMultiStep(torch.autograd.Function):
-    """Fused multi-step reference-Gen1 LIF (``charge="lif"``), one bool mask per step saved.
-
-    Forward over t: H = V + (X[t] - V) / tau; S = round(clip(H, 0, D)); V = H - S (V starts at 0).
-    Backward (S detached in the reset): dL/dH[t] = dL/dS[t] * 1[0 <= H[t] <= D] + (1 - 1/tau) * dL/dH[t+1],
-    and dL/dX[t] = dL/dH[t] / tau.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, max_level: float, tau: float) -> torch.Tensor:
-        # x: [T, N]
-        out = torch.empty_like(x)
-        windows = torch.empty(x.shape, dtype=torch.bool, device=x.device)
-        membrane = torch.zeros_like(x[0])
-        for t in range(x.shape[0]):
-            # H[t] = V[t-1] + (X[t] - V[t-1]) / tau, in spikingjelly's order of operations
-            membrane = membrane + (x[t] - membrane) / tau
-            torch.clamp(membrane, 0.0, max_level, out=out[t])
-            torch.eq(out[t], membrane, out=windows[t])
-            out[t].round_()
-            membrane = membrane - out[t]  # V[t] = H[t] - S[t]
-        ctx.save_for_backward(windows)
+        ctx.leak = decay if tau is None else 1.0 - 1.0 / tau
         ctx.tau = tau
-        return out
+        return out, final
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
+    def backward(ctx, grad_output: torch.Tensor, _grad_final):
         (windows,) = ctx.saved_tensors
         grad_h = torch.empty_like(grad_output)
-        leak = 1.0 - 1.0 / ctx.tau
         for t in range(grad_output.shape[0] - 1, -1, -1):
             torch.mul(grad_output[t], windows[t], out=grad_h[t])
             if t + 1 < grad_output.shape[0]:
-                grad_h[t].add_(grad_h[t + 1], alpha=leak)
-        return grad_h / ctx.tau, None, None
-
-
-def _lif_loop(x: torch.Tensor, max_level: int, tau: float) -> torch.Tensor:
-    """Per-step reference-Gen1 LIF under autograd, as spikingjelly runs it: x [T, N] -> spikes [T, N]."""
-    outputs = []
-    membrane = torch.zeros_like(x[0])
-    for t in range(x.shape[0]):
-        membrane = membrane + (x[t] - membrane) / tau
-        outputs.append(quantize_ste(membrane, max_level))
-        membrane = membrane - outputs[-1].detach()
-    return torch.stack(outputs)
-
-
-def _ilif_loop(x: torch.Tensor, max_level: int, decay: float) -> torch.Tensor:
-    """Per-step I-LIF under autograd (the reference's way): x [T, N] -> spikes [T, N]."""
-    outputs = []
-    membrane = x[0]
-    for t in range(x.shape[0]):
-        if t > 0:
-            membrane = decay * (membrane - outputs[-1].detach()) + x[t]
-        outputs.append(quantize_ste(membrane, max_level))
-    return torch.stack(outputs)
+                grad_h[t].add_(grad_h[t + 1], alpha=ctx.leak)
+        grad_x = grad_h if ctx.tau is None else grad_h / ctx.tau
+        return grad_x, None, None, None, None, None
 
 
 class SpikingNeuron(nn.Module):
     """Base class: every neuron in a spikeyolo network derives from it.
 
+    Args:
+        time_steps, max_level: T and D of a private :class:`SpikeCoding` (a detector replaces it with its own).
+
     Attributes:
-        time_steps: T, the leading time axis of the flat [T*B, ...] input.
-        max_level: D, the largest value the neuron emits (1 for binary neurons).
+        coding: the :class:`SpikeCoding` the neuron reads T and D from.
+        time_steps: T, the leading time axis of the flat [T*B, ...] input (read from ``coding``).
+        max_level: D, the largest value the neuron emits (1 for binary neurons; read from ``coding``).
+        stateful: False (default): every call starts from a zero membrane; True: from ``membrane``.
+        membrane: the membrane carried to the next call in the stateful mode, [N] with N = B*C*H*W, or None.
     """
 
-    time_steps: int
-    max_level: int
+    def __init__(self, time_steps: int, max_level: int) -> None:
+        super().__init__()
+        self.coding = SpikeCoding(time_steps, max_level)
+        self.stateful = False
+        self.membrane: torch.Tensor | None = None
+
+    @property
+    def time_steps(self) -> int:
+        return self.coding.time_steps
+
+    @property
+    def max_level(self) -> int:
+        return self.coding.max_level
+
+    def reset_state(self) -> None:
+        """Forget the carried membrane: the next call starts from zero."""
+        self.membrane = None
+
+    def carried(self, seq: torch.Tensor) -> torch.Tensor | None:
+        """The membrane the call on ``seq`` [T, N] starts from: None (zero) unless stateful with one of shape [N]."""
+        membrane = self.membrane
+        if not self.stateful or membrane is None or membrane.shape != seq.shape[1:] or membrane.device != seq.device:
+            return None
+        return membrane.to(seq.dtype)
 
     def extra_repr(self) -> str:
         return f"time_steps={self.time_steps}, max_level={self.max_level}"
@@ -222,15 +297,11 @@ class ILIF(SpikingNeuron):
 
     def __init__(self, time_steps: int = 1, max_level: int = 4, decay: float = 0.25,
                  backend: str = "fused", charge: str = "ilif") -> None:
-        super().__init__()
-        if int(time_steps) < 1:
-            raise ValueError(f"time_steps (T) must be >= 1, got {time_steps}")
+        super().__init__(time_steps, max(int(max_level), 0))  # checks T
         if int(max_level) < 1:
             raise ValueError(f"max_level (D) must be >= 1, got {max_level}")
         if not 0.0 <= float(decay) < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
-        self.time_steps = int(time_steps)
-        self.max_level = int(max_level)
         self.decay = float(decay)
         if backend not in ("fused", "spikingjelly", "loop"):
             raise ValueError(f"backend must be 'fused', 'spikingjelly' or 'loop', got {backend!r}")
@@ -244,38 +315,50 @@ class ILIF(SpikingNeuron):
                              "binary spikes against a threshold, not the reference's integers)")
         self.charge = charge
         self.tau = 1.0 / (1.0 - self.decay)  # spikingjelly's tau; 2.0 exactly for decay 0.5
-        self.node: nn.Module | None = None
-        if self.time_steps > 1 and backend == "spikingjelly":
-            # spikingjelly: H[t] = (1 - 1/tau) V[t-1] + X[t], C = round(clip(H)), V = H - C.
-            # tau must be > 1; decay 0 (no memory) is tau = 1, which spikingjelly rejects,
-            # so that case uses a tiny offset, exact to float precision for decay = 0.
-            tau = 1.0 / (1.0 - self.decay) if self.decay > 0 else 1.0 + 1e-7
-            self.node = sj_neuron.ILIFNode(
-                tau=tau,
-                surrogate_function=sj_surrogate.MultiLevelSpikeCount(self.max_level),
-                detach_reset=True,
-                step_mode="m",
-            )
+
+    @property
+    def lif_tau(self) -> float | None:
+        """tau of the ``lif`` charge, None for ``ilif`` (the argument :func:`run_steps` takes)."""
+        return self.tau if self.charge == "lif" else None
+
+    @property
+    def step_decay(self) -> float:
+        """The factor the ``ilif`` recursion multiplies H - S by: ``decay``, or on the spikingjelly backend its
+        1 - 1/tau (equal up to float rounding)."""
+        return 1.0 - 1.0 / self._spikingjelly_tau() if self.backend == "spikingjelly" else self.decay
+
+    def _spikingjelly_tau(self) -> float:
+        # spikingjelly: H[t] = (1 - 1/tau) V[t-1] + X[t], C = round(clip(H)), V = H - C.
+        # tau must be > 1; decay 0 (no memory) is tau = 1, which spikingjelly rejects,
+        # so that case uses a tiny offset, exact to float precision for decay = 0.
+        return 1.0 / (1.0 - self.decay) if self.decay > 0 else 1.0 + 1e-7
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.charge == "lif":
-            # [T*B, C, H, W] -> [T, B*C*H*W]
-            seq = x.reshape(self.time_steps, -1)
-            if self.backend == "loop":
-                return _lif_loop(seq, self.max_level, self.tau).reshape(x.shape)
-            return _LIFMultiStep.apply(seq, float(self.max_level), self.tau).reshape(x.shape)
-        if self.time_steps == 1:
+        if self.charge == "ilif" and self.time_steps == 1 and not self.stateful:
             return quantize_ste(x, self.max_level)
-        flat_shape = x.shape
         # [T*B, C, H, W] -> [T, B*C*H*W]
         seq = x.reshape(self.time_steps, -1)
-        if self.node is not None:
-            out = self.node(seq)
-        elif self.backend == "loop":
-            out = _ilif_loop(seq, self.max_level, self.decay)
-        else:
-            out = _ILIFMultiStep.apply(seq, float(self.max_level), self.decay)
-        return out.reshape(flat_shape)
+        out, final = self._steps(seq, self.carried(seq))
+        if self.stateful:
+            self.membrane = final.detach()
+        return out.reshape(x.shape)
+
+    def _steps(self, seq: torch.Tensor, initial: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """spikes [T, N] and the membrane after the last step [N] (None when not stateful) of ``seq`` [T, N]."""
+        if self.charge == "ilif" and seq.shape[0] == 1:
+            membrane = seq if initial is None else torch.add(seq, initial, alpha=self.decay)  # H[0] = decay V + X[0]
+            out = quantize_ste(membrane, self.max_level)
+            return out, (membrane - out)[0] if self.stateful else None
+        if self.backend == "loop":
+            return run_steps(seq, quantize_ste, self.max_level, self.decay, self.lif_tau, initial)
+        if self.backend == "spikingjelly":
+            if initial is not None:  # H[0] = decay * V + X[0]; the node itself starts from zero
+                seq = torch.cat((torch.add(seq[0], initial, alpha=self.decay).unsqueeze(0), seq[1:]))
+            node = sj_neuron.ILIFNode(tau=self._spikingjelly_tau(),
+                                      surrogate_function=sj_surrogate.MultiLevelSpikeCount(self.max_level),
+                                      detach_reset=True, step_mode="m")
+            return node(seq), node.v if self.stateful else None
+        return _FusedSteps.apply(seq, initial, float(self.max_level), self.decay, self.lif_tau, self.stateful)
 
     def extra_repr(self) -> str:
         charge = ", charge=lif" if self.charge == "lif" else ""
@@ -283,7 +366,7 @@ class ILIF(SpikingNeuron):
 
 
 class ReLUNeuron(SpikingNeuron):
-    """The ANN twin: ReLU in place of I-LIF (same architecture, same parameters).
+    """The ANN twin: ReLU in place of I-LIF (same architecture, same parameters); it keeps no state.
 
     Args:
         time_steps: kept for interface parity (the input is still [T*B, ...]).
@@ -292,15 +375,25 @@ class ReLUNeuron(SpikingNeuron):
     """
 
     def __init__(self, time_steps: int = 1, max_level: int = 0, decay: float = 0.0, charge: str = "ilif") -> None:
-        super().__init__()
-        self.time_steps = int(time_steps)
-        self.max_level = 0
-        del decay, charge
+        super().__init__(time_steps, 0)
+        del max_level, decay, charge
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)
 
 
+def _neurons(module: nn.Module) -> list[SpikingNeuron]:
+    return [m for m in module.modules() if isinstance(m, SpikingNeuron)]
+
+
 def reset_states(module: nn.Module) -> None:
-    """Reset the membrane state of every stateful neuron in ``module`` (the one reset place)."""
-    sj_functional.reset_net(module)
+    """Forget the carried membrane of every neuron in ``module`` (stateful mode); the next call starts from zero."""
+    for neuron in _neurons(module):
+        neuron.reset_state()
+
+
+def set_stateful(module: nn.Module, enabled: bool) -> None:
+    """Switch every neuron in ``module`` to the stateful mode (``enabled``) or back, starting from zero."""
+    for neuron in _neurons(module):
+        neuron.stateful = bool(enabled)
+        neuron.reset_state()

@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spikeyolo.nn.anchor_head import AnchorHead, AnchorLoss
+from spikeyolo.nn.anchor_head import AnchorHead, AnchorLoss, anchor_loss
+from spikeyolo.nn.protocol import DetectorMixin
 
 __all__ = ["TinyYOLO", "ConvBNLeaky"]
 
@@ -44,8 +45,8 @@ class ConvBNLeaky(nn.Module):
         return self.act(self.bn(self.conv(x)))
 
 
-class TinyYOLO(nn.Module):
-    """Tiny YOLO v2 with an anchor head.
+class TinyYOLO(DetectorMixin, nn.Module):
+    """Tiny YOLO v2 with an anchor head; a :class:`~spikeyolo.nn.protocol.DetectorModel` without T and D.
 
     Args:
         num_classes: number of classes.
@@ -57,6 +58,9 @@ class TinyYOLO(nn.Module):
         neuron: the framework's neuron factory; accepted and ignored (this is the ANN; Spiking-YOLO
             gets its neurons from the converter).
     """
+
+    time_steps: None = None  # an ANN: no time steps and no spike levels
+    max_level: None = None
 
     def __init__(self, num_classes: int, anchors: list[list[float]],
                  channels: tuple[int, ...] | list[int] = TINY_YOLO_V2_CHANNELS, width_multiple: float = 1.0,
@@ -80,6 +84,7 @@ class TinyYOLO(nn.Module):
                 layers.append(nn.MaxPool2d(2, 1))
         self.backbone = nn.Sequential(*layers)
         self.num_classes = int(num_classes)
+        self.in_chs = int(in_chs)
         self.negative_slope = float(negative_slope)
         self.head = AnchorHead([previous], self.num_classes, anchors)
         stride = 1
@@ -89,10 +94,6 @@ class TinyYOLO(nn.Module):
         self.head.stride.fill_(float(stride))
         self.head.init_biases()
 
-    @property
-    def strides(self) -> list[int]:
-        return [int(s) for s in self.head.stride.tolist()]
-
     def forward(self, images: torch.Tensor):
         """images [B, 3, H, W] in [0, 1], H and W multiples of 32. Train: [raw map]; eval: (decoded, [raw map])."""
         return self.head([self.backbone(images)])
@@ -101,12 +102,7 @@ class TinyYOLO(nn.Module):
         """Leaf modules in execution order (backbone, then the linear detection conv)."""
         return [m for m in self.backbone.modules() if not list(m.children())] + [self.head.pred[0]]
 
-    def build_loss(self, anchor_box: float = 1.0, anchor_cls: float = 1.0, anchor_obj: float = 1.0,
-                   anchor_ignore_iou: float = 0.6, **ignored) -> AnchorLoss:
+    def build_loss(self, **gains: float) -> AnchorLoss:
         """The YOLOv2 loss of the anchor head (``trainer.loss.anchor_*`` gains); the YOLOv8 gains
         (box, cls, dfl, tal_topk) belong to the anchor-free head and are ignored."""
-        del ignored
-        return AnchorLoss(self.head, box=anchor_box, obj=anchor_obj, cls=anchor_cls, ignore_iou=anchor_ignore_iou)
-
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+        return anchor_loss(self.head, **gains)
