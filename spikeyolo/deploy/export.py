@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from spikeyolo.deploy.fixed_point import to_fixed_point
+from spikeyolo.deploy.spike_driven import to_spike_driven
 from spikeyolo.errors import ExportError
-from spikeyolo.nn.neurons import ILIF
+from spikeyolo.nn.neurons import ILIF, SpikingNeuron, run_steps
 
 __all__ = ["DEFAULT_OPSET", "ExportError", "OnnxExportReport", "OnnxILIF", "onnx_ready", "export_onnx",
            "check_onnx", "prepare_path"]
@@ -41,14 +44,15 @@ DEFAULT_OPSET = 17
 PATHS = ("integer", "spike_driven")
 
 
-class OnnxILIF(nn.Module):
-    """I-LIF forward (Eq. 8-11) in plain tensor ops, for graph export; no gradient, no hidden state.
+class OnnxILIF(SpikingNeuron):
+    """I-LIF forward (Eq. 8-11) in plain tensor ops, for graph export; no gradient, no carried membrane.
 
         charge "ilif": H[0] = X[0];  H[t] = decay * (H[t-1] - S[t-1]) + X[t]
         charge "lif":  H[t] = V[t-1] + (X[t] - V[t-1]) / tau, V[-1] = 0, V[t] = H[t] - S[t]  (reference Gen1)
         S[t] = round_half_even(clip(H[t], 0, D))
 
-    Each in the float order of the training-time neuron (:class:`~spikeyolo.nn.neurons.ILIF`).
+    The recursion is the training-time neuron's own (:func:`~spikeyolo.nn.neurons.run_steps`, in the float order
+    of :class:`~spikeyolo.nn.neurons.ILIF`) with round(clamp) as the firing function.
 
     Args:
         time_steps: T.
@@ -59,51 +63,36 @@ class OnnxILIF(nn.Module):
 
     def __init__(self, time_steps: int, max_level: int, decay: float, charge: str = "ilif",
                  tau: float | None = None) -> None:
-        super().__init__()
+        super().__init__(time_steps, max_level)
         if charge not in ("ilif", "lif"):
             raise ValueError(f"charge must be 'ilif' or 'lif', got {charge!r}")
-        self.time_steps = int(time_steps)
-        self.max_level = int(max_level)
         self.decay = float(decay)
         self.charge = charge
         self.tau = float(tau) if tau is not None else 1.0 / (1.0 - self.decay) if charge == "lif" else None
 
     @classmethod
     def like(cls, neuron: ILIF) -> "OnnxILIF":
-        decay = neuron.decay
-        node = getattr(neuron, "node", None)
-        if node is not None and hasattr(node, "tau"):
-            decay = 1.0 - 1.0 / float(node.tau)  # the factor the training-time recursion multiplies by
-        charge = getattr(neuron, "charge", "ilif")
-        return cls(neuron.time_steps, neuron.max_level, decay, charge, neuron.tau if charge == "lif" else None)
+        """The export form of ``neuron``, reading the same T and D (its ``coding``)."""
+        ready = cls(neuron.time_steps, neuron.max_level, neuron.step_decay, neuron.charge, neuron.lif_tau)
+        ready.coding = neuron.coding
+        return ready
 
-    def _fire(self, membrane: torch.Tensor) -> torch.Tensor:
-        return torch.round(torch.clamp(membrane, 0.0, float(self.max_level)))
+    @staticmethod
+    def _fire(membrane: torch.Tensor, max_level: int) -> torch.Tensor:
+        return torch.round(torch.clamp(membrane, 0.0, float(max_level)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.charge == "ilif" and self.time_steps == 1:
-            return self._fire(x)
+            return self._fire(x, self.max_level)
         # [T*B, C, H, W] -> [T, B*C*H*W]
         steps = x.reshape(self.time_steps, -1)
-        outputs = []
-        if self.charge == "lif":
-            membrane = torch.zeros_like(steps[0])
-            for t in range(self.time_steps):
-                membrane = membrane + (steps[t] - membrane) / self.tau
-                outputs.append(self._fire(membrane))
-                membrane = membrane - outputs[-1]
-        else:
-            membrane = steps[0]
-            for t in range(self.time_steps):
-                if t > 0:
-                    membrane = self.decay * (membrane - outputs[-1]) + steps[t]
-                outputs.append(self._fire(membrane))
+        spikes, _ = run_steps(steps, self._fire, self.max_level, self.decay, self.tau if self.charge == "lif" else None)
         # [T, B*C*H*W] -> [T*B, C, H, W]
-        return torch.stack(outputs).reshape(x.shape)
+        return spikes.reshape(x.shape)
 
     def extra_repr(self) -> str:
         charge = f", charge=lif, tau={self.tau}" if self.charge == "lif" else ""
-        return f"time_steps={self.time_steps}, max_level={self.max_level}, decay={self.decay}{charge}"
+        return f"{super().extra_repr()}, decay={self.decay}{charge}"
 
 
 def onnx_ready(model: nn.Module) -> nn.Module:
@@ -138,21 +127,16 @@ def prepare_path(model: nn.Module, path: str, fixed_point: bool = False,
     if path not in PATHS:
         raise ExportError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
     if fixed_point:
-        from spikeyolo.deploy.fixed_point import to_fixed_point
-
         return to_fixed_point(model, mantissa_bits=mantissa_bits, expand=path == "spike_driven")
     if path == "integer":
         return model.eval()
     if path == "spike_driven":
-        from spikeyolo.deploy import to_spike_driven
-
         return to_spike_driven(model)
     raise ExportError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
 
 
 def _check_imgsz(model: nn.Module, imgsz: int) -> None:
-    strides = getattr(model, "strides", None)
-    stride = max(strides) if strides else 32
+    stride = max(model.strides)
     if int(imgsz) < stride or int(imgsz) % stride:
         raise ExportError(f"imgsz={imgsz} is not a multiple of the model's largest stride {stride}")
 
@@ -243,13 +227,11 @@ def export_onnx(model: nn.Module, file: str | Path, imgsz: int, path: str = "int
     model = model.float().eval()
     _check_imgsz(model, imgsz)
     target = prepare_path(model, path, fixed_point, mantissa_bits)
-    in_chs = int(getattr(model, "in_chs", 3))
+    in_chs = model.in_chs
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
     wrapper = _Detections(onnx_ready(target)).eval()
     example = torch.rand(1, in_chs, imgsz, imgsz)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about the fixed anchor grid and shapes
         torch.onnx.export(wrapper, (example,), str(file), dynamo=False, opset_version=int(opset),

@@ -121,8 +121,7 @@ def _snap_decay(model: nn.Module) -> None:
 
 def auto_mantissa_bits(model: nn.Module) -> int:
     """20 bits (4 of headroom for residual adds) less 2 per extra time step (membrane recursion, decay 1/4)."""
-    steps = max((int(m.time_steps) for m in model.modules() if isinstance(m, SpikingNeuron)), default=1)
-    return max(8, 20 - 2 * (steps - 1))
+    return max(8, 20 - 2 * (model.time_steps - 1))
 
 
 def to_fixed_point(model: nn.Module, mantissa_bits: int | None = None, levels: int = 255,

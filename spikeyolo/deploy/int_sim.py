@@ -35,6 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from spikeyolo.deploy.spike_driven import SpikeDrivenConv, SpikeDrivenMetaBlock
+from spikeyolo.nn.neurons import ILIF
+
 __all__ = ["IntConv", "IntBlock", "compile_block", "snap_to_grid", "quantize", "fire", "thermometer",
            "conv2d_int", "describe"]
 
@@ -182,14 +185,11 @@ def _convs(program: tuple):
 
 
 def _compile(module: nn.Module, frac_bits: int) -> tuple:
-    from spikeyolo.deploy.spike_driven import SpikeDrivenConv, SpikeDrivenMetaBlock
-    from spikeyolo.nn.neurons import ILIF
-
     if isinstance(module, SpikeDrivenConv):
         neuron = module.neuron
         if not isinstance(neuron, ILIF):
             raise ValueError(f"the integer simulator models the I-LIF neuron, got {type(neuron).__name__}")
-        if getattr(neuron, "charge", "ilif") != "ilif":
+        if neuron.charge != "ilif":
             raise ValueError(f"the integer simulator models the I-LIF charge (Eq. 8-10), not charge="
                              f"{neuron.charge!r} (the reference Gen1 LIF)")
         decay_num, decay_shift = _dyadic(neuron.decay) if neuron.time_steps > 1 else (0, 0)
@@ -219,8 +219,6 @@ def compile_block(block: nn.Module, frac_bits: int = 12) -> IntBlock:
 @torch.no_grad()
 def snap_to_grid(block: nn.Module, frac_bits: int) -> nn.Module:
     """Round the weights and biases of a spike-driven block's convs to multiples of 2^-f, in place."""
-    from spikeyolo.deploy.spike_driven import SpikeDrivenConv
-
     scale = float(1 << frac_bits)
     for module in block.modules():
         if isinstance(module, SpikeDrivenConv):

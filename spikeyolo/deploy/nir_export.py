@@ -40,7 +40,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from spikeyolo.deploy.spike_driven import SpikeDrivenConv, SpikeDrivenMetaBlock, StemConv, to_spike_driven
+from spikeyolo.errors import ExportError
 from spikeyolo.io import atomic_path
+from spikeyolo.nn.blocks import Concat, Upsample
+from spikeyolo.nn.detector import SpikeYOLO
+from spikeyolo.nn.neurons import ILIF
 
 __all__ = ["NirExportReport", "to_nir", "export_nir", "unsupported_reason"]
 
@@ -92,8 +97,6 @@ class NirExportReport:
 
 def unsupported_reason(module: nn.Module, is_head: bool = False) -> str:
     """Why NIR cannot express ``module`` (a layer of the spike-driven model)."""
-    from spikeyolo.nn.blocks import Concat, Upsample
-
     if is_head:
         return ("detection head: its convs are expressible, but the mean over T, the DFL softmax and the box "
                 "decoding are not NIR primitives")
@@ -110,7 +113,7 @@ class _Builder:
     """Collects NIR nodes and edges while walking the spike-driven model."""
 
     def __init__(self, shapes: dict[int, tuple[int, ...]], dry_run: bool = False) -> None:
-        import nir
+        import nir  # optional dependency (the export extra)
 
         self.nir = nir
         self.shapes = shapes
@@ -140,11 +143,9 @@ class _Builder:
         return self.add(name, node, sources)
 
     def neuron(self, name: str, neuron: nn.Module, shape: tuple[int, ...], sources: list[str]) -> list[str]:
-        from spikeyolo.nn.neurons import ILIF
-
         if not isinstance(neuron, ILIF):
             raise _Unsupported(f"{type(neuron).__name__} neuron has no NIR mapping")
-        if getattr(neuron, "charge", "ilif") != "ilif":
+        if neuron.charge != "ilif":
             raise _Unsupported(f"charge={neuron.charge!r} neuron (the reference Gen1 LIF halves its input): "
                                "no NIR mapping")
         if neuron.time_steps != 1:
@@ -159,8 +160,6 @@ class _Builder:
 
     def convert(self, module: nn.Module, name: str, terms: list[str]) -> list[str]:
         """Add ``module``; ``terms`` are the nodes summing to its input; returns those of its output."""
-        from spikeyolo.deploy.spike_driven import SpikeDrivenConv, SpikeDrivenMetaBlock, StemConv
-
         if isinstance(module, StemConv):
             return [self.conv(f"{name}.conv", module, module.bias, terms)]
         if isinstance(module, SpikeDrivenConv):
@@ -231,11 +230,11 @@ def to_nir(spike_model: nn.Module, imgsz: int) -> tuple[Any, NirExportReport]:
     Returns:
         (nir.NIRGraph, report without ``file``).
     """
-    import nir
+    import nir  # optional dependency (the export extra)
 
     layers = list(spike_model.layers)
     sources = spike_model.sources
-    in_chs = int(getattr(spike_model, "in_chs", 3))
+    in_chs = spike_model.in_chs
     shapes = _record_conv_inputs(spike_model, imgsz, in_chs)
     builder = _Builder(shapes)
     builder.add("input", nir.Input(input_type={"input": np.array([in_chs, imgsz, imgsz])}), [])
@@ -244,7 +243,7 @@ def to_nir(spike_model: nn.Module, imgsz: int) -> tuple[Any, NirExportReport]:
     unsupported: list[str] = []
     last_shape = [in_chs, imgsz, imgsz]
     stop_at = len(layers)
-    time_steps = int(getattr(spike_model, "time_steps", 1))
+    time_steps = spike_model.time_steps
     for index, layer in enumerate(layers):
         is_head = index == len(layers) - 1
         if index == 0:
@@ -286,7 +285,7 @@ def to_nir(spike_model: nn.Module, imgsz: int) -> tuple[Any, NirExportReport]:
     builder.add("output", nir.Output(output_type={"output": np.array(last_shape)}), terms)
     graph = nir.NIRGraph(nodes=builder.nodes, edges=builder.edges,
                          metadata={"producer": "spikeyolo", "imgsz": int(imgsz),
-                                   "max_level": int(getattr(spike_model, "max_level", 0)),
+                                   "max_level": spike_model.max_level,
                                    "time_steps": time_steps, "exported_layers": list(exported)})
     report = NirExportReport(file=None, exported_layers=exported, output_shape=[int(s) for s in last_shape],
                              unsupported=unsupported, num_nodes=len(graph.nodes), num_edges=len(graph.edges))
@@ -309,12 +308,9 @@ def export_nir(model: nn.Module, file: str | Path, imgsz: int, spike_driven: boo
         file: the .nir file.
         imgsz: square input size (a multiple of the largest stride).
     """
-    import nir
+    import nir  # optional dependency (the export extra)
 
-    from spikeyolo.deploy import to_spike_driven
-    from spikeyolo.deploy.export import ExportError
-
-    if not hasattr(model, "layers") or not hasattr(model, "sources"):
+    if not isinstance(model, SpikeYOLO):
         raise ExportError(f"NIR export covers SpikeYOLO models (a layer list with I-LIF neurons), not "
                           f"{type(model).__name__}; use format=onnx")
     spike_model = model if spike_driven else to_spike_driven(model.float())

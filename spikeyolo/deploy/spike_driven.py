@@ -86,7 +86,7 @@ class SpikeDrivenConv(nn.Module):
     """neuron -> thermometer expansion -> bias-free conv on T*D binary maps -> sum over D -> + bias.
 
     Args:
-        neuron: the I-LIF neuron of the integer model (its T and D are used).
+        neuron: the I-LIF neuron of the integer model; T and D are read from it (its ``coding``) at each forward.
         weight: folded conv weight [Cout, Cin/groups, k, k] (BN scale inside).
         bias: [Cout] additive term (conv bias, BN shift, RepConv constant), added once per original step.
         stride, padding, groups: conv geometry.
@@ -96,8 +96,6 @@ class SpikeDrivenConv(nn.Module):
                  padding: int = 0, groups: int = 1) -> None:
         super().__init__()
         self.neuron = neuron
-        self.time_steps = int(neuron.time_steps)
-        self.max_level = int(neuron.max_level)
         out_chs, in_per_group, kernel, _ = weight.shape
         self.conv = nn.Conv2d(in_per_group * groups, out_chs, kernel, stride, padding, groups=groups, bias=False,
                               dtype=weight.dtype, device=weight.device)
@@ -107,6 +105,14 @@ class SpikeDrivenConv(nn.Module):
         self.check_binary = False
         self.last_check: BinaryCheck | None = None
         self.expand = True  # False: conv on the integer spikes (the folded integer path; same sums)
+
+    @property
+    def time_steps(self) -> int:
+        return self.neuron.time_steps
+
+    @property
+    def max_level(self) -> int:
+        return self.neuron.max_level
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spikes = self.neuron(x)  # [T*B, C, H, W] integers 0..D
