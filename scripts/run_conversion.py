@@ -23,7 +23,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = [("channel", "ibt"), ("channel", "signed"), ("layer", "ibt"), ("layer", "signed")]
-PRESETS = {"float32_45nm": (4.6, 0.9), "int_spiking_yolo": (3.2, 0.1)}
 START, END = "<!-- conversion start -->", "<!-- conversion end -->"
 
 
@@ -70,7 +69,10 @@ def main() -> None:
         sweeps[name] = json.loads(result.read_text())
 
     from spikeyolo.conversion.evaluation import TimestepPoint, TimestepSweep
+    from spikeyolo.energy import presets
     from spikeyolo.plots import plot_firing_rates, plot_timesteps
+
+    energy_presets = presets()  # configs/energy/*.yaml
 
     loaded = {name: TimestepSweep(**{**data, "points": [TimestepPoint(**p) for p in data["points"]]})
               for name, data in ((n, {k: v for k, v in d.items() if k in TimestepSweep.__dataclass_fields__})
@@ -106,14 +108,14 @@ def main() -> None:
               f"of the ANN's mAP@50.", "",
               "Energy per image (channel-norm + IBT; ANN: every conv's MACs; SNN: the first conv's MACs once plus "
               "one accumulate per spike per connection):", "",
-              "| T | SOPs (G) | " + " | ".join(f"ANN {p} (mJ) | SNN {p} (mJ)" for p in PRESETS) + " |",
-              "|---|---|" + "---|---|" * len(PRESETS)]
+              "| T | SOPs (G) | " + " | ".join(f"ANN {p} (mJ) | SNN {p} (mJ)" for p in energy_presets) + " |",
+              "|---|---|" + "---|---|" * len(energy_presets)]
     for t in best_marks:
         point = next(p for p in best.points if p.time_steps == t and p.decoding == "vmem")
         cells = []
-        for e_mac, e_ac in PRESETS.values():
-            cells += [f"{best.dense_macs * e_mac * 1e-9:.3f}",
-                      f"{(best.first_layer_macs * e_mac + point.sops * e_ac) * 1e-9:.3f}"]
+        for preset in energy_presets.values():
+            cells += [f"{best.dense_macs * preset.e_mac_pj * 1e-9:.3f}",
+                      f"{(best.first_layer_macs * preset.e_mac_pj + point.sops * preset.e_ac_pj) * 1e-9:.3f}"]
         lines.append(f"| {t} | {point.sops / 1e9:.3f} | " + " | ".join(cells) + " |")
     lines += ["", f"Dense MACs per image {best.dense_macs / 1e9:.3f} G (first conv {best.first_layer_macs / 1e9:.3f} G); "
               f"{best.images} validation images.", "",

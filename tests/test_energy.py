@@ -11,7 +11,7 @@ from torch import nn
 
 import spikeyolo
 from spikeyolo.deploy import SpikeDrivenConv, to_spike_driven
-from spikeyolo.energy import PRESETS, build_report, count_dense_ops, measure, write_report
+from spikeyolo.energy import build_report, count_dense_ops, measure, presets, write_report
 from spikeyolo.nn.neurons import ILIF, SpikingNeuron
 from tests.test_deploy import build, images
 
@@ -139,7 +139,7 @@ def test_exact_and_reference_agree_up_to_padding(measured):
 
 def test_energies_follow_eq16_17(measured):
     _, _, _, counts = measured
-    for name, preset in PRESETS.items():
+    for name, preset in presets().items():
         report = build_report(counts, preset, mode="reference")
         t = report.total
         stem = counts[0].dense_ops
@@ -148,7 +148,7 @@ def test_energies_follow_eq16_17(measured):
         assert t["snn_energy_mj"] == pytest.approx((stem * preset.e_mac_pj + t["sops"] * preset.e_ac_pj) * 1e-9)
         assert t["eq17_snn_energy_mj"] == pytest.approx(t["snn_energy_mj"], rel=1e-9)
         assert t["sops"] == t["sops_reference"]
-    assert PRESETS["float32_45nm"].e_mac_pj == 4.6 and PRESETS["int_spiking_yolo"].e_ac_pj == 0.1
+    assert presets()["float32_45nm"].e_mac_pj == 4.6 and presets()["int_spiking_yolo"].e_ac_pj == 0.1
 
 
 def test_report_files(measured, tmp_path):

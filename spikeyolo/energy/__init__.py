@@ -2,18 +2,21 @@
 
     spike_model = spikeyolo.deploy.to_spike_driven(model)
     counts = spikeyolo.energy.measure(spike_model, [images])
-    report = spikeyolo.energy.build_report(counts, PRESETS["float32_45nm"], mode="reference")
+    report = spikeyolo.energy.build_report(counts, load_preset("float32_45nm"), mode="reference")
+
+Energy presets (pJ per MAC and per AC) are the packaged configs/energy/*.yaml: :func:`load_preset`, :func:`presets`.
 """
 
 from pathlib import Path
 
-from spikeyolo.energy.counting import ConvCount, OpCounter, count_dense_ops
-from spikeyolo.energy.report import PRESETS, EnergyPreset, EnergyReport, LayerEnergy, build_report, measure
+from spikeyolo.energy.counting import ConvCount, ConvGeometry, OpCounter, count_dense_ops
+from spikeyolo.energy.presets import DEFAULT_PRESET, EnergyPreset, load_preset, presets
+from spikeyolo.energy.report import EnergyReport, LayerEnergy, build_report, measure
 from spikeyolo.io import write_text
 from spikeyolo.plots import plot_channel_rates, plot_energy_layers
 
-__all__ = ["ConvCount", "OpCounter", "count_dense_ops", "PRESETS", "EnergyPreset", "EnergyReport", "LayerEnergy",
-           "build_report", "measure", "write_report"]
+__all__ = ["ConvCount", "ConvGeometry", "OpCounter", "count_dense_ops", "DEFAULT_PRESET", "EnergyPreset",
+           "load_preset", "presets", "EnergyReport", "LayerEnergy", "build_report", "measure", "write_report"]
 
 
 def write_report(report: EnergyReport, counts: list[ConvCount], out_dir: str | Path, plots: bool = True) -> dict:

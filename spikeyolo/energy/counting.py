@@ -29,27 +29,26 @@ fan-out (border elements have fewer taps; with stride 2 even and odd rows differ
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from spikeyolo.deploy.spike_driven import SpikeDrivenConv, StemConv
+from spikeyolo.nn.blocks import TimeExpand
 
-__all__ = ["ConvCount", "OpCounter", "count_dense_ops"]
+__all__ = ["ConvGeometry", "ConvCount", "OpCounter", "count_dense_ops"]
 
 
 @dataclass
-class ConvCount:
-    """Accumulated counts of one conv (sums over all images seen; see ``per_image`` values).
+class ConvGeometry:
+    """Which conv and its shape (shared by the counts and the report rows).
 
     Attributes:
         name: qualified module name in the spike-driven model (the conv's owner).
         kind: "stem" (real-valued MAC conv) or "spike" (binary input, additions).
-        in_chs, out_chs, kernel_size, stride, padding, groups: conv geometry.
-        in_hw, out_hw: spatial input and output sizes of the last call.
-        time_steps, max_level: T and D of the neuron feeding the conv (1, 1 for the stem).
+        in_chs, out_chs, kernel_size, stride, groups: conv geometry.
     """
 
     name: str
@@ -58,8 +57,24 @@ class ConvCount:
     out_chs: int
     kernel_size: int
     stride: int
-    padding: int
     groups: int
+
+    def geometry(self) -> dict[str, object]:
+        """The :class:`ConvGeometry` fields of this record, by name."""
+        return {item.name: getattr(self, item.name) for item in fields(ConvGeometry)}
+
+
+@dataclass
+class ConvCount(ConvGeometry):
+    """Accumulated counts of one conv (sums over all images seen; see ``per_image`` values).
+
+    Attributes (after those of :class:`ConvGeometry`):
+        padding: conv padding.
+        time_steps, max_level: T and D of the neuron feeding the conv (1, 1 for the stem).
+        in_hw, out_hw: spatial input and output sizes of the last call.
+    """
+
+    padding: int
     time_steps: int = 1
     max_level: int = 1
     in_hw: tuple[int, int] = (0, 0)
@@ -151,8 +166,6 @@ class OpCounter:
         self._by_conv: dict[int, ConvCount] = {}
         self._handles: list = []
         self._targets: list[tuple[nn.Conv2d, ConvCount]] = []
-        from spikeyolo.nn.blocks import TimeExpand
-
         # the stem's input is [T*B, ...]: T copies of an image (its MACs counted once, as the reference sheet) or
         # T distinct event frames (counted T times); a hook on TimeExpand sees which input it was given
         self._time_expand = next((m for m in model.modules() if isinstance(m, TimeExpand)), None)

@@ -23,45 +23,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from spikeyolo.energy.counting import ConvCount, OpCounter
+from spikeyolo.energy.counting import ConvCount, ConvGeometry, OpCounter
+from spikeyolo.energy.presets import EnergyPreset, load_preset
 
-__all__ = ["EnergyPreset", "PRESETS", "LayerEnergy", "EnergyReport", "measure", "build_report"]
+__all__ = ["LayerEnergy", "EnergyReport", "measure", "build_report"]
 
 PJ_PER_MJ = 1e9
 
 
-@dataclass(frozen=True)
-class EnergyPreset:
-    """Energy per operation in pJ.
-
-    Attributes:
-        name: label written into the report.
-        e_mac_pj: one multiply-accumulate.
-        e_ac_pj: one accumulate (a synaptic operation driven by a binary spike).
-    """
-
-    name: str = "float32_45nm"
-    e_mac_pj: float = 4.6
-    e_ac_pj: float = 0.9
-
-
-PRESETS = {
-    "float32_45nm": EnergyPreset("float32_45nm", 4.6, 0.9),  # SpikeYOLO paper / reference sheet (default)
-    "int_spiking_yolo": EnergyPreset("int_spiking_yolo", 3.2, 0.1),  # Spiking-YOLO (integer, 45 nm)
-}
-
-
 @dataclass
-class LayerEnergy:
-    """One row of the report (per image)."""
+class LayerEnergy(ConvGeometry):
+    """One row of the report (per image): the conv's geometry, then its counts and energies."""
 
-    name: str
-    kind: str
-    in_chs: int
-    out_chs: int
-    kernel_size: int
-    stride: int
-    groups: int
     in_hw: list[int]
     out_hw: list[int]
     dense_ops: float
@@ -151,24 +124,24 @@ def measure(spike_model: nn.Module, batches, channel_stats: bool = True) -> list
     return counter.counts
 
 
-def build_report(counts: list[ConvCount], preset: EnergyPreset = PRESETS["float32_45nm"],
+def build_report(counts: list[ConvCount], preset: EnergyPreset | None = None,
                  mode: str = "reference", info: dict[str, Any] | None = None) -> EnergyReport:
     """Turn per-conv counts into a report.
 
     Args:
         counts: from :func:`measure` (or ``OpCounter``).
-        preset: energies per op.
+        preset: energies per op (default: :func:`~spikeyolo.energy.presets.load_preset`'s default, float32_45nm).
         mode: "reference" (dense ops x mean spikes x T, the sheet) or "exact" (1s x true fan-out).
     """
     if mode not in ("reference", "exact"):
         raise ValueError(f"mode must be 'reference' or 'exact', got {mode!r}")
+    preset = preset if preset is not None else load_preset()
     rows = []
     for c in counts:
         sops = c.sops_reference if mode == "reference" else c.sops_exact
         snn = c.dense_ops * preset.e_mac_pj if c.kind == "stem" else sops * preset.e_ac_pj
         rows.append(LayerEnergy(
-            name=c.name, kind=c.kind, in_chs=c.in_chs, out_chs=c.out_chs, kernel_size=c.kernel_size,
-            stride=c.stride, groups=c.groups, in_hw=list(c.in_hw), out_hw=list(c.out_hw), dense_ops=c.dense_ops,
+            **c.geometry(), in_hw=list(c.in_hw), out_hw=list(c.out_hw), dense_ops=c.dense_ops,
             valid_ops=c.valid_ops, mean_spikes=c.mean_spikes, firing_rate=c.firing_rate,
             sops_reference=c.sops_reference, sops_reference_valid=c.sops_reference_valid,
             sops_exact=c.sops_exact, sops=0.0 if c.kind == "stem" else sops,
