@@ -308,7 +308,7 @@ def test_predict_cli_writes_detections_per_window(gen1, trained, tmp_path):
                                         config_name="predict"))
     assert carried["windows"] == len(ends)
     # carrying the membrane leaves the first window as it is (the recursion itself is checked exactly in
-    # test_membrane_carry_...; this barely trained model's eval output hardly depends on its input)
+    # tests/test_streaming.py; this barely trained model's eval output hardly depends on its input)
     scores = [[[d["score"] for d in w["detections"]] for w in json.loads((folder / "detections.json").read_text())
                ["windows"]] for folder in (out, tmp_path / "carry")]
     np.testing.assert_allclose(scores[1][0], scores[0][0], rtol=1e-5)
@@ -321,19 +321,3 @@ def test_predict_cli_writes_detections_per_window(gen1, trained, tmp_path):
         predict(spikeyolo.compose([f"events={tmp_path / 'bad.dat'}", f"checkpoint={checkpoint}",
                                    f"out={tmp_path / 'y'}"], config_name="predict"))
     assert exit_info.value.code == 2
-
-
-def test_membrane_carry_continues_the_ilif_recursion_across_calls():
-    from spikeyolo.cli.predict import MembraneCarry
-    from spikeyolo.nn.neurons import ILIF
-
-    torch.manual_seed(0)
-    x = torch.randn(8, 3, 5) * 2                        # 4 windows of T = 2 steps, [T*B, ...] with B = 1
-    whole = ILIF(time_steps=8, max_level=4, decay=0.25)(x)
-    for steps in (2, 1):
-        model = torch.nn.Sequential(ILIF(time_steps=steps, max_level=4, decay=0.25))
-        carry = MembraneCarry(model)
-        pieces = torch.cat([model(chunk) for chunk in x.split(steps)])
-        torch.testing.assert_close(pieces, whole if steps == 2 else ILIF(time_steps=8, max_level=4)(x))
-        carry.remove()
-        assert not torch.equal(torch.cat([model(chunk) for chunk in x.split(steps)]), whole)   # hooks gone

@@ -10,16 +10,14 @@ through the model. Outputs, in ``out``:
                      x, y, w, h}]} plus the settings
     detections.gif   with video=true: each window as a grey event frame with the boxes (PIL)
 
-``carry_state=true`` keeps the neurons' membrane from one window to the next. The detector resets its neurons
-at every forward (``reset_states``; the default fused I-LIF keeps no state between calls anyway), so the carry
-is explicit: :class:`MembraneCarry` hooks every I-LIF neuron, adds ``decay * V`` to its first step, V being
-its membrane after the previous window's last step, and records the new V, which is the I-LIF recursion
-(Eq. 11) continued across windows. The membrane that carries over is the one after the window's last time
-step; with the reference time order (``most_recent_first``, the model's t = 0 is the newest slice) that is
-the *oldest* slice, so carrying state is meant for models trained oldest-first. It works with T = 1 too (the
-membrane then leaks across windows instead of being dropped). Models are trained with a reset per sample, so a
-carried membrane is a shift of the input distribution unless the model was trained so. Every window has batch
-size 1, so the carried state always fits.
+``carry_state=true`` keeps the neurons' membrane from one window to the next: the windows run in the model's
+streaming mode (``model.streaming()``, :mod:`spikeyolo.nn.protocol`), where each forward continues the neuron
+recursion of the previous one (Eq. 11: H[0] = decay * (H[-1] - S[-1]) + X[0]; the reference Gen1 LIF likewise).
+The membrane that carries over is the one after the window's last time step; with the reference time order
+(``most_recent_first``, the model's t = 0 is the newest slice) that is the *oldest* slice, so carrying state is
+meant for models trained oldest-first. It works with T = 1 too (the membrane then leaks across windows instead
+of being dropped). Models are trained with a reset per sample, so a carried membrane is a shift of the input
+distribution unless the model was trained so. Every window has batch size 1, so the carried state always fits.
 """
 
 from __future__ import annotations
@@ -31,10 +29,19 @@ from typing import Any
 
 import hydra
 import numpy as np
+import torch
 from omegaconf import DictConfig
+from PIL import Image, ImageDraw
 
+from spikeyolo._ultralytics.ops import non_max_suppression
 from spikeyolo.cli.common import UserError, friendly_errors, run_hydra_app, setup_logging, write_json
 from spikeyolo.config import CONFIG_DIR
+from spikeyolo.data import letterbox_clip, representation_from_config
+from spikeyolo.data.events import BOX_DTYPE, read_dat, read_dat_header, spikeyolo_frames, write_boxes
+from spikeyolo.engine.checkpoint import model_from_payload, read_model_checkpoint, trained_data_config
+from spikeyolo.engine.distributed import select_device
+from spikeyolo.evaluation import unletterbox_boxes
+from spikeyolo.structures import model_input
 
 log = logging.getLogger("spikeyolo.predict")
 
@@ -48,61 +55,6 @@ def _last_event_time(header) -> int:
     offset = header.data_offset + (header.num_events - 1) * header.event_size
     record = np.fromfile(header.path, dtype="<u4", count=2, offset=offset)
     return int(record[0])
-
-
-class MembraneCarry:
-    """Carry every I-LIF neuron's membrane from one forward to the next (streaming), with forward hooks.
-
-    The I-LIF recursion (Eq. 11) continued across calls: a neuron's first step gets ``decay * V`` added to its
-    input, V being its membrane after the previous call's last step (``H[T-1] - S[T-1]``), which is exactly
-    ``H[0] = decay * (H[-1] - S[-1]) + X[0]``; within a call the neuron runs unchanged. Works for any T (also
-    T = 1) and any backend, since the state is kept here rather than in the neuron. A call with another batch
-    size starts from zero again.
-
-    Args:
-        model: the detector (its :class:`~spikeyolo.nn.neurons.ILIF` modules are hooked).
-    """
-
-    def __init__(self, model: "torch.nn.Module") -> None:
-        from spikeyolo.nn.neurons import ILIF
-
-        self.membranes: dict[str, Any] = {}
-        self.handles = []
-        for name, module in model.named_modules():
-            if isinstance(module, ILIF):
-                self.handles.append(module.register_forward_pre_hook(self._add_membrane(name, module)))
-                self.handles.append(module.register_forward_hook(self._keep_membrane(name, module)))
-
-    def _add_membrane(self, name: str, neuron):
-        import torch
-
-        def hook(_module, inputs):
-            membrane = self.membranes.get(name)
-            flat = inputs[0]
-            seq = flat.reshape(neuron.time_steps, -1)            # [T*B, C, H, W] -> [T, B*C*H*W]
-            if membrane is None or membrane.shape != seq.shape[1:]:
-                return None
-            first = seq[0] + neuron.decay * membrane
-            return (torch.cat((first[None], seq[1:])).reshape(flat.shape), *inputs[1:])
-        return hook
-
-    def _keep_membrane(self, name: str, neuron):
-        def hook(_module, inputs, output):
-            seq_in = inputs[0].reshape(neuron.time_steps, -1)    # the input as the neuron saw it
-            seq_out = output.reshape(neuron.time_steps, -1)
-            potential = seq_in[0]
-            for step in range(1, neuron.time_steps):
-                potential = neuron.decay * (potential - seq_out[step - 1]) + seq_in[step]
-            self.membranes[name] = (potential - seq_out[-1]).detach()
-        return hook
-
-    def reset(self) -> None:
-        self.membranes.clear()
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
 
 
 def _integer(cfg: DictConfig, key: str, minimum: int | None = None) -> int | None:
@@ -119,8 +71,6 @@ def _integer(cfg: DictConfig, key: str, minimum: int | None = None) -> int | Non
 
 def _load(path: str, use_ema: bool):
     """(model in eval mode, the ``data`` node of the run config stored in the checkpoint or {})."""
-    from spikeyolo.engine.checkpoint import model_from_payload, read_model_checkpoint, trained_data_config
-
     payload = read_model_checkpoint(path)  # a spikeyolo or a reference checkpoint
     return model_from_payload(payload, use_ema, str(path)), trained_data_config(payload)
 
@@ -140,10 +90,6 @@ def window_ends(first_end_us: int, step_us: int, last_event_us: int, end_us: int
 def _frame_image(events: np.ndarray, t_end: int, window_us: int, width: int, height: int, boxes: np.ndarray,
                  names: list[str]):
     """A PIL image of a window: grey, events white (ON) / black (OFF), boxes [N, 6] in sensor pixels."""
-    from PIL import Image, ImageDraw
-
-    from spikeyolo.data.events import spikeyolo_frames
-
     frame = spikeyolo_frames(events, t_end, time_steps=1, width=width, height=height, window_us=window_us)[0]
     image = Image.fromarray(frame, "RGB")
     draw = ImageDraw.Draw(image)
@@ -159,15 +105,6 @@ def _frame_image(events: np.ndarray, t_end: int, window_us: int, width: int, hei
 @friendly_errors
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run the streaming prediction of ``cfg`` (configs/predict.yaml); returns a short summary."""
-    import torch
-
-    from spikeyolo.data.events import BOX_DTYPE, read_dat, read_dat_header, write_boxes
-    from spikeyolo.data.gen1 import letterbox_clip, representation_from_config
-    from spikeyolo.engine.distributed import select_device
-    from spikeyolo.evaluation import unletterbox_boxes
-    from spikeyolo.structures import model_input
-    from spikeyolo._ultralytics.ops import non_max_suppression
-
     if cfg.events is None or cfg.checkpoint is None:
         raise UserError("give events=FILE.dat and checkpoint=PATH")
     if not Path(cfg.events).is_file():
@@ -182,16 +119,16 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
                 "time_steps": model.time_steps, "window_us": window_us or data.get("window_us") or 250_000,
                 "voxel_bins": data.get("voxel_bins"), "voxel_clip": data.get("voxel_clip")}
     rep = representation_from_config(settings)
-    if rep.channels != getattr(model, "in_chs", 3):
+    if rep.channels != model.in_chs:
         raise UserError(f"representation {rep.kind!r} has {rep.channels} channels but the checkpoint's model takes "
-                        f"{getattr(model, 'in_chs', 3)}")
+                        f"{model.in_chs}")
     window = int(rep.window_us)
     step = step_us or window
     imgsz = imgsz or int(data.get("imgsz") or 320)
     most_recent_first = bool(data.get("most_recent_first", True) if cfg.most_recent_first is None
                              else cfg.most_recent_first)
     ends = window_ends(window if start_us is None else start_us, step, _last_event_time(header), end_us)
-    names = list(getattr(model, "names", None) or [f"class{i}" for i in range(model.num_classes)])
+    names = model.names
     out = Path(cfg.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -201,28 +138,27 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     model = model.to(device).eval()
 
     windows, rows, frames = [], [], []
-    carry = MembraneCarry(model) if cfg.carry_state else None
     try:
-        with torch.no_grad():
-            for t_end in ends:
-                events = read_dat(cfg.events, t_end - window, t_end)
-                clip = rep.encode(events, t_end, header.width, header.height)          # [T, Cs, H, W]
-                img, ratio_pad = letterbox_clip(clip, imgsz, rep.empty_value, rep.channels, most_recent_first)
-                images = model_input(torch.from_numpy(img)[None], device)             # [T, 1, C, S, S]
-                decoded, _ = model(images)
-                dets = non_max_suppression(decoded.float(), cfg.conf, cfg.iou, cfg.max_det)[0].cpu()
-                boxes = torch.cat((unletterbox_boxes(dets[:, :4], ratio_pad, (header.height, header.width)),
-                                   dets[:, 4:6].double()), 1).numpy()                 # [N, 6] sensor pixels
-                windows.append({"t_us": int(t_end), "num_events": int(len(events)), "detections": [
-                    {"class_id": int(c), "class_name": names[int(c)] if int(c) < len(names) else str(int(c)),
-                     "score": float(s), "x": float(x1), "y": float(y1), "w": float(x2 - x1), "h": float(y2 - y1)}
-                    for x1, y1, x2, y2, s, c in boxes.tolist()]})
-                rows += [(t_end, x1, y1, x2 - x1, y2 - y1, int(c), s, 0) for x1, y1, x2, y2, s, c in boxes.tolist()]
-                if cfg.video and len(frames) < int(cfg.video_max_frames):
-                    frames.append(_frame_image(events, t_end, window, header.width, header.height, boxes, names))
-    finally:
-        if carry is not None:
-            carry.remove()
+        stream = model.streaming(bool(cfg.carry_state))
+    except NotImplementedError as err:
+        raise UserError(f"carry_state=true: {err}") from None
+    with torch.no_grad(), stream:
+        for t_end in ends:
+            events = read_dat(cfg.events, t_end - window, t_end)
+            clip = rep.encode(events, t_end, header.width, header.height)          # [T, Cs, H, W]
+            img, ratio_pad = letterbox_clip(clip, imgsz, rep.empty_value, rep.channels, most_recent_first)
+            images = model_input(torch.from_numpy(img)[None], device)             # [T, 1, C, S, S]
+            decoded, _ = model(images)
+            dets = non_max_suppression(decoded.float(), cfg.conf, cfg.iou, cfg.max_det)[0].cpu()
+            boxes = torch.cat((unletterbox_boxes(dets[:, :4], ratio_pad, (header.height, header.width)),
+                               dets[:, 4:6].double()), 1).numpy()                 # [N, 6] sensor pixels
+            windows.append({"t_us": int(t_end), "num_events": int(len(events)), "detections": [
+                {"class_id": int(c), "class_name": names[int(c)] if int(c) < len(names) else str(int(c)),
+                 "score": float(s), "x": float(x1), "y": float(y1), "w": float(x2 - x1), "h": float(y2 - y1)}
+                for x1, y1, x2, y2, s, c in boxes.tolist()]})
+            rows += [(t_end, x1, y1, x2 - x1, y2 - y1, int(c), s, 0) for x1, y1, x2, y2, s, c in boxes.tolist()]
+            if cfg.video and len(frames) < int(cfg.video_max_frames):
+                frames.append(_frame_image(events, t_end, window, header.width, header.height, boxes, names))
     write_boxes(out / "detections.npy", np.array(rows, dtype=BOX_DTYPE))
     write_json(out / "detections.json", {
         "events": str(cfg.events), "checkpoint": str(cfg.checkpoint), "representation": rep.kind,
