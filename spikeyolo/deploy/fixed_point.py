@@ -142,7 +142,7 @@ def to_fixed_point(model: nn.Module, mantissa_bits: int | None = None, levels: i
     fixed = to_spike_driven(model)
     with torch.no_grad():
         for _, conv in spike_driven_convs(fixed):
-            weight, bias, _ = grid_quantize(conv.conv.weight, conv.bias, float(conv.max_level), int(mantissa_bits))
+            weight, bias, _ = grid_quantize(conv.conv.weight, conv.bias, float(conv.neuron.max_level), int(mantissa_bits))
             conv.conv.weight.copy_(weight.to(conv.conv.weight.dtype))
             conv.bias.copy_(bias.to(conv.bias.dtype))
             conv.expand = bool(expand)

@@ -106,27 +106,20 @@ class SpikeDrivenConv(nn.Module):
         self.last_check: BinaryCheck | None = None
         self.expand = True  # False: conv on the integer spikes (the folded integer path; same sums)
 
-    @property
-    def time_steps(self) -> int:
-        return self.neuron.time_steps
-
-    @property
-    def max_level(self) -> int:
-        return self.neuron.max_level
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spikes = self.neuron(x)  # [T*B, C, H, W] integers 0..D
         if not self.expand:
             return self.conv(spikes) + self.bias.view(1, -1, 1, 1)
-        binary = thermometer_expand(spikes, self.time_steps, self.max_level)  # [T*D*B, C, H, W]
+        time_steps, max_level = self.neuron.time_steps, self.neuron.max_level
+        binary = thermometer_expand(spikes, time_steps, max_level)  # [T*D*B, C, H, W]
         if self.check_binary:
-            summed = binary.view(self.time_steps, self.max_level, -1, *binary.shape[1:]).sum(1)
+            summed = binary.view(time_steps, max_level, -1, *binary.shape[1:]).sum(1)
             self.last_check = BinaryCheck(
                 binary=bool(((binary == 0) | (binary == 1)).all()),
                 lossless=bool(torch.equal(summed.reshape(spikes.shape), spikes)))
         partial = self.conv(binary)  # [T*D*B, Cout, H', W']
         # [T*D*B, Cout, H', W'] -> [T, D, B, Cout, H', W'] -> sum over D -> [T*B, Cout, H', W']
-        summed = partial.view(self.time_steps, self.max_level, -1, *partial.shape[1:]).sum(1)
+        summed = partial.view(time_steps, max_level, -1, *partial.shape[1:]).sum(1)
         return summed.flatten(0, 1) + self.bias.view(1, -1, 1, 1)
 
 

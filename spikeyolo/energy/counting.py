@@ -174,8 +174,8 @@ class OpCounter:
             if isinstance(module, StemConv):
                 self._targets.append((module, self._new(name, "stem", module, 1, 1)))
             elif isinstance(module, SpikeDrivenConv):
-                self._targets.append((module.conv, self._new(name, "spike", module.conv, module.time_steps,
-                                                             module.max_level)))
+                self._targets.append((module.conv, self._new(name, "spike", module.conv, module.neuron.time_steps,
+                                                             module.neuron.max_level)))
         if not self._targets:
             raise ValueError("no StemConv / SpikeDrivenConv found: pass a model from to_spike_driven()")
 

@@ -53,6 +53,8 @@ from zero again. The carried membrane is detached (no gradient flows into the pr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
@@ -62,43 +64,29 @@ __all__ = ["ILIF", "ReLUNeuron", "SpikeCoding", "SpikingNeuron", "quantize_ste",
            "set_stateful"]
 
 
+@dataclass
 class SpikeCoding:
     """T and D of a network, held once and shared by reference (see the module docstring).
 
     Not a parameter or buffer: state_dict keys are those of the layers alone, and checkpoints record
-    T and D in ``model_config.neuron``.
+    T and D in ``model_config.neuron``. Both are checked whenever they are set.
 
     Args:
         time_steps: T (>= 1), the leading time axis of the flat [T*B, ...] tensors.
         max_level: D (>= 0), the largest integer a neuron emits; 0 means real-valued (the ReLU twin).
     """
 
-    def __init__(self, time_steps: int = 1, max_level: int = 4) -> None:
-        self.time_steps = time_steps
-        self.max_level = max_level
+    time_steps: int = 1
+    max_level: int = 4
 
-    @property
-    def time_steps(self) -> int:
-        return self._time_steps
+    def __setattr__(self, name: str, value: int) -> None:
+        symbol, least = _CODING_BOUNDS[name]
+        if int(value) < least:
+            raise ValueError(f"{name} ({symbol}) must be >= {least}, got {value}")
+        super().__setattr__(name, int(value))
 
-    @time_steps.setter
-    def time_steps(self, value: int) -> None:
-        if int(value) < 1:
-            raise ValueError(f"time_steps (T) must be >= 1, got {value}")
-        self._time_steps = int(value)
 
-    @property
-    def max_level(self) -> int:
-        return self._max_level
-
-    @max_level.setter
-    def max_level(self, value: int) -> None:
-        if int(value) < 0:
-            raise ValueError(f"max_level (D) must be >= 0, got {value}")
-        self._max_level = int(value)
-
-    def __repr__(self) -> str:
-        return f"SpikeCoding(time_steps={self.time_steps}, max_level={self.max_level})"
+_CODING_BOUNDS = {"time_steps": ("T", 1), "max_level": ("D", 0)}
 
 
 class _QuantizeSTE(torch.autograd.Function):
