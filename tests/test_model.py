@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 import spikeyolo
+from spikeyolo.conversion import convert_detector
 from spikeyolo.engine.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from spikeyolo.nn.protocol import DetectorModel
 from spikeyolo.nn.reference import ReferenceKeyError, convert_reference_state_dict, reference_to_spikeyolo_key
 from tests.conftest import tiny_model
 
@@ -189,3 +193,49 @@ def test_depthwise_conv_backward_equals_autograd(kernel, padding):
         assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-10, atol=1e-12)
     with torch.no_grad():  # inference takes the plain path
         assert torch.equal(fast(x), plain(x))
+
+
+def test_time_steps_live_once_and_setting_them_changes_every_layer():
+    model = tiny_model("s").eval()
+    assert model.time_steps == 1 and all(neuron.coding is model.coding for _, neuron in model.neurons())
+    assert model.layers[0].coding is model.coding and model.head.coding is model.coding
+    keys = set(model.state_dict())
+    built_at_two = tiny_model("s", extra=("neuron.time_steps=2",)).eval()
+    built_at_two.load_state_dict(model.state_dict())
+    model.time_steps = 2
+    assert {neuron.time_steps for _, neuron in model.neurons()} == {2} and model.layers[0].time_steps == 2
+    clip = torch.rand(2, 1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(clip)[0], built_at_two(clip)[0])
+    with pytest.raises(ValueError, match=r"time_steps \(T\) must be >= 1"):
+        model.time_steps = 0
+    twin = copy.deepcopy(model)  # an EMA copy: one coding of its own, shared by all its layers
+    assert twin.coding is not model.coding and all(neuron.coding is twin.coding for _, neuron in twin.neurons())
+    assert set(model.state_dict()) == keys == set(built_at_two.state_dict())  # T and D are not in the state_dict
+
+
+def test_every_model_family_is_a_detector_model():
+    spiking = tiny_model("s")
+    relu_twin = tiny_model("s", extra=("neuron=relu",))
+    ann = spikeyolo.build_model(spikeyolo.compose(["model=tiny_yolo", "model.width_multiple=0.0625"]), num_classes=3)
+    snn = convert_detector(ann, [torch.rand(2, 3, 64, 64)], time_steps=8)
+    for model in (spiking, relu_twin, ann, snn):
+        assert isinstance(model, DetectorModel)
+        assert model.names == ["0", "1", "2"] and model.num_classes == 3 and model.in_chs == 3
+        assert model.num_parameters() > 0 and callable(model.build_loss())
+    assert (spiking.time_steps, spiking.max_level, spiking.strides) == (1, 4, [8, 16, 32])
+    assert (relu_twin.time_steps, relu_twin.max_level) == (1, 0)
+    assert (ann.time_steps, ann.max_level, ann.strides) == (None, None, [32])
+    assert (snn.time_steps, snn.max_level, snn.strides) == (8, None, [32])
+    snn.time_steps = 16
+    assert snn.network.time_steps == 16
+    ann.names = ["tree", "bush", "rock"]
+    assert ann.names == ["tree", "bush", "rock"]
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        plain = ann.eval()(images)[0]
+        with ann.streaming():  # an ANN carries nothing
+            assert ann.is_streaming and torch.equal(ann(images)[0], plain) and torch.equal(ann(images)[0], plain)
+    assert not ann.is_streaming
+    with pytest.raises(NotImplementedError, match="no streaming mode"):
+        snn.streaming()
