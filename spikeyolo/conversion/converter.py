@@ -112,7 +112,7 @@ def ann_units(model: nn.Module) -> nn.Sequential:
         elif isinstance(layer, (nn.LeakyReLU, nn.ReLU)):
             if conv is None:
                 raise TypeError(f"{type(layer).__name__} must follow a Conv2d (+ BatchNorm2d)")
-            close_conv(float(getattr(layer, "negative_slope", 0.0)))
+            close_conv(float(layer.negative_slope) if isinstance(layer, nn.LeakyReLU) else 0.0)
         elif isinstance(layer, _PAD_TYPES):
             if conv is not None:
                 close_conv(None)
