@@ -116,14 +116,13 @@ class SpikeYOLO(DetectorMixin, nn.Module):
         overrides = {int(k): v for k, v in (block_overrides or {}).items()}
         context = {"num_classes": self.num_classes, "coding": self.coding, "reg_max": reg_max,
                    "reparam": bool(reparam), "anchors": anchors}
-        roles = ROLE_CHOICES
         picked = {"early_block": early_block, "late_block": late_block, "head": head}
         for role, choice in picked.items():
-            if choice not in roles[role]:
-                raise ValueError(f"model.{role}={choice!r} is not one of {', '.join(roles[role])}")
+            if choice not in ROLE_CHOICES[role]:
+                raise ValueError(f"model.{role}={choice!r} is not one of {', '.join(ROLE_CHOICES[role])}")
         if head == "anchor_based" and not anchors:
             raise ValueError("model.head=anchor_based needs model.anchors (per level [w0, h0, ...] in pixels)")
-        choices = {role: roles[role][choice] for role, choice in picked.items()}
+        choices = {role: ROLE_CHOICES[role][choice] for role, choice in picked.items()}
         self.variant = {**picked, "reparam": bool(reparam)}
 
         specs = [LayerSpec(i, spec, overrides.get(i), choices) for i, spec in enumerate(layers)]
