@@ -1,25 +1,38 @@
-"""Evaluation: COCO mAP against the official fixture, COCO results, the ultralytics-style AP, plots."""
+"""Evaluation: COCO mAP against the official fixture, COCO results, the ultralytics-style AP, plots, and the
+evaluators that score one inference pass (the registry the data config names)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from spikeyolo.data import DatasetSpec, Gen1Sample
+from spikeyolo.data.events import BOX_DTYPE
 from spikeyolo.evaluation import (
+    DEFAULT_EVALUATORS,
     STAT_NAMES,
+    Evaluator,
+    coco_gt_from_labels,
     evaluate_coco,
     evaluate_yolo_ap,
+    flat_evaluators,
     letterbox_ratio_pad,
     match_image,
+    protocol_ground_truth,
+    register_evaluator,
+    run_evaluators,
     save_coco_results,
+    score_coco,
     to_coco_results,
     unletterbox_boxes,
 )
 from spikeyolo.plots import plot_pr_curve
+from spikeyolo.structures import Predictions
 
 FIXTURE = Path(__file__).parent / "fixtures" / "coco"
 GT_FILE = FIXTURE / "instances_val2014_100.json"
@@ -295,3 +308,89 @@ def test_reference_ap_loop_matches_ultralytics_with_its_own_sentinels(monkeypatc
     assert (reference > installed + 1e-3)[~full & (reference > 0)].all()   # the linear tail below full recall
     np.testing.assert_array_equal(closed[~full], reference[~full])
     assert (closed[full] > reference[full]).all() and (closed[full] - reference[full] <= 0.005 + 1e-12).all()
+
+
+# --------------------------------------------------------------------------- evaluators of one pass
+
+
+def _perfect_pass(boxes_by_image: list[list[list[float]]], shapes: list[tuple[int, int]], files: list[str],
+                  **extra) -> Predictions:
+    """A pass whose detections are its ground truth: boxes per image as (x, y, w, h, class index) in pixels."""
+    gt_boxes, gt_classes = [], []
+    for rows, (height, width) in zip(boxes_by_image, shapes):
+        rows = torch.tensor(rows, dtype=torch.float64).reshape(-1, 5)
+        scale = torch.tensor([width, height, width, height], dtype=torch.float64)
+        gt_boxes.append(torch.cat((rows[:, :2] + rows[:, 2:4] / 2, rows[:, 2:4]), 1) / scale)   # cx cy w h
+        gt_classes.append(rows[:, 4].long())
+    predictions = Predictions(detections=[], im_files=files, shapes=shapes, gt_boxes=gt_boxes,
+                              gt_classes=gt_classes, **extra)
+    predictions.detections = [torch.cat((xyxy, torch.ones(len(xyxy), 1, dtype=torch.float64),
+                                         classes[:, None].double()), 1)
+                              for xyxy, classes in zip(predictions.gt_xyxy(), gt_classes)]
+    return predictions
+
+
+def test_coco_evaluator_scores_a_pass_against_the_dataset_json_or_its_labels(gt_dataset, tmp_path):
+    category_ids = sorted(category["id"] for category in gt_dataset["categories"])
+    names = [category["name"] for category in sorted(gt_dataset["categories"], key=lambda c: c["id"])]
+    class_index = {category_id: index for index, category_id in enumerate(category_ids)}
+    images = gt_dataset["images"][:20]
+    subset = dict(gt_dataset, images=images, annotations=[a for a in gt_dataset["annotations"]
+                                                          if a["image_id"] in {i["id"] for i in images}])
+    (tmp_path / "val.json").write_text(json.dumps(subset))
+    predictions = _perfect_pass([[[*a["bbox"], class_index[a["category_id"]]] for a in subset["annotations"]
+                                  if a["image_id"] == image["id"]] for image in images],
+                                [(image["height"], image["width"]) for image in images],
+                                [f"/images/val/{image['file_name']}" for image in images])
+    spec = DatasetSpec(name="fixture", source="yolo", root=tmp_path, train=[], val=[], names=names,
+                       category_ids=category_ids, val_json=tmp_path / "val.json")
+    score = score_coco(predictions, spec)
+    assert score.metrics["map50_95"] == score.result.map50_95 == 1.0 and set(score.metrics) == set(STAT_NAMES)
+    assert len(score.records) == len(subset["annotations"])
+    assert {r["image_id"] for r in score.records} <= {image["id"] for image in images}   # ids from the json
+    # no json: a COCO ground truth from the labels the pass read (image ids 0..S-1, annotation ids from 1)
+    built = coco_gt_from_labels(predictions, category_ids, names)
+    first = next(a for a in subset["annotations"] if a["image_id"] == images[0]["id"])
+    assert built["images"][0] == {"id": 0, "file_name": images[0]["file_name"], "height": images[0]["height"],
+                                  "width": images[0]["width"]}
+    np.testing.assert_allclose(built["annotations"][0]["bbox"], first["bbox"], rtol=0, atol=1e-9)
+    assert built["annotations"][0]["id"] == 1 and built["annotations"][0]["category_id"] == first["category_id"]
+    assert score_coco(predictions, replace(spec, val_json=None)).metrics["map50_95"] == 1.0
+
+
+def test_registry_scores_one_pass_every_way_named():
+    predictions = _perfect_pass([[[10, 10, 40, 40, 0], [60, 20, 30, 50, 1]], [[5, 5, 20, 20, 1]]],
+                                [(120, 160), (100, 100)], ["a.jpg", "b.jpg"],
+                                firing={"layers.3.neuron": 0.5, "group/neck": 0.25, "group/all": 0.3})
+    spec = DatasetSpec(name="two", source="yolo", root=Path("."), train=[], val=[], names=["p", "q"])
+    metrics, scores = run_evaluators(["coco", "yolo_ap", "firing"], predictions, spec)
+    assert list(scores) == ["coco", "yolo_ap", "firing"] and list(DEFAULT_EVALUATORS) == list(scores)
+    assert metrics["map50_95"] == 1.0 and metrics["ar100"] == 1.0
+    # a perfect detector: 0.995 with either version's closing sentinel (test_yolo_ap_perfect_detector)
+    assert metrics["yolo_map50"] == pytest.approx(0.995) and metrics["reference_map50_95"] == pytest.approx(0.995)
+    assert (metrics["precision"], metrics["recall"]) == (pytest.approx(1.0), pytest.approx(1.0))
+    assert {k: v for k, v in metrics.items() if k.startswith("firing/")} == {"firing/neck": 0.25, "firing/all": 0.3}
+    assert run_evaluators(None, predictions, spec)[0] == metrics
+    assert flat_evaluators(["coco", "spikeyolo", "firing", "cordone"]) == ["coco", "firing"]
+    assert flat_evaluators(None) == list(DEFAULT_EVALUATORS)
+    with pytest.raises(ValueError, match="unknown evaluator 'nope'; expected one of coco, yolo_ap, firing, "
+                                         "spikeyolo, prophesee, cordone"):
+        run_evaluators(["coco", "nope"], predictions, spec)
+    with pytest.raises(ValueError, match="registered already"):
+        register_evaluator(Evaluator("coco", score_coco))
+    with pytest.raises(ValueError, match="scores Gen1 samples"):
+        run_evaluators(["cordone"], predictions, spec)
+
+
+def test_gen1_protocols_go_under_protocols():
+    box = (600_000, 40.0, 50.0, 60.0, 40.0, 0, 1.0, 7)
+    sample = Gen1Sample("rec", 600_000, np.array([box], dtype=BOX_DTYPE), 1000, 304, 240)
+    gt = protocol_ground_truth("spikeyolo", sample)
+    predictions = Predictions(detections=[torch.tensor([[40.0, 50.0, 100.0, 90.0, 0.9, 0.0]], dtype=torch.float64)],
+                              im_files=[sample.im_file], shapes=[(240, 304)], gt_boxes=[torch.zeros(0, 4)],
+                              gt_classes=[torch.zeros(0, dtype=torch.int64)], samples=[sample])
+    spec = DatasetSpec(name="gen1", source="gen1", root=Path("."), train=[], val=[], names=["car", "pedestrian"])
+    metrics, _ = run_evaluators(["spikeyolo", "prophesee", "cordone"], predictions, spec)
+    assert list(metrics) == ["protocols"] and list(metrics["protocols"]) == ["spikeyolo", "prophesee", "cordone"]
+    assert len(gt) == 1 and all(m["map50"] == pytest.approx(1.0) and m["images"] == 1
+                                for m in metrics["protocols"].values())

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from spikeyolo.data import Gen1Sample
 from spikeyolo.data.events import BOX_DTYPE
-from spikeyolo.data.gen1 import Gen1Sample
 from spikeyolo.evaluation.ap import IOU_THRESHOLDS, evaluate_yolo_ap, match_image, reference_match_predictions
 from spikeyolo.evaluation.coco import STAT_NAMES
 from spikeyolo.evaluation.gen1 import evaluate_gen1

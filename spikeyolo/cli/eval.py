@@ -1,12 +1,14 @@
 """spikeyolo-eval: COCO mAP of a checkpoint on a dataset, or of an existing COCO results file.
 
 Writes RUN_DIR/metrics.json (map50_95, map50, the 12 COCO stats, the ultralytics-protocol AP,
-firing rates) and prints the results table. ``deploy=spike_driven`` evaluates through the
-binary T x D spike-driven path built from the same weights. On a Gen1 dataset (``data=gen1``) it
-scores the three Gen1 protocols (``protocol=all``, or one of them) and adds them to metrics.json
-under ``protocols``. ``checkpoint=`` also takes a reference (BICLab/SpikeYOLO) checkpoint, read
-without running anything in it; its scale is inferred from the weights (or ``model=spikeyolo_s``)
-and T, D are the reference's unless ``neuron.time_steps=`` / ``neuron.max_level=`` are given.
+firing rates) and prints the results table. The model runs once over the val split, and that one pass is
+scored every way the data config lists (``data.evaluators``, spikeyolo/evaluation/evaluators.py).
+``deploy=spike_driven`` evaluates through the binary T x D spike-driven path built from the same weights. On
+a Gen1 dataset (``data=gen1``) it also scores the three Gen1 protocols (``protocol=all``, or one of them) and
+adds them to metrics.json under ``protocols``. ``checkpoint=`` also takes a reference (BICLab/SpikeYOLO)
+checkpoint, read without running anything in it; its scale is inferred from the weights (or
+``model=spikeyolo_s``) and T, D are the reference's unless ``neuron.time_steps=`` / ``neuron.max_level=`` are
+given.
 """
 
 from __future__ import annotations
@@ -15,18 +17,31 @@ import logging
 from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig, open_dict
 
 from spikeyolo.cli.common import UserError, friendly_errors, prepare_run_dir, run_hydra_app, setup_logging, write_json
 from spikeyolo.config import CONFIG_DIR
+from spikeyolo.conversion import SpikingYOLO
+from spikeyolo.data import dataloader_from_config, spec_from_config
+from spikeyolo.deploy import to_spike_driven
+from spikeyolo.deploy.fixed_point import to_fixed_point
+from spikeyolo.engine.checkpoint import (
+    describe_model_config,
+    model_from_payload,
+    read_model_checkpoint,
+    trained_data_config,
+)
+from spikeyolo.engine.distributed import select_device
+from spikeyolo.engine.validate import ValidationResult, validate, validate_timesteps
+from spikeyolo.evaluation import DEFAULT_EVALUATORS, evaluate_coco, get_evaluator, save_coco_results
+from spikeyolo.plots import plot_channel_rates, plot_firing_rates, plot_timesteps
 
 log = logging.getLogger("spikeyolo.eval")
 
 
 def score_files(gt: str, detections: str, backend: str, run_dir: Path) -> dict[str, float]:
     """The 12 COCO stats of a results json against a ground-truth json."""
-    from spikeyolo.evaluation import evaluate_coco
-
     for path in (gt, detections):
         if not Path(path).is_file():
             raise UserError(f"file not found: {path}")
@@ -38,19 +53,9 @@ def score_files(gt: str, detections: str, backend: str, run_dir: Path) -> dict[s
     return metrics
 
 
-def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    import torch
-
-    from spikeyolo.data import dataloader_from_config, spec_from_config
-    from spikeyolo.engine.checkpoint import (describe_model_config, model_from_payload, read_model_checkpoint,
-                                             trained_data_config)
-    from spikeyolo.engine.distributed import select_device
-    from spikeyolo.engine.validate import validate
-    from spikeyolo.evaluation import save_coco_results
-
-    if not Path(cfg.checkpoint).is_file():
-        raise UserError(f"checkpoint not found: {cfg.checkpoint}")
-    device = select_device(cfg.device)
+def load_model(cfg: DictConfig) -> torch.nn.Module:
+    """The checkpoint's model (on the CPU); sets ``cfg.data.imgsz`` to the size it was trained at when the data
+    config leaves it null."""
     payload = read_model_checkpoint(cfg.checkpoint, cfg.get("model"), cfg.neuron.get("time_steps"),
                                     cfg.neuron.get("max_level"))
     if "source" in payload:
@@ -70,58 +75,102 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                         f"{max(model.strides)}")
     with open_dict(cfg):
         cfg.data.imgsz = imgsz
-    spec = spec_from_config(cfg.data)
-    if model.num_classes != spec.num_classes:
-        raise UserError(f"checkpoint {cfg.checkpoint} predicts {model.num_classes} classes but dataset "
-                        f"{spec.name!r} has {spec.num_classes}")
+    return model
+
+
+def deployed(cfg: DictConfig, model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` in the evaluation dtype (``dtype``) on the ``deploy`` path."""
     if cfg.get("dtype", "float32") not in ("float32", "float64"):
         raise UserError(f"dtype must be float32 or float64, got {cfg.dtype!r}")
     dtype = torch.float64 if cfg.get("dtype") == "float64" else torch.float32
     model = model.to(dtype=dtype)  # fold BN/RepConv in the evaluation precision
     if cfg.deploy == "spike_driven":
-        from spikeyolo.deploy import to_spike_driven
-
-        model = to_spike_driven(model)
-    elif cfg.deploy == "fixed_point":
-        from spikeyolo.deploy.fixed_point import to_fixed_point
-
-        model = to_fixed_point(model)  # the spike-driven path with the exported ONNX's power-of-two weight grids
-    elif cfg.deploy != "integer":
+        return to_spike_driven(model)
+    if cfg.deploy == "fixed_point":
+        return to_fixed_point(model)  # the spike-driven path with the exported ONNX's power-of-two weight grids
+    if cfg.deploy != "integer":
         raise UserError(f"deploy must be 'integer', 'spike_driven' or 'fixed_point', got {cfg.deploy!r}")
-    model = model.to(device)
-    if spec.source == "gen1":
-        return evaluate_gen1(cfg, model, spec, device, run_dir)
-    if cfg.protocol != "all":
+    return model
+
+
+def evaluator_names(cfg: DictConfig) -> list[str]:
+    """The data config's evaluators (default coco, yolo_ap, firing); ``protocol=NAME`` keeps one Gen1 protocol."""
+    names = [str(name) for name in (cfg.data.get("evaluators") or DEFAULT_EVALUATORS)]
+    for name in names:
+        try:
+            get_evaluator(name)
+        except ValueError as error:
+            raise UserError(f"data.evaluators: {error}") from None
+    protocols = [name for name in names if get_evaluator(name).section == "protocols"]
+    if cfg.protocol == "all":
+        return names
+    if not protocols:
         raise UserError(f"protocol={cfg.protocol} applies to Gen1 datasets only (data=gen1)")
+    if cfg.protocol not in protocols:
+        raise UserError(f"protocol must be all or one of {', '.join(protocols)}, got {cfg.protocol!r}")
+    return [name for name in names if name not in protocols or name == cfg.protocol]
+
+
+def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
+    """One pass of the checkpoint's model over the val split, scored by the data config's evaluators."""
+    if not Path(cfg.checkpoint).is_file():
+        raise UserError(f"checkpoint not found: {cfg.checkpoint}")
+    device = select_device(cfg.device)
+    model = load_model(cfg)
+    spec = spec_from_config(cfg.data)
+    if model.num_classes != spec.num_classes:
+        raise UserError(f"checkpoint {cfg.checkpoint} predicts {model.num_classes} classes but dataset "
+                        f"{spec.name!r} has {spec.num_classes}")
+    model = deployed(cfg, model).to(device)
+    names = evaluator_names(cfg)
+    overrides = {}
+    if "time_steps" in cfg.data:   # event data: clips of the model's T (data.time_steps null: the checkpoint's)
+        overrides["time_steps"] = int(getattr(model, "time_steps", cfg.data.time_steps or 1))
+        if cfg.data.time_steps is not None and int(cfg.data.time_steps) != overrides["time_steps"]:
+            raise UserError(f"data.time_steps={cfg.data.time_steps} but the model was trained with "
+                            f"T={overrides['time_steps']}")
     loader = dataloader_from_config(spec, cfg.data, "val", int(cfg.batch_size), int(cfg.workers),
-                                    stride=max(model.strides), device=device)
+                                    stride=max(model.strides), device=device, **overrides)
     if cfg.get("timesteps"):
         return evaluate_timestep_sweep(cfg, model, loader, spec, device, run_dir)
-    with torch.no_grad():
-        result = validate(model, loader, spec, device, cfg.nms.conf, cfg.nms.iou, cfg.nms.max_det,
-                          backend=cfg.backend, progress=True)
-    print(result.coco.summary)
-    print(result.coco.table(markdown=True))
-    metrics = {**result.metrics, "checkpoint": str(cfg.checkpoint), "deploy": str(cfg.deploy),
-               "dataset": spec.name}
+    result = validate(model, loader, spec, device, cfg.nms.conf, cfg.nms.iou, cfg.nms.max_det, backend=cfg.backend,
+                      progress=True, evaluators=names)
+    print_result(result)
+    metrics = {**result.metrics, "checkpoint": str(cfg.checkpoint), "deploy": str(cfg.deploy), "dataset": spec.name}
     if cfg.save_json:
         save_coco_results(result.coco_results, run_dir / "predictions.json")
     write_json(run_dir / "metrics.json", metrics)
-    print(f"mAP@50 {metrics['map50']:.4f}  mAP@50:95 {metrics['map50_95']:.4f}  ({cfg.deploy} path)  "
-          f"-> {run_dir / 'metrics.json'}")
+    if "map50" in metrics:
+        print(f"mAP@50 {metrics['map50']:.4f}  mAP@50:95 {metrics['map50_95']:.4f}  ({cfg.deploy} path)  "
+              f"-> {run_dir / 'metrics.json'}")
+    else:
+        print(f"({cfg.deploy} path) -> {run_dir / 'metrics.json'}")
     return metrics
 
 
+def print_result(result: ValidationResult) -> None:
+    """The COCO summary and per-class table, and the Gen1 protocols' table, of what was scored."""
+    if result.coco is not None:
+        print(result.coco.summary)
+        print(result.coco.table(markdown=True))
+    protocols = result.metrics.get("protocols", {})
+    if protocols:
+        print("| protocol | metric | mAP@50:95 | mAP@50 | reference-arithmetic mAP@50:95 / @50 | images | gt boxes |\n"
+              "|---|---|---|---|---|---|---|")
+    for name, score in protocols.items():
+        reference = (f"{score['reference_map50_95']:.4f} / {score['reference_map50']:.4f}"
+                     if "reference_map50" in score else "-")
+        print(f"| {name} | {score['metric']} | {score['map50_95']:.4f} | {score['map50']:.4f} | {reference} | "
+              f"{score['images']} | {score['gt_boxes']} |")
+
+
 def evaluate_timestep_sweep(cfg: DictConfig, model, loader, spec, device, run_dir: Path) -> dict:
-    """A converted Spiking-YOLO at every T of ``timesteps`` (Vmem and spike-count decoding, one simulation).
+    """A converted Spiking-YOLO at every T of ``timesteps`` (Vmem and spike-count decoding, one simulation and one
+    pass over the loader).
 
     Writes RUN_DIR/timesteps.json, map_vs_timesteps.png, firing_rates.png (per layer) and channel_rates.png
     (per-channel spread per layer).
     """
-    from spikeyolo.conversion import SpikingYOLO
-    from spikeyolo.conversion.evaluation import evaluate_timesteps
-    from spikeyolo.plots import plot_channel_rates, plot_firing_rates, plot_timesteps
-
     if not isinstance(model, SpikingYOLO):
         raise UserError(f"timesteps= applies to converted Spiking-YOLO checkpoints (spikeyolo-convert), "
                         f"not to a {type(model).__name__}")
@@ -131,9 +180,9 @@ def evaluate_timestep_sweep(cfg: DictConfig, model, loader, spec, device, run_di
         raise UserError(f"timesteps must be a list of integers, e.g. timesteps=[16,64,256], got {cfg.timesteps}")
     if steps[0] < 1:
         raise UserError(f"timesteps must be >= 1, got {steps}")
-    sweep = evaluate_timesteps(model, loader, spec, device, steps, e_mac_pj=float(cfg.energy.e_mac_pj),
+    sweep = validate_timesteps(model, loader, spec, device, steps, e_mac_pj=float(cfg.energy.e_mac_pj),
                                e_ac_pj=float(cfg.energy.e_ac_pj), progress=True, conf=cfg.nms.conf,
-                               iou=cfg.nms.iou, max_det=cfg.nms.max_det)
+                               iou=cfg.nms.iou, max_det=cfg.nms.max_det, backend=cfg.backend)
     report = {**sweep.to_dict(), "checkpoint": str(cfg.checkpoint), "dataset": spec.name}
     write_json(run_dir / "timesteps.json", report)
     plot_timesteps({Path(str(cfg.checkpoint)).stem: sweep}, run_dir / "map_vs_timesteps.png")
@@ -148,36 +197,6 @@ def evaluate_timestep_sweep(cfg: DictConfig, model, loader, spec, device, run_di
               f"{by['vmem'].snn_energy_mj:.3f} |")
     print(f"ANN (dense MACs) {sweep.ann_energy_mj:.3f} mJ per image -> {run_dir / 'timesteps.json'}")
     return report
-
-
-def evaluate_gen1(cfg: DictConfig, model, spec, device, run_dir: Path) -> dict:
-    """All (or one of) the Gen1 protocols; the data window's validation metrics plus ``protocols``."""
-    import torch
-
-    from spikeyolo.evaluation import GEN1_PROTOCOLS, evaluate_gen1_protocols, save_coco_results
-
-    names = list(GEN1_PROTOCOLS) if cfg.protocol == "all" else [str(cfg.protocol)]
-    if names[0] not in GEN1_PROTOCOLS:
-        raise UserError(f"protocol must be all or one of {', '.join(GEN1_PROTOCOLS)}, got {cfg.protocol!r}")
-    with torch.no_grad():
-        scores, results = evaluate_gen1_protocols(model, spec, cfg.data, device, names, int(cfg.batch_size),
-                                                  int(cfg.workers), cfg.nms.conf, cfg.nms.iou, cfg.nms.max_det,
-                                                  backend=cfg.backend, progress=True)
-    result = results.get(int(cfg.data.window_us), next(iter(results.values())))
-    print("| protocol | metric | mAP@50:95 | mAP@50 | reference-arithmetic mAP@50:95 / @50 | images | gt boxes |\n"
-          "|---|---|---|---|---|---|---|")
-    for name, score in scores.items():
-        reference = (f"{score['reference_map50_95']:.4f} / {score['reference_map50']:.4f}"
-                     if "reference_map50" in score else "-")
-        print(f"| {name} | {score['metric']} | {score['map50_95']:.4f} | {score['map50']:.4f} | {reference} | "
-              f"{score['images']} | {score['gt_boxes']} |")
-    metrics = {**result.metrics, "checkpoint": str(cfg.checkpoint), "deploy": str(cfg.deploy),
-               "dataset": spec.name, "protocols": scores}
-    if cfg.save_json:
-        save_coco_results(result.coco_results, run_dir / "predictions.json")
-    write_json(run_dir / "metrics.json", metrics)
-    print(f"Gen1 protocols ({cfg.deploy} path) -> {run_dir / 'metrics.json'}")
-    return metrics
 
 
 @friendly_errors

@@ -67,7 +67,8 @@ def finish_run(trainer, logger) -> dict[str, float]:
                                           "parameters": trainer.model.num_parameters(),
                                           "time_steps": getattr(trainer.model, "time_steps", None),  # None: ANN
                                           "max_level": getattr(trainer.model, "max_level", None)})
-    (run_dir / "per_class_ap.md").write_text(result.coco.table(markdown=True) + "\n")
+    if result.coco is not None:   # the data config's evaluators include coco (the default)
+        (run_dir / "per_class_ap.md").write_text(result.coco.table(markdown=True) + "\n")
     write_model_card(trainer, metrics)
     plot_training_curves(trainer.metrics_file.read(), run_dir / "curves.png")
     yolo = result.yolo_ap
@@ -83,9 +84,11 @@ def finish_run(trainer, logger) -> dict[str, float]:
         if mosaic is not None:
             logger.log_image("val_predictions", mosaic, step=len(trainer.metrics_file.read()) + 1)
         logger.finish()
-    print(result.coco.table(markdown=True))
-    print(f"final evaluation ({best.name}): mAP@50 {metrics['map50']:.4f}  mAP@50:95 {metrics['map50_95']:.4f}  "
-          f"(ultralytics protocol: mAP@50 {metrics['yolo_map50']:.4f})  -> {run_dir / 'metrics.json'}")
+    if result.coco is not None:
+        print(result.coco.table(markdown=True))
+    labels = {"map50": "mAP@50", "map50_95": "mAP@50:95", "yolo_map50": "ultralytics protocol: mAP@50"}
+    scores = "  ".join(f"{label} {metrics[key]:.4f}" for key, label in labels.items() if key in metrics)
+    print(f"final evaluation ({best.name}): {scores}  -> {run_dir / 'metrics.json'}")
     return metrics
 
 

@@ -1,10 +1,12 @@
-"""mAP against simulation length for a converted Spiking-YOLO (seed 001, Fig. 6 / Table 1).
+"""mAP against simulation length for a converted Spiking-YOLO (seed 001, Fig. 6 / Table 1): what is conversion's.
 
 One simulation per batch runs to the largest T and is read out at every listed T with both
 decodings (Vmem and spike count, :meth:`SpikingNetwork.simulate`), so a whole curve costs one run of
-T_max steps. Every (decoding, T) point is then scored by the framework's own evaluator
-(:func:`spikeyolo.engine.validate.validate`: NMS, COCO protocol, ultralytics protocol), the same
-one that scores the ANN and the directly trained SpikeYOLO, by replaying the recorded outputs.
+T_max steps and one pass over the val loader: :class:`TimestepReadOut` is the read-out of that pass
+(:func:`spikeyolo.engine.predict.predict_each` turns its outputs into one set of predictions per
+(decoding, T)); every point is scored by the COCO evaluator that scores the ANN and the directly
+trained SpikeYOLO (:func:`spikeyolo.engine.validate.validate_timesteps` runs the whole sweep), and
+:meth:`TimestepReadOut.sweep` assembles the curve with the energy of each T.
 
 Energy per image at each T (the paper's MAC vs AC comparison): the first conv sees the analog
 image once (a constant current: its MACs are done once), every later conv does one addition per
@@ -14,16 +16,16 @@ element of that conv, the dense convention of the energy report). The ANN does e
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
-from torch import nn
 
 from spikeyolo.conversion.converter import SpikingConv
 from spikeyolo.conversion.spiking_yolo import SpikingYOLO
 
-__all__ = ["TimestepPoint", "TimestepSweep", "conv_macs", "evaluate_timesteps"]
+__all__ = ["TimestepPoint", "TimestepSweep", "TimestepReadOut", "conv_macs"]
 
 
 @dataclass
@@ -91,84 +93,77 @@ def conv_macs(model: SpikingYOLO, imgsz: int) -> list[tuple[SpikingConv, float, 
     return rows
 
 
-class _Replay(nn.Module):
-    """Stands in for the model inside ``validate``: returns recorded raw maps in loader order."""
+class TimestepReadOut:
+    """The read-out of the sweep's one pass: per batch one simulation to T_max, decoded at every (decoding, T).
 
-    def __init__(self, head: nn.Module, maps: list[torch.Tensor]) -> None:
-        super().__init__()
-        self.head = head
-        self.maps = list(maps)
-        self.anchor = nn.Parameter(torch.zeros(1), requires_grad=False)  # dtype/device for validate
-
-    def forward(self, images: torch.Tensor):
-        raw = self.maps.pop(0).to(images.device)
-        return self.head.decode([raw]), [raw]
-
-
-@torch.no_grad()
-def evaluate_timesteps(model: SpikingYOLO, loader, spec, device: torch.device, timesteps: Sequence[int],
-                       decodings: Sequence[str] = ("vmem", "spike"), e_mac_pj: float = 4.6,
-                       e_ac_pj: float = 0.9, progress: bool = False, conf: float = 0.001, iou: float = 0.7,
-                       max_det: int = 300) -> TimestepSweep:
-    """mAP@50 and mAP@50:95 at every T in ``timesteps`` for each decoding, with energy per image.
+    Called by the inference loop with each batch's network input; returns the decoded outputs per
+    ``(decoding, T)`` and accumulates what the energy and firing figures need (input spikes per conv at each T,
+    hidden-layer firing rates and per-channel rates at T_max, images seen).
 
     Args:
-        model: a converted SpikingYOLO (eval mode is used).
-        loader: the validation loader of ``spec`` (iterated once to simulate and once per point to score).
+        model: a converted SpikingYOLO (on the device of the input).
         timesteps: the T values (one simulation to their maximum per batch).
-        decodings: output decodings to score.
-        e_mac_pj, e_ac_pj: energy per MAC and per accumulate (pJ).
-        conf, iou, max_det: NMS settings of the scoring (as ``spikeyolo-eval``).
+        decodings: output decodings to read out.
     """
-    from spikeyolo.engine.validate import validate
-    from spikeyolo.structures import model_input
 
-    marks = sorted({int(t) for t in timesteps})
-    model = model.to(device).eval()
-    imgsz = None
-    recorded: dict[tuple[str, int], list[torch.Tensor]] = {(d, t): [] for d in decodings for t in marks}
-    spikes_in = {t: None for t in marks}
-    images_seen = 0
-    hidden_spikes: list[float] | None = None
-    channel_sums: list[torch.Tensor] | None = None
-    iterator = loader
-    if progress:
-        from tqdm import tqdm
+    def __init__(self, model: SpikingYOLO, timesteps: Sequence[int], decodings: Sequence[str] = ("vmem", "spike")):
+        self.model = model
+        self.marks = sorted({int(t) for t in timesteps})
+        self.decodings = tuple(decodings)
+        self.imgsz: int | None = None
+        self.images = 0
+        self.batches = 0
+        self.spikes_in: dict[int, list[float] | None] = {t: None for t in self.marks}
+        self.hidden_spikes: list[float] | None = None
+        self.channel_sums: list[torch.Tensor] | None = None
 
-        iterator = tqdm(loader, desc="simulate", leave=False)
-    for batch in iterator:
-        images = model_input(batch["img"], device)
-        imgsz = int(images.shape[-1])
-        states = model.network.simulate(images, marks)
-        for t in marks:
-            for decoding in decodings:
-                recorded[(decoding, t)].append(states[t][decoding].cpu())
+    def __call__(self, images: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
+        """Network input [B, C, H, W] -> {(decoding, T): decoded [B, 4 + C, A]} (decoded on the CPU)."""
+        self.imgsz = int(images.shape[-1])
+        states = self.model.network.simulate(images, self.marks)
+        outputs = {}
+        for t in self.marks:
+            for decoding in self.decodings:
+                outputs[(decoding, t)] = self.model.head.decode([states[t][decoding].cpu()])
             counts = states[t]["input_spikes"]
-            spikes_in[t] = counts if spikes_in[t] is None else [a + b for a, b in zip(spikes_in[t], counts)]
-        rates = model.firing_rates()
-        hidden_spikes = rates if hidden_spikes is None else [a + b for a, b in zip(hidden_spikes, rates)]
+            self.spikes_in[t] = counts if self.spikes_in[t] is None else [a + b for a, b in zip(self.spikes_in[t],
+                                                                                                   counts)]
+        rates = self.model.firing_rates()
+        self.hidden_spikes = rates if self.hidden_spikes is None else [a + b for a, b in zip(self.hidden_spikes, rates)]
         per_channel = [(layer.neuron.spike_count.abs().mean((0, 2, 3)) / max(layer.neuron.time_steps, 1)).cpu()
-                       for layer in model.network.layers[:-1]
+                       for layer in self.model.network.layers[:-1]
                        if isinstance(layer, SpikingConv) and layer.neuron.spike_count is not None]
-        channel_sums = per_channel if channel_sums is None else [a + b for a, b in zip(channel_sums, per_channel)]
-        images_seen += int(images.shape[0])
-    if images_seen == 0:
-        raise ValueError("the validation loader yielded no images")
-    batches = len(recorded[(decodings[0], marks[0])])
-    firing = [value / batches for value in (hidden_spikes or [])]
-    channels = [(value / batches).tolist() for value in (channel_sums or [])]
+        self.channel_sums = per_channel if self.channel_sums is None else [a + b for a, b in
+                                                                           zip(self.channel_sums, per_channel)]
+        self.images += int(images.shape[0])
+        self.batches += 1
+        return outputs
 
-    macs = conv_macs(model, imgsz)
-    dense = sum(m for _, m, _ in macs)
-    first = macs[0][1]
-    points = []
-    for t in marks:
-        sops = sum(count * per_input for count, (_, _, per_input) in zip(spikes_in[t], macs[1:])) / images_seen
-        snn_mj = (first * e_mac_pj + sops * e_ac_pj) * 1e-9
-        for decoding in decodings:
-            result = validate(_Replay(model.head, recorded[(decoding, t)]), loader, spec, torch.device("cpu"),
-                              conf, iou, max_det)
-            points.append(TimestepPoint(decoding, t, result.metrics["map50"], result.metrics["map50_95"], sops, snn_mj))
-    return TimestepSweep(points=points, dense_macs=dense, first_layer_macs=first, ann_energy_mj=dense * e_mac_pj * 1e-9,
-                         firing_rates=firing, channel_rates=channels, e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj,
-                         images=images_seen)
+    def sweep(self, maps: Mapping[tuple[str, int], tuple[float, float]], e_mac_pj: float = 4.6,
+              e_ac_pj: float = 0.9) -> TimestepSweep:
+        """The curve from the pass this read-out took part in.
+
+        Args:
+            maps: (decoding, T) -> (mAP@50, mAP@50:95) of that point's predictions.
+            e_mac_pj, e_ac_pj: energy per MAC and per accumulate (pJ).
+
+        Raises:
+            ValueError: the pass saw no image.
+        """
+        if self.images == 0:
+            raise ValueError("the validation loader yielded no images")
+        firing = [value / self.batches for value in (self.hidden_spikes or [])]
+        channels = [(value / self.batches).tolist() for value in (self.channel_sums or [])]
+        macs = conv_macs(self.model, self.imgsz)
+        dense = sum(m for _, m, _ in macs)
+        first = macs[0][1]
+        points = []
+        for t in self.marks:
+            sops = sum(count * per_input for count, (_, _, per_input) in zip(self.spikes_in[t], macs[1:])) / self.images
+            snn_mj = (first * e_mac_pj + sops * e_ac_pj) * 1e-9
+            for decoding in self.decodings:
+                map50, map50_95 = maps[(decoding, t)]
+                points.append(TimestepPoint(decoding, t, map50, map50_95, sops, snn_mj))
+        return TimestepSweep(points=points, dense_macs=dense, first_layer_macs=first,
+                             ann_energy_mj=dense * e_mac_pj * 1e-9, firing_rates=firing, channel_rates=channels,
+                             e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj, images=self.images)

@@ -29,7 +29,9 @@ from spikeyolo.engine.distributed import cleanup_distributed, init_distributed, 
 from spikeyolo.engine.ema import ModelEMA
 from spikeyolo.engine.loggers import MetricsFile
 from spikeyolo.engine.optim import Warmup, build_optimizer, lr_factor
+from spikeyolo.engine.validate import validate
 from spikeyolo.errors import TrainingError
+from spikeyolo.evaluation import flat_evaluators
 from spikeyolo.structures import model_input
 from spikeyolo._ultralytics.data import loader_state, restore_loader_state
 
@@ -284,12 +286,12 @@ class Trainer:
         return ckpt.save_checkpoint(self._payload(epoch), self.weights_dir / name)
 
     def validate(self) -> dict[str, float]:
-        from spikeyolo.engine.validate import validate
-
+        """Score the EMA weights by the data config's evaluators whose metrics are scalars (the Gen1 protocols,
+        a dict each, are spikeyolo-eval's)."""
         model = self.ema.module if self.ema else self.model
         nms = self.tcfg.nms
         result = validate(model, self.val_loader, self.spec, self.device, nms.conf, nms.iou, nms.max_det,
-                          amp=self.amp)
+                          amp=self.amp, evaluators=flat_evaluators(self.cfg.data.get("evaluators")))
         self.last_result = result
         return result.metrics
 

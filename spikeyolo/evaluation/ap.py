@@ -29,6 +29,10 @@ Both versions score a perfect detector 0.995, not 1: the closing sentinel lands 
 half of the last 0.01 step. ``closed_end=True`` keeps the envelope's value at recall 1 when a class reaches
 it (the sentinel is only needed past the last recall reached); on every curve that stops short of full
 recall it is bit-identical to the reference.
+
+:func:`score_yolo_ap` is the evaluator of an inference pass (:class:`~spikeyolo.structures.Predictions`):
+``yolo_map50_95`` / ``yolo_map50`` (8.4), ``reference_map50_95`` / ``reference_map50`` (8.0.197) and
+``precision`` / ``recall``, against the labels the pass read.
 """
 
 from __future__ import annotations
@@ -38,8 +42,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from spikeyolo._ultralytics import ops
+from spikeyolo.structures import Predictions, Score
+
 __all__ = ["IOU_THRESHOLDS", "match_image", "interpolated_ap", "reference_match_predictions", "reference_ap_per_class",
-           "evaluate_yolo_ap"]
+           "evaluate_yolo_ap", "score_yolo_ap"]
 
 # IoU 0.50:0.05:0.95, as ultralytics' DetectionValidator.iouv.
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
@@ -174,8 +181,6 @@ def _match_both(predictions: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: t
                 iou_thresholds: torch.Tensor, installed: bool = True,
                 reference: bool = True) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray]:
     """(tp of 8.4, tp of 8.0.197, scores, classes) of one image from one IoU matrix; a tp not asked for is None."""
-    from spikeyolo._ultralytics import ops  # imports ultralytics (seconds): only when used
-
     order = torch.argsort(predictions[:, 4], descending=True, stable=True)
     predictions = predictions[order].detach().cpu()  # [N, 6]
     scores, classes = predictions[:, 4].numpy().astype(np.float64), predictions[:, 5].numpy().astype(np.float64)
@@ -238,8 +243,6 @@ def evaluate_yolo_ap(predictions: Sequence[torch.Tensor], gt_boxes: Sequence[tor
     classes = np.concatenate([np.zeros(0), *class_parts])  # [N]
     targets = np.concatenate([np.zeros(0), *target_parts])  # [L]
 
-    from spikeyolo._ultralytics import ops
-
     per_class = ops.ap_per_class(tp, scores, classes, targets)
     ap = per_class["ap"]  # [C, T]
     has_classes = ap.shape[0] > 0
@@ -267,3 +270,22 @@ def evaluate_yolo_ap(predictions: Sequence[torch.Tensor], gt_boxes: Sequence[tor
         "precision_curve": per_class["precision_curve"],
         **extra,
     }
+
+
+def score_yolo_ap(predictions: Predictions, spec: object = None, backend: str = "pycocotools") -> Score:
+    """The ultralytics protocol of a pass: ``yolo_map50_95``, ``yolo_map50`` (the installed 8.4's matching and AP),
+    ``reference_map50_95``, ``reference_map50`` (the reference's 8.0.197 matching and AP), ``precision``, ``recall``.
+
+    Args:
+        predictions: the pass; scored against its ground truth in original pixels.
+        spec, backend: unused (the evaluator signature).
+
+    Returns:
+        Score with those metrics and the full :func:`evaluate_yolo_ap` dict (per-class arrays, PR curve).
+    """
+    result = evaluate_yolo_ap(predictions.detections, predictions.gt_xyxy(), predictions.gt_classes)
+    metrics = {"yolo_map50_95": float(result["map50_95"]), "yolo_map50": float(result["map50"]),
+               "reference_map50_95": float(result["reference_map50_95"]),
+               "reference_map50": float(result["reference_map50"]),
+               "precision": float(result["precision"]), "recall": float(result["recall"])}
+    return Score(metrics=metrics, result=result)

@@ -11,6 +11,10 @@ Two backends compute the same protocol:
   ``spikeyolo[fast]``). Not bit-identical: on the 100-image val2014 fixture
   (1.8.0) the 12 stats agree to 1 ulp (1.1e-16, AP50 only) and the per-class
   AP to 2 ulp (2.2e-16); see tests/test_evaluation.py.
+
+``score_coco`` is the evaluator of an inference pass (:class:`~spikeyolo.structures.Predictions`): its
+detections as COCO results against the dataset's COCO json, or against a COCO ground truth built from the
+labels the pass read (:func:`coco_gt_from_labels`) when the dataset has none.
 """
 
 from __future__ import annotations
@@ -20,11 +24,16 @@ import io
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["STAT_NAMES", "BACKENDS", "ClassAP", "CocoResult", "evaluate_coco"]
+from spikeyolo.data import DatasetSpec, coco_image_ids
+from spikeyolo.evaluation.predictions import to_coco_results
+from spikeyolo.structures import Predictions, Score
+
+__all__ = ["STAT_NAMES", "BACKENDS", "ClassAP", "CocoResult", "evaluate_coco", "coco_gt_from_labels", "score_coco"]
 
 # The order of COCOeval.stats for iou_type "bbox" / "segm".
 STAT_NAMES: tuple[str, ...] = (
@@ -145,6 +154,52 @@ def evaluate_coco(gt: PathLike | dict, detections: PathLike | Sequence[dict], ba
     per_class = _per_class_ap(cocoeval.eval["precision"], cocoeval.params, gt_dataset)
     return CocoResult(**dict(zip(STAT_NAMES, stats)), stats=stats, per_class=per_class,
                       backend=backend, summary=summary)
+
+
+def coco_gt_from_labels(predictions: Predictions, category_ids: Sequence[int], names: Sequence[str]) -> dict:
+    """A COCO ground-truth dict from the labels a pass read (normalised cx cy w h) and the image shapes.
+
+    Image ids are the sample positions 0..S-1, annotation ids count from 1, boxes are
+    ``[(cx - w / 2) * W, (cy - h / 2) * H, w * W, h * H]`` in float64.
+    """
+    images, annotations = [], []
+    for image_id, (im_file, (height, width), boxes, classes) in enumerate(
+            zip(predictions.im_files, predictions.shapes, predictions.gt_boxes, predictions.gt_classes)):
+        images.append({"id": image_id, "file_name": Path(im_file).name, "height": int(height), "width": int(width)})
+        for (cx, cy, w, h), cls_index in zip(boxes.tolist(), classes.tolist()):
+            box = [(cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height]
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id":
+                                int(category_ids[int(cls_index)]), "bbox": box, "area": box[2] * box[3],
+                                "iscrowd": 0})
+    categories = [{"id": int(cid), "name": str(name)} for cid, name in zip(category_ids, names)]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def score_coco(predictions: Predictions, spec: DatasetSpec, backend: str = "pycocotools") -> Score:
+    """The COCO protocol of a pass: the 12 COCOeval stats (``map50_95`` ... ``ar_large``).
+
+    Args:
+        predictions: the pass (detections in original pixels).
+        spec: the dataset: ``val_json`` (scored against it, images by file name) or none (a COCO ground truth
+            from the labels the pass read), ``category_ids`` (class index -> COCO id; default 1..num_classes),
+            ``names``.
+        backend: ``pycocotools`` or ``faster``.
+
+    Returns:
+        Score with the stats as metrics, the :class:`CocoResult` and the COCO result dicts as records.
+    """
+    category_ids = list(spec.category_ids) if spec.category_ids else list(range(1, spec.num_classes + 1))
+    if spec.val_json is not None:
+        ids_by_name = coco_image_ids(spec)
+        image_ids = [ids_by_name[Path(f).name] for f in predictions.im_files]
+        gt: Any = str(spec.val_json)
+    else:
+        gt = coco_gt_from_labels(predictions, category_ids, spec.names)
+        image_ids = list(range(predictions.images))
+    results = to_coco_results(predictions.detections, image_ids, category_ids)
+    coco = evaluate_coco(gt, results, backend=backend)
+    metrics = {k: float(v) for k, v in coco.to_dict().items() if isinstance(v, (int, float))}
+    return Score(metrics=metrics, result=coco, records=results)
 
 
 # --------------------------------------------------------------------------- backends

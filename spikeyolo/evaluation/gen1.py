@@ -15,10 +15,12 @@ Published Gen1 mAPs are computed three different ways; a number means something 
                (recording, label time) that keeps a box, detections within +-50 ms of it, pycocotools. (The
                toolbox's own command line, ``psee_evaluator.py --camera GEN1``, skips only t <= 0.1 s and keeps sides
                >= 20 px.)
-``cordone``    Cordone et al. 2022 (loiccordone/object-detection-with-spiking-neural-networks): 100 ms windows,
-               labels with both corners clamped (last box per track, w/h = 0 dropped), samples without a box or
-               without an event dropped, then ``filter_boxes`` (diagonal >= 30 px, both sides >= 20 px) on ground
-               truth and detections, pycocotools over all remaining samples (annotation ids from 1, below).
+``cordone``    Cordone et al. 2022 (loiccordone/object-detection-with-spiking-neural-networks): labels with both
+               corners clamped (last box per track, w/h = 0 dropped), samples without a box or without an event
+               in the model's window dropped, then ``filter_boxes`` (diagonal >= 30 px, both sides >= 20 px) on
+               ground truth and detections, pycocotools over all remaining samples (annotation ids from 1, below).
+               Their 100 ms is their model's input window (``sample_size``), not part of the metric: every
+               protocol scores the detections of one pass at the model's own window.
 
 Samples are scored in (recording, label time) order whatever order they are passed in, so tied scores give one
 result. The two COCO protocols do their box arithmetic (widths, the size filter, COCO areas) in float32, as the
@@ -27,23 +29,27 @@ float32 detections is exact) and computes IoU in float32 as ultralytics. Cordone
 from 0, and pycocotools reads a detection matched to annotation 0 as unmatched (a false positive that leaves
 its box unfound); here annotations are numbered from 1.
 
+:func:`score_gen1` is the evaluator of an inference pass over a Gen1 loader: the pass's
+:class:`~spikeyolo.structures.Predictions` carry the dataset's ``Gen1Sample`` records.
+
 See docs/events.md ("Gen1 evaluation protocols") for the sources, the settings and the measured differences.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from spikeyolo.data import postprocess_boxes
 from spikeyolo.evaluation.ap import evaluate_yolo_ap
 from spikeyolo.evaluation.coco import STAT_NAMES, evaluate_coco
+from spikeyolo.structures import Predictions, Score
 
-__all__ = ["Gen1Protocol", "GEN1_PROTOCOLS", "get_protocol", "protocol_ground_truth", "evaluate_gen1",
-           "evaluate_gen1_protocols"]
+__all__ = ["Gen1Protocol", "GEN1_PROTOCOLS", "get_protocol", "protocol_ground_truth", "evaluate_gen1", "score_gen1"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,6 @@ class Gen1Protocol:
 
     Attributes:
         name: ``spikeyolo``, ``prophesee`` or ``cordone``.
-        window_us: the event window the model sees (None: the data config's, 250 ms for SpikeYOLO).
         ground_truth: ``reference`` / ``corners`` (:func:`~spikeyolo.data.gen1_labels.postprocess_boxes` with that
             clamp) or ``raw`` (the label file's boxes at that time, untouched).
         metric: ``ultralytics`` (the reference's 101-point AP of matched predictions) or ``coco`` (pycocotools).
@@ -67,7 +72,6 @@ class Gen1Protocol:
     """
 
     name: str
-    window_us: int | None
     ground_truth: str
     metric: str
     skip_us: int | None = None
@@ -79,11 +83,11 @@ class Gen1Protocol:
 
 
 GEN1_PROTOCOLS: dict[str, Gen1Protocol] = {
-    "spikeyolo": Gen1Protocol("spikeyolo", window_us=None, ground_truth="reference", metric="ultralytics"),
-    "prophesee": Gen1Protocol("prophesee", window_us=None, ground_truth="raw", metric="coco", skip_us=500_000,
-                              min_diag=30.0, min_side=10.0, time_tol_us=50_000, float32_boxes=True),
-    "cordone": Gen1Protocol("cordone", window_us=100_000, ground_truth="corners", metric="coco", min_diag=30.0,
-                            min_side=20.0, drop_empty=True, float32_boxes=True),
+    "spikeyolo": Gen1Protocol("spikeyolo", ground_truth="reference", metric="ultralytics"),
+    "prophesee": Gen1Protocol("prophesee", ground_truth="raw", metric="coco", skip_us=500_000, min_diag=30.0,
+                              min_side=10.0, time_tol_us=50_000, float32_boxes=True),
+    "cordone": Gen1Protocol("cordone", ground_truth="corners", metric="coco", min_diag=30.0, min_side=20.0,
+                            drop_empty=True, float32_boxes=True),
 }
 
 
@@ -100,13 +104,11 @@ def protocol_ground_truth(protocol: str | Gen1Protocol, sample: Any) -> np.ndarr
     """The ground-truth boxes of a sample under a protocol, before its size / time filter.
 
     Args:
-        sample: a :class:`~spikeyolo.data.gen1.Gen1Sample` (``boxes`` raw, ``width``, ``height``).
+        sample: a ``Gen1Sample`` (``boxes`` raw, ``width``, ``height``).
 
     Returns:
-        [M] :data:`~spikeyolo.data.events.BOX_DTYPE`.
+        [M] boxes in the sample's box dtype (``BOX_DTYPE``).
     """
-    from spikeyolo.data.gen1_labels import postprocess_boxes
-
     protocol = get_protocol(protocol)
     if protocol.ground_truth == "raw":
         return sample.boxes
@@ -122,9 +124,7 @@ def _corner_boxes_float32(boxes: np.ndarray, width: int, height: int) -> np.ndar
     width can differ from the file's by a float32 rounding (which matters at the size filter's bounds). Boxes are
     in the order of each track's last box.
     """
-    from spikeyolo.data.events import BOX_DTYPE, as_boxes
-
-    boxes = as_boxes(boxes)
+    boxes = np.asarray(boxes)
     if len(boxes):
         _, first_in_reversed = np.unique(boxes["track_id"][::-1], return_index=True)
         boxes = boxes[np.sort(len(boxes) - 1 - first_in_reversed)]
@@ -133,9 +133,7 @@ def _corner_boxes_float32(boxes: np.ndarray, width: int, height: int) -> np.ndar
     y1, y2 = np.clip(y, 0, height), np.clip(y + boxes["h"], 0, height)
     w, h = (x2 - x1).astype(np.float32), (y2 - y1).astype(np.float32)
     keep = (w != 0) & (h != 0)
-    out = np.empty(int(keep.sum()), BOX_DTYPE)
-    for name in BOX_DTYPE.names:
-        out[name] = boxes[name][keep]
+    out = boxes[keep]                                                 # a copy (boolean index)
     out["x"], out["y"], out["w"], out["h"] = x1[keep], y1[keep], w[keep], h[keep]
     return out
 
@@ -245,9 +243,8 @@ def evaluate_gen1(protocol: str | Gen1Protocol, samples: Sequence[Any], detectio
 
     Args:
         protocol: a name of :data:`GEN1_PROTOCOLS` or a :class:`Gen1Protocol`.
-        samples: [S] :class:`~spikeyolo.data.gen1.Gen1Sample` (recording, t_us, raw boxes, num_events, size),
-            e.g. ``loader.dataset.samples`` built with the protocol's window; scored in (recording, t_us) order,
-            whatever order they come in.
+        samples: [S] ``Gen1Sample`` (recording, t_us, raw boxes, num_events, size), e.g. a Gen1 loader's
+            ``dataset.samples``; scored in (recording, t_us) order, whatever order they come in.
         detections: [S] per sample [N, 6] (x1, y1, x2, y2, score, class index) in sensor pixels.
         names: class names (class index i is COCO category i + 1).
         backend: pycocotools or faster (``coco`` metric).
@@ -270,41 +267,25 @@ def evaluate_gen1(protocol: str | Gen1Protocol, samples: Sequence[Any], detectio
     return {"protocol": protocol.name, "metric": protocol.metric, **metrics, **counts}
 
 
-def evaluate_gen1_protocols(model: torch.nn.Module, spec: Any, data_cfg: Mapping[str, Any], device: torch.device,
-                            protocols: Sequence[str] = tuple(GEN1_PROTOCOLS), batch_size: int = 16, workers: int = 0,
-                            conf: float = 0.001, iou: float = 0.7, max_det: int = 300, backend: str = "pycocotools",
-                            progress: bool = False) -> tuple[dict[str, dict[str, Any]], dict[int, Any]]:
-    """Run a detector over the val split of a Gen1 spec and score it under each protocol.
+def score_gen1(protocol: str | Gen1Protocol, predictions: Predictions, spec: Any = None,
+               backend: str = "pycocotools") -> Score:
+    """One Gen1 protocol of a pass over a Gen1 loader (its ``samples``, detections in sensor pixels).
 
-    The model runs once per distinct window (the data config's window, and 100 ms for ``cordone``), through
-    :func:`spikeyolo.engine.validate.validate`. ``data.time_steps`` null means the model's T.
+    Args:
+        protocol: a name of :data:`GEN1_PROTOCOLS` or a :class:`Gen1Protocol`.
+        predictions: the pass; ``samples`` must hold the dataset's ``Gen1Sample`` records.
+        spec: the dataset (its ``names``); default car, pedestrian.
+        backend: pycocotools or faster (``coco`` metric).
 
     Returns:
-        ({protocol: metrics}, {window_us: ValidationResult}).
+        Score whose metrics are :func:`evaluate_gen1`'s dict.
+
+    Raises:
+        ValueError: the pass carries no Gen1 samples (not a Gen1 loader).
     """
-    from spikeyolo.io import plain
-
-    from spikeyolo.errors import DatasetError
-    from spikeyolo.data.gen1 import gen1_dataloader_from_config
-    from spikeyolo.engine.validate import validate
-
-    data = plain(data_cfg)
-    model_steps = int(getattr(model, "time_steps", data.get("time_steps") or 1))
-    if data.get("time_steps") is None:
-        data["time_steps"] = model_steps
-    elif int(data["time_steps"]) != model_steps:
-        raise DatasetError(f"data.time_steps={data['time_steps']} but the model was trained with T={model_steps}")
-    scores, results = {}, {}
-    for name in protocols:
-        protocol = get_protocol(name)
-        window = int(protocol.window_us or data.get("window_us") or 250_000)
-        if window not in results:
-            loader = gen1_dataloader_from_config(spec, data, "val", batch_size, workers, device=device,
-                                                 window_us=window, progress=progress)
-            results[window] = (loader.dataset, validate(model, loader, spec, device, conf, iou, max_det,
-                                                        backend=backend, progress=progress))
-        dataset, result = results[window]
-        by_file = dict(zip(result.im_files, result.detections))
-        scores[protocol.name] = evaluate_gen1(protocol, dataset.samples, [by_file[s.im_file] for s in dataset.samples],
-                                              spec.names, backend)
-    return scores, {window: result for window, (_, result) in results.items()}
+    if predictions.samples is None:
+        raise ValueError(f"the Gen1 protocol {get_protocol(protocol).name!r} scores Gen1 samples; this loader's "
+                         f"dataset has none (list it among the evaluators of Gen1 data configs only)")
+    names = tuple(spec.names) if spec is not None else ("car", "pedestrian")
+    metrics = evaluate_gen1(protocol, predictions.samples, predictions.detections, names, backend)
+    return Score(metrics=metrics)
