@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--append", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from spikeyolo.nn.neurons import ILIF, reset_states
+    from spikeyolo.nn.neurons import ILIF
 
     rows = []
     for steps in (1, 4):
@@ -65,7 +65,6 @@ def main() -> None:
         flat = lambda inp, n=ours: n(inp.flatten(0, 1)).view_as(inp)  # noqa: E731
 
         def flat_sj(inp, n=sj):
-            reset_states(n)  # spikingjelly keeps its membrane between calls
             return n(inp.flatten(0, 1)).view_as(inp)
 
         # equality of outputs and gradients with the naive oracle

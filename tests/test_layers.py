@@ -45,14 +45,6 @@ DEFERS_OPTIONAL: dict[tuple[str, str], str] = {}
 # Breaks of the rules above in code outside the evaluation refactor, each with the part of issue #16 that removes
 # it: (rule, module, imported module).
 KNOWN_VIOLATIONS: set[tuple[str, str, str]] = {
-    # nn -> engine: nn.reference builds a model through engine.checkpoint, and engine.checkpoint reads reference
-    # checkpoints through nn.reference (a cycle hidden in function bodies); removed by the checkpoint/reference
-    # split (the reference reader must not need the engine)
-    ("direction", "spikeyolo.nn.reference", "spikeyolo.engine.checkpoint"),
-    ("function", "spikeyolo.nn.reference", "spikeyolo.engine.checkpoint"),
-    ("function", "spikeyolo.nn.reference", "spikeyolo.config"),
-    ("function", "spikeyolo.engine.checkpoint", "spikeyolo.nn.reference"),
-    ("function", "spikeyolo.engine.checkpoint", "spikeyolo.config"),
     # data: the synthetic Gen1 job imports the generator in the worker; removed by the data-sources part
     ("function", "spikeyolo.data.sources.gen1.synthetic", "spikeyolo.data.events.synthetic"),
     # engine: the trainer's data imports (outside its validation call), the model card's; removed by the engine

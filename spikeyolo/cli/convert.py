@@ -71,12 +71,12 @@ def convert(cfg: DictConfig) -> Path:
     load_weights(ann, payload, source=str(path))
     ann = ann.to(cfg.device).eval()
     neuron_node = OmegaConf.to_container(cfg.spiking_neurons[cfg.spiking_neuron], resolve=True)
-    slope = getattr(ann, "negative_slope", None)
-    if "alpha" in neuron_node and slope is not None and abs(float(neuron_node["alpha"]) - slope) > 1e-9:
+    slope = ann.negative_slope
+    if "alpha" in neuron_node and abs(float(neuron_node["alpha"]) - slope) > 1e-9:
         raise UserError(f"spiking_neurons.{cfg.spiking_neuron}.alpha={neuron_node['alpha']} differs from "
                            f"the ANN's leaky slope {slope}")
     try:
-        snn = convert_detector(ann, calibration_batches(cfg, max(getattr(ann, "strides", [32]))), cfg.norm,
+        snn = convert_detector(ann, calibration_batches(cfg, max(ann.strides)), cfg.norm,
                                instantiate(neuron_node), cfg.percentile, int(cfg.timesteps), cfg.decoding,
                                int(cfg.time_chunk))
     except TypeError as err:

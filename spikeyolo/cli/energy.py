@@ -47,13 +47,13 @@ def _images(cfg: DictConfig, model, num_images: int) -> tuple[Iterator[Any], dic
             {"random_images": True, "imgsz": size, "input_shapes": [[size, size]]}
     from omegaconf import open_dict
 
-    from spikeyolo.data import dataloader_from_config, spec_from_config
+    from spikeyolo.data import dataloader_from_config, get_source, spec_from_config
     from spikeyolo.structures import model_input
 
-    if "time_steps" in cfg.data and cfg.checkpoint is not None:
-        with open_dict(cfg):   # event clips of the checkpoint's T, not of the (unused) neuron group's
-            cfg.data.time_steps = int(getattr(model, "time_steps", 1))
     spec = spec_from_config(cfg.data)
+    if get_source(spec.source).is_event_data and cfg.checkpoint is not None:
+        with open_dict(cfg):   # event clips of the checkpoint's T, not of the (unused) neuron group's
+            cfg.data.time_steps = int(model.time_steps)
     loader = dataloader_from_config(spec, cfg.data, "val", batch_size=1, workers=0, stride=max(model.strides),
                                     device="cpu")
     origin = {"random_images": False, "dataset": spec.name, "imgsz": int(cfg.data.imgsz),

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, open_dict
 from spikeyolo.cli.common import UserError, friendly_errors, prepare_run_dir, run_hydra_app, setup_logging, write_json
 from spikeyolo.config import CONFIG_DIR
 from spikeyolo.conversion import SpikingYOLO
-from spikeyolo.data import dataloader_from_config, spec_from_config
+from spikeyolo.data import dataloader_from_config, get_source, spec_from_config
 from spikeyolo.deploy import to_spike_driven
 from spikeyolo.deploy.fixed_point import to_fixed_point
 from spikeyolo.engine.checkpoint import (
@@ -124,8 +124,8 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
     model = deployed(cfg, model).to(device)
     names = evaluator_names(cfg)
     overrides = {}
-    if "time_steps" in cfg.data:   # event data: clips of the model's T (data.time_steps null: the checkpoint's)
-        overrides["time_steps"] = int(getattr(model, "time_steps", cfg.data.time_steps or 1))
+    if get_source(spec.source).is_event_data:   # clips of the model's T (data.time_steps null: the checkpoint's)
+        overrides["time_steps"] = int(model.time_steps if model.time_steps is not None else cfg.data.time_steps or 1)
         if cfg.data.time_steps is not None and int(cfg.data.time_steps) != overrides["time_steps"]:
             raise UserError(f"data.time_steps={cfg.data.time_steps} but the model was trained with "
                             f"T={overrides['time_steps']}")

@@ -37,7 +37,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger = instantiate(cfg.logger, _recursive_=False, run_dir=str(run_dir), run_config=OmegaConf.to_container(cfg, resolve=True))
     trainer = Trainer(cfg, logger=logger)
     if is_main:
-        steps = getattr(trainer.model, "time_steps", None)  # ANNs (tiny_yolo) have no T and D
+        steps = trainer.model.time_steps  # None: an ANN (tiny_yolo) has no T and D
         timing = f"T={steps} D={trainer.model.max_level}" if steps is not None else "ANN"
         log.info("run %s: %s on %s (%d train / %d val images), %s, %s, %.2fM parameters", trainer.run_dir,
                  OmegaConf.select(cfg, "model._target_").rsplit(".", 1)[-1], trainer.spec.name,
@@ -65,8 +65,8 @@ def finish_run(trainer, logger) -> dict[str, float]:
     write_json(run_dir / "metrics.json", {**metrics, "weights": str(best), "epochs_trained":
                                           len(trainer.metrics_file.read()),
                                           "parameters": trainer.model.num_parameters(),
-                                          "time_steps": getattr(trainer.model, "time_steps", None),  # None: ANN
-                                          "max_level": getattr(trainer.model, "max_level", None)})
+                                          "time_steps": trainer.model.time_steps,  # None: ANN
+                                          "max_level": trainer.model.max_level})
     if result.coco is not None:   # the data config's evaluators include coco (the default)
         (run_dir / "per_class_ap.md").write_text(result.coco.table(markdown=True) + "\n")
     write_model_card(trainer, metrics)

@@ -29,16 +29,22 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
-from spikeyolo.errors import CheckpointError
+from spikeyolo.config import build_model
+from spikeyolo.errors import CheckpointError, ReferenceCheckpointError
 from spikeyolo.io import atomic_write
+from spikeyolo.nn.reference import (GEN1_LIF, convert_reference_state_dict, is_reference_checkpoint,
+                                    load_reference_checkpoint, reference_model_config, translate_reference_keys)
+from spikeyolo.nn.reference_checkpoint import ReferenceCheckpoint
 
 FORMAT = "spikeyolo-checkpoint"
 VERSION = 1
 
-__all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "read_model_checkpoint", "load_checkpoint",
-           "load_weights", "init_from_weights", "rng_state", "set_rng_state", "describe_model_config"]
+__all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "read_model_checkpoint", "reference_payload",
+           "load_checkpoint", "load_weights", "init_from_weights", "rng_state", "set_rng_state",
+           "describe_model_config"]
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
@@ -80,8 +86,6 @@ def read_model_checkpoint(path: str | Path, model: str | Any = None, time_steps:
     reference checkpoint (default: inferred from the weights; the reference's T and D); a spikeyolo
     checkpoint stores its own, so they are refused for it.
     """
-    from spikeyolo.nn.reference import is_reference_checkpoint, load_reference_checkpoint, reference_payload
-
     if Path(path).is_file() and is_reference_checkpoint(path):
         return reference_payload(load_reference_checkpoint(path), model, time_steps, max_level)
     payload = read_checkpoint(path)
@@ -93,10 +97,36 @@ def read_model_checkpoint(path: str | Path, model: str | Any = None, time_steps:
     return payload
 
 
+def reference_payload(reference: ReferenceCheckpoint, model: str | None = None, time_steps: int | None = None,
+                      max_level: int | None = None) -> dict[str, Any]:
+    """A reference checkpoint in the in-memory form of a spikeyolo checkpoint (``read_checkpoint``'s dict).
+
+    ``model_config`` from :func:`~spikeyolo.nn.reference.reference_model_config`, ``model`` the converted
+    (spikeyolo-key, float32) weights, ``names`` the pickled class names, and ``train_config`` the image size the
+    reference trained at, so :func:`model_from_payload` and spikeyolo-eval take it as it is.
+
+    Raises:
+        ReferenceCheckpointError: Gen1 neurons other than the reference's (tau 2, decay_input, soft reset).
+        ReferenceKeyError: weights that do not fit the inferred (or given) model.
+    """
+    if reference.kind == "gen1" and reference.lif_settings != {GEN1_LIF}:
+        raise ReferenceCheckpointError(
+            f"{reference.path}: Gen1 neurons with (tau, decay_input, v_reset, detach_reset) = "
+            f"{sorted(reference.lif_settings, key=str)}; spikeyolo reproduces only the reference's {GEN1_LIF} "
+            "(charge=lif)")
+    config = reference_model_config(reference.state_dict, reference.kind, model, time_steps, max_level)
+    network = build_model(config)
+    state = convert_reference_state_dict(reference.state_dict, network)
+    imgsz = reference.train_args.get("imgsz")
+    num_classes = config["model"]["num_classes"]
+    names = reference.names if len(reference.names) == num_classes else [str(i) for i in range(num_classes)]
+    return {"format": FORMAT, "version": VERSION, "model_config": config, "model": state, "ema": None,
+            "names": names, "epoch": -1, "source": f"reference ({reference.kind}, {reference.entry} weights)",
+            "train_config": yaml.safe_dump({"data": {"imgsz": imgsz}}) if type(imgsz) is int else None}
+
+
 def trained_data_config(payload: dict[str, Any]) -> dict[str, Any]:
     """The ``data`` node of the run config a checkpoint was trained with ({} if it has none)."""
-    import yaml
-
     text = payload.get("train_config")
     config = yaml.safe_load(text) if text else {}
     data = (config or {}).get("data") if isinstance(config, dict) else None
@@ -130,8 +160,6 @@ def load_weights(model: nn.Module, payload: dict[str, Any], use_ema: bool = True
 
 def model_from_payload(payload: dict[str, Any], use_ema: bool = True, source: str = "checkpoint") -> nn.Module:
     """The model of a read checkpoint (:func:`read_checkpoint`) with its (EMA) weights and class names, eval mode."""
-    from spikeyolo.config import build_model
-
     model = build_model(payload["model_config"])
     load_weights(model, payload, use_ema=use_ema, source=source)
     model.names = list(payload.get("names") or [])
@@ -153,9 +181,6 @@ def init_from_weights(model: nn.Module, model_config: dict[str, Any], path: str 
     Raises:
         CheckpointError: any other missing key or shape mismatch (another architecture).
     """
-    from spikeyolo.config import build_model
-    from spikeyolo.nn.reference import is_reference_checkpoint, load_reference_checkpoint, translate_reference_keys
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights not found: {path}")

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from spikeyolo.nn.detector import SpikeYOLO
 from spikeyolo.nn.neurons import SpikingNeuron
 from spikeyolo.structures import Predictions, Score
 
@@ -28,8 +29,7 @@ class FiringRecorder:
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self.handles = []
-        layers = getattr(model, "layers", None)
-        head_index = len(layers) - 1 if layers is not None else -1
+        head_index = len(model.layers) - 1 if isinstance(model, SpikeYOLO) else -1
         for name, module in model.named_modules():
             if not isinstance(module, SpikingNeuron) or module.max_level <= 0:
                 continue

@@ -58,7 +58,7 @@ class Gen1Protocol:
 
     Attributes:
         name: ``spikeyolo``, ``prophesee`` or ``cordone``.
-        ground_truth: ``reference`` / ``corners`` (:func:`~spikeyolo.data.gen1_labels.postprocess_boxes` with that
+        ground_truth: ``reference`` / ``corners`` (:func:`~spikeyolo.data.postprocess_boxes` with that
             clamp) or ``raw`` (the label file's boxes at that time, untouched).
         metric: ``ultralytics`` (the reference's 101-point AP of matched predictions) or ``coco`` (pycocotools).
         skip_us: boxes (ground truth and detections) at t <= skip_us are dropped; None keeps all.

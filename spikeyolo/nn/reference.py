@@ -11,8 +11,8 @@ otherwise ``ReferenceKeyError`` lists what did not match.
 Reference checkpoints are pickled ``DetectionModel`` objects; :mod:`spikeyolo.nn.reference_pickle`
 reads them without running anything in them. :func:`reference_model_config` derives the spikeyolo
 model description (scale, classes, input channels, neuron) from a reference state_dict's shapes, and
-:func:`reference_payload` turns a reference checkpoint into the in-memory form of a spikeyolo
-checkpoint, so evaluation and fine-tuning take either.
+``spikeyolo.engine.checkpoint.reference_payload`` turns a reference checkpoint into the in-memory form of a
+spikeyolo checkpoint, so evaluation and fine-tuning take either.
 """
 
 from __future__ import annotations
@@ -21,15 +21,17 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
-from spikeyolo.nn.reference_checkpoint import ReferenceCheckpoint, load_reference_checkpoint
+from spikeyolo.config import compose, model_config
 from spikeyolo.errors import ReferenceCheckpointError, ReferenceKeyError
+from spikeyolo.nn.reference_checkpoint import ReferenceCheckpoint, load_reference_checkpoint
 from spikeyolo.nn.reference_pickle import is_reference_checkpoint
 
 __all__ = ["ReferenceKeyError", "ReferenceCheckpointError", "reference_to_spikeyolo_key", "translate_reference_keys",
            "convert_reference_state_dict", "read_reference_checkpoint", "load_reference_weights",
-           "reference_model_config", "reference_payload", "is_reference_checkpoint", "load_reference_checkpoint"]
+           "reference_model_config", "is_reference_checkpoint", "load_reference_checkpoint", "GEN1_LIF"]
 
 
 def _translate(module: nn.Module, suffix: str) -> str:
@@ -130,7 +132,7 @@ _REPEATS = {2: 3, 4: 6, 6: 9, 8: 3}  # yaml repeats of the scaled backbone layer
 # (T=2 from the data, D=4), which is charge=lif with decay 0.5.
 REFERENCE_NEURONS = {"coco": {"time_steps": 1, "max_level": 4, "decay": 0.25, "charge": "ilif"},
                      "gen1": {"time_steps": 2, "max_level": 4, "decay": 0.5, "charge": "lif"}}
-_GEN1_LIF = (2.0, True, None, True)  # (tau, decay_input, v_reset, detach_reset) of SpikeYOLO_for_Gen1
+GEN1_LIF = (2.0, True, None, True)  # (tau, decay_input, v_reset, detach_reset) of SpikeYOLO_for_Gen1
 
 
 def _repeats(state: Mapping[str, torch.Tensor], layer: int) -> int:
@@ -154,10 +156,6 @@ def reference_model_config(state: Mapping[str, torch.Tensor], kind: str = "coco"
     config name such as ``spikeyolo_s``, or a composed model node), that model's scale. The neuron is
     the reference's for ``kind`` (:data:`REFERENCE_NEURONS`) with ``time_steps``/``max_level`` as T and D.
     """
-    from omegaconf import OmegaConf
-
-    from spikeyolo.config import compose, model_config
-
     stem_out, in_chs = _shape(state, "model.1.encode_conv.weight")[:2]
     num_classes = _shape(state, "model.26.cv3.0.2.conv.weight")[0]
     mixer = _shape(state, "model.25.conv1.body.2.1.weight")
@@ -190,36 +188,3 @@ def reference_model_config(state: Mapping[str, torch.Tensor], kind: str = "coco"
             neuron[name] = int(value)
     config["neuron"] = neuron
     return config
-
-
-def reference_payload(reference: ReferenceCheckpoint, model: str | None = None, time_steps: int | None = None,
-                      max_level: int | None = None) -> dict[str, Any]:
-    """A reference checkpoint in the in-memory form of a spikeyolo checkpoint (``read_checkpoint``'s dict).
-
-    ``model_config`` from :func:`reference_model_config`, ``model`` the converted (spikeyolo-key, float32)
-    weights, ``names`` the pickled class names, and ``train_config`` the image size the reference trained at,
-    so :func:`spikeyolo.engine.checkpoint.model_from_payload` and spikeyolo-eval take it as it is.
-
-    Raises:
-        ReferenceCheckpointError: Gen1 neurons other than the reference's (tau 2, decay_input, soft reset).
-        ReferenceKeyError: weights that do not fit the inferred (or given) model.
-    """
-    import yaml
-
-    from spikeyolo.config import build_model
-    from spikeyolo.engine.checkpoint import FORMAT, VERSION
-
-    if reference.kind == "gen1" and reference.lif_settings != {_GEN1_LIF}:
-        raise ReferenceCheckpointError(
-            f"{reference.path}: Gen1 neurons with (tau, decay_input, v_reset, detach_reset) = "
-            f"{sorted(reference.lif_settings, key=str)}; spikeyolo reproduces only the reference's {_GEN1_LIF} "
-            "(charge=lif)")
-    config = reference_model_config(reference.state_dict, reference.kind, model, time_steps, max_level)
-    network = build_model(config)
-    state = convert_reference_state_dict(reference.state_dict, network)
-    imgsz = reference.train_args.get("imgsz")
-    num_classes = config["model"]["num_classes"]
-    names = reference.names if len(reference.names) == num_classes else [str(i) for i in range(num_classes)]
-    return {"format": FORMAT, "version": VERSION, "model_config": config, "model": state, "ema": None,
-            "names": names, "epoch": -1, "source": f"reference ({reference.kind}, {reference.entry} weights)",
-            "train_config": yaml.safe_dump({"data": {"imgsz": imgsz}}) if type(imgsz) is int else None}
