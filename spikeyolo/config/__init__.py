@@ -1,9 +1,10 @@
-"""Composing the packaged Hydra configs and building models from them."""
+"""Composing the packaged Hydra configs (spikeyolo/configs, typed by :mod:`spikeyolo.config.schema`) and building
+models from them."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from hydra import compose as hydra_compose
@@ -13,12 +14,21 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+from spikeyolo.config.schema import register_schemas
+from spikeyolo.errors import UserError
 
-__all__ = ["CONFIG_DIR", "compose", "build_model", "model_config", "resolve_num_classes"]
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+__all__ = ["CONFIG_DIR", "compose", "config_choices", "build_model", "model_config", "resolve_num_classes",
+           "resolve_imgsz", "register_schemas"]
+
+# ${spikeyolo.coalesce:a,b,...}: the first argument that is not null (the run name: data.name, else data.source)
+if not OmegaConf.has_resolver("spikeyolo.coalesce"):
+    OmegaConf.register_new_resolver("spikeyolo.coalesce",
+                                    lambda *values: next((value for value in values if value is not None), None))
 
 
-def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+def compose(overrides: Sequence[str] = (), config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
     """Compose a packaged config (``train``, ``eval``, ...) with command-line style overrides.
 
     Example: ``compose(["model=spikeyolo_s", "neuron.max_level=4"])``.
@@ -26,7 +36,15 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictCo
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+        return hydra_compose(config_name=config_name, overrides=list(overrides),
+                             return_hydra_config=return_hydra_config)
+
+
+def config_choices(config_name: str = "train", overrides: Sequence[str] = ()) -> dict[str, str | None]:
+    """The config groups a packaged config uses and the option chosen in each (``{"model": "spikeyolo_n", ...}``)."""
+    choices = compose(overrides, config_name, return_hydra_config=True).hydra.runtime.choices
+    return {str(group): (None if option is None else str(option)) for group, option in choices.items()
+            if not str(group).startswith("hydra/") and "/" not in str(group)}
 
 
 def resolve_num_classes(cfg: DictConfig) -> int:
@@ -41,10 +59,39 @@ def resolve_num_classes(cfg: DictConfig) -> int:
     return int(from_data) if from_data is not None else 80
 
 
+def resolve_imgsz(cfg: DictConfig, model: torch.nn.Module, trained: Mapping[str, Any] | None = None) -> int:
+    """The square input size of a command, checked against the model's strides, and set as ``cfg.data.imgsz``.
+
+    ``data.imgsz`` when it is set; when it is null, the size the checkpoint was trained at (``trained``: the data
+    config stored in the checkpoint, :func:`spikeyolo.engine.checkpoint.trained_data_config`).
+
+    Raises:
+        UserError: no size is known, or it is not a positive multiple of the model's largest stride.
+    """
+    stride = max(model.strides)
+    imgsz = cfg.data.imgsz
+    if imgsz is None:
+        imgsz = (trained or {}).get("imgsz")
+    if imgsz is None:
+        raise UserError(f"the checkpoint does not record the image size it was trained at: give data.imgsz=N "
+                        f"(an integer multiple of {stride})")
+    if isinstance(imgsz, bool) or not isinstance(imgsz, int):
+        raise UserError(f"data.imgsz must be an integer multiple of {stride}, got {imgsz!r}")
+    if imgsz <= 0 or imgsz % stride:
+        below = imgsz // stride * stride
+        choices = f"{below} or {below + stride}" if below > 0 else f"{stride}"
+        raise UserError(f"data.imgsz={imgsz} is not a multiple of the model's largest stride {stride} "
+                        f"(use {choices})")
+    cfg.data.imgsz = imgsz
+    return imgsz
+
+
 def model_config(cfg: DictConfig, num_classes: int | None = None) -> dict[str, Any]:
     """The self-contained description of a model (stored in checkpoints): model and neuron nodes."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    model.pop("weights", None)  # model.weights: where training starts from (a run option, not the network)
+    # run options, not the network: model.weights (where training starts from), model.name (the config's name)
+    model.pop("weights", None)
+    model.pop("name", None)
     model["num_classes"] = int(num_classes if num_classes is not None else resolve_num_classes(cfg))
     return {"model": model, "neuron": OmegaConf.to_container(cfg.neuron, resolve=True)}
 
