@@ -7,10 +7,13 @@ The small public API:
     model = spikeyolo.load_checkpoint("runs/demo/weights/best.pt")
     model = spikeyolo.load_checkpoint("23M_best.pt")         # reference (BICLab) weights: scale from the file
     spikeyolo.load_reference_weights(model, "23M_best.pt")   # or into a model you built
+    detector = spikeyolo.Detector.load("runs/demo/weights/best.pt")   # pictures in, boxes out
+    detector.predict(["a.jpg", frame_bgr])                    # [ImageDetections(boxes, scores, classes, ...)]
 
 Reference checkpoints are read without running anything in them (spikeyolo.nn.reference_pickle).
 """
 
+from spikeyolo.api import Detector, ImageDetections
 from spikeyolo.config import build_model, compose
 from spikeyolo.engine.checkpoint import load_checkpoint
 from spikeyolo.nn.reference import ReferenceCheckpointError, convert_reference_state_dict, load_reference_weights
@@ -18,4 +21,4 @@ from spikeyolo.nn.reference import ReferenceCheckpointError, convert_reference_s
 __version__ = "0.1.0"
 
 __all__ = ["compose", "build_model", "load_checkpoint", "load_reference_weights", "convert_reference_state_dict",
-           "ReferenceCheckpointError", "__version__"]
+           "ReferenceCheckpointError", "Detector", "ImageDetections", "__version__"]

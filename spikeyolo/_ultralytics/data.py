@@ -17,6 +17,7 @@ from copy import copy
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from spikeyolo._ultralytics import env  # noqa: F401  (offline environment before ultralytics)
@@ -192,3 +193,39 @@ def restore_loader_state(loader: torch.utils.data.DataLoader, state: dict[str, A
         dataset.buffer.clear()
         for index in state["mosaic_buffer"]:  # replaying the loads rebuilds the buffer and its cached images
             dataset.load_image(index)
+
+
+def letterbox_image(image: np.ndarray, imgsz: int, stride: int = 32, rect: bool = True,
+                    pad: float = 0.5) -> tuple[np.ndarray, tuple[tuple[float, float], tuple[float, float]]]:
+    """One image as a validation loader of the same settings would make it (no labels, no file).
+
+    ultralytics' val pipeline for a single image: the long side resized to ``imgsz`` (``load_image``, never
+    enlarged past it, INTER_LINEAR), then ``LetterBox(scaleup=False)`` to the rect shape of this image alone
+    (``set_rectangle``: the short side padded to a stride multiple with ``pad``) or to ``imgsz x imgsz``.
+
+    Args:
+        image: [H, W, 3] uint8 BGR (as OpenCV reads it).
+
+    Returns:
+        ([h, w, 3] uint8 BGR network image, ratio_pad ((gain_h, gain_w), (pad_w, pad_h)) as the dataset records it).
+    """
+    import math
+
+    import cv2
+    from ultralytics.data.augment import LetterBox
+
+    h0, w0 = image.shape[:2]
+    ratio = imgsz / max(h0, w0)
+    if ratio != 1:
+        image = cv2.resize(image, (min(math.ceil(w0 * ratio), imgsz), min(math.ceil(h0 * ratio), imgsz)),
+                           interpolation=cv2.INTER_LINEAR)
+    if rect:
+        aspect = h0 / w0
+        shape = [aspect, 1] if aspect < 1 else [1, 1 / aspect] if aspect > 1 else [1, 1]
+        new_shape = tuple(int(s) for s in (np.ceil(np.array(shape) * imgsz / stride + pad).astype(int) * stride))
+    else:
+        new_shape = (imgsz, imgsz)
+    resized = image.shape[:2]
+    labels = {"img": image, "ratio_pad": (resized[0] / h0, resized[1] / w0), "rect_shape": new_shape}
+    out = LetterBox(new_shape=new_shape, scaleup=False)(labels=labels)
+    return out["img"], out["ratio_pad"]

@@ -1,0 +1,152 @@
+"""The Python API: ``spikeyolo.Detector.load(path).predict(images)``.
+
+The single-image letterbox equals the validation loader's image for image (square and non-square, rect and
+square letterbox); the detector's boxes on the embedded trees val images equal the predictions ``spikeyolo-eval``
+writes for the same checkpoint (integer and spike-driven paths); the three input kinds (path, numpy BGR / RGB,
+PIL) give the same detections; bad input is one clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import spikeyolo
+from conftest import TINY, randomize_bn
+from spikeyolo._ultralytics.data import letterbox_image
+from spikeyolo.data import coco_image_ids, dataloader_from_config, embedded_root, spec_from_config
+from spikeyolo.engine import checkpoint as ckpt
+from spikeyolo.errors import InputError, UserError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+IMGSZ = 64
+
+
+def _val_files() -> list[Path]:
+    return sorted((embedded_root() / "images" / "val").glob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A width-1/16 n model with 'trained' BN statistics (it fires and detects), trained-at size 64 on the trees."""
+    torch.manual_seed(0)
+    cfg = spikeyolo.compose([*TINY, f"data.imgsz={IMGSZ}"])
+    model = randomize_bn(spikeyolo.build_model(cfg, num_classes=1), seed=3)
+    with torch.no_grad():   # lift the class logits so that a fair number of boxes pass a low threshold
+        for branch in model.layers[-1].cls_branches:
+            branch[-1].conv.bias.fill_(-1.0)
+    path = tmp_path_factory.mktemp("api") / "best.pt"
+    train_config = yaml.safe_dump({"data": {"source": "embedded", "name": "trees", "imgsz": IMGSZ, "val_rect": True}})
+    ckpt.save_checkpoint({"model_config": spikeyolo.config.model_config(cfg, 1), "model": model.state_dict(),
+                          "ema": None, "names": ["tree"], "train_config": train_config}, path)
+    return path
+
+
+@pytest.mark.parametrize("rect", [True, False])
+@pytest.mark.parametrize("size", [(400, 400), (240, 420), (500, 260)])
+def test_letterbox_image_equals_the_validation_loader(tmp_path, rect, size):
+    """One image through letterbox_image == the same image through a val loader of those settings."""
+    root = tmp_path / "set"
+    (root / "images" / "val").mkdir(parents=True)
+    (root / "labels" / "val").mkdir(parents=True)
+    rng = np.random.default_rng(sum(size))
+    image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    cv2.imwrite(str(root / "images" / "val" / "a.png"), image)
+    (root / "labels" / "val" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "images/val", "val": "images/val",
+                                                    "names": ["x"]}))
+    cfg = spikeyolo.compose(["data=yolo", f"data.yaml={root / 'data.yaml'}", f"data.imgsz={IMGSZ * 2}",
+                             f"data.val_rect={str(rect).lower()}"])
+    spec = spec_from_config(cfg.data)
+    batch = next(iter(dataloader_from_config(spec, cfg.data, "val", batch_size=1, workers=0, device="cpu")))
+    ours, ratio_pad = letterbox_image(image, IMGSZ * 2, 32, rect)
+    assert torch.equal(torch.from_numpy(np.ascontiguousarray(ours[:, :, ::-1].transpose(2, 0, 1))), batch["img"][0])
+    assert tuple(map(tuple, ratio_pad)) == tuple(map(tuple, batch["ratio_pad"][0]))
+
+
+def _eval_predictions(checkpoint: Path, run_dir: Path, deploy: str, monkeypatch) -> dict[str, list[dict]]:
+    """spikeyolo-eval's predictions.json for the checkpoint, by image file name."""
+    from spikeyolo.cli.eval import main
+
+    monkeypatch.setattr(sys, "argv", ["spikeyolo-eval", f"checkpoint={checkpoint}", f"run_dir={run_dir}",
+                                      f"deploy={deploy}", "workers=0"])
+    main()
+    spec = spec_from_config(spikeyolo.compose([]).data)
+    names_by_id = {image_id: name for name, image_id in coco_image_ids(spec).items()}
+    by_file: dict[str, list[dict]] = {}
+    for record in json.loads((run_dir / "predictions.json").read_text()):
+        by_file.setdefault(names_by_id[record["image_id"]], []).append(record)
+    return by_file
+
+
+def _as_records(result) -> np.ndarray:
+    """[N, 5] (score, x, y, w, h) sorted, as COCO results hold them."""
+    rows = [(float(s), float(x1), float(y1), float(x2 - x1), float(y2 - y1))
+            for (x1, y1, x2, y2), s in zip(result.boxes, result.scores)]
+    return np.array(sorted(rows), dtype=np.float64).reshape(-1, 5)
+
+
+@pytest.mark.parametrize("deploy", ["integer", "spike_driven"])
+def test_detector_boxes_equal_eval_predictions(tmp_path, checkpoint, monkeypatch, deploy):
+    expected = _eval_predictions(checkpoint, tmp_path / "eval", deploy, monkeypatch)
+    detector = spikeyolo.Detector.load(checkpoint).eval_path(deploy)
+    assert detector.imgsz == IMGSZ and detector.names == ["tree"] and detector.path == deploy
+    results = detector.predict([str(f) for f in _val_files()], conf=0.001, max_det=300)
+    assert len(results) == len(_val_files())
+    total = 0
+    for file, result in zip(_val_files(), results):
+        assert result.source == str(file) and result.shape == (400, 400)
+        want = np.array(sorted((r["score"], *r["bbox"]) for r in expected.get(file.name, [])), np.float64).reshape(-1, 5)
+        ours = _as_records(result)
+        assert ours.shape == want.shape, file.name
+        # the same detections; boxes in float32 here, float64 in the results file: equal to 1e-3 px
+        assert np.allclose(ours[:, 0], want[:, 0], rtol=0, atol=1e-6) and np.allclose(ours[:, 1:], want[:, 1:],
+                                                                                       rtol=0, atol=1e-3), file.name
+        total += len(result)
+    assert total > 0   # the comparison is not empty
+
+
+def test_three_input_kinds_give_the_same_detections(tmp_path, checkpoint):
+    detector = spikeyolo.Detector.load(checkpoint)
+    file = tmp_path / "tile.png"   # lossless: OpenCV and PIL decode the same pixels (their JPEG decoders differ)
+    cv2.imwrite(str(file), cv2.imread(str(_val_files()[0])))
+    bgr = cv2.imread(str(file))
+    # one image per call: a batch of another size may sum in another order (float32 ulps, tie order)
+    (by_path,), (by_bgr,) = detector.predict(file), detector.predict(bgr)
+    (by_rgb,), (by_pil,) = detector.predict(bgr[:, :, ::-1].copy(), rgb=True), detector.predict(Image.open(file))
+    for other in (by_bgr, by_rgb, by_pil):
+        assert np.array_equal(other.boxes, by_path.boxes) and np.array_equal(other.scores, by_path.scores)
+    pair = detector.predict([file, bgr])   # a list gives one result per image, in order
+    assert [r.source for r in pair] == [str(file), None] and len(pair[0]) == len(by_path)
+    assert by_path.source == str(file) and by_bgr.source is None
+    assert all(name == "tree" for name in by_path.names) and len(by_path.to_list()) == len(by_path)
+    grey = detector.predict(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))[0]
+    assert grey.shape == (400, 400)
+
+
+def test_bad_input_is_one_clear_error(tmp_path, checkpoint):
+    detector = spikeyolo.Detector.load(checkpoint)
+    with pytest.raises(InputError, match="image not found: .*missing.jpg"):
+        detector.predict(tmp_path / "missing.jpg")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(InputError, match="broken.jpg: not a readable image"):
+        detector.predict(str(tmp_path / "broken.jpg"))
+    with pytest.raises(InputError, match=r"must be \[H, W, 3\]"):
+        detector.predict(np.zeros((4, 4, 4), np.uint8))
+    with pytest.raises(UserError, match="deploy path must be one of"):
+        detector.eval_path("binary")
+    events = tmp_path / "events.pt"
+    payload = ckpt.read_checkpoint(checkpoint)
+    payload["train_config"] = yaml.safe_dump({"data": {"source": "gen1", "imgsz": 64}})
+    ckpt.save_checkpoint({k: v for k, v in payload.items() if k not in ("format", "version")}, events)
+    with pytest.raises(UserError, match="trained on event data"):
+        spikeyolo.Detector.load(events)
