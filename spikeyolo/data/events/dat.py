@@ -21,13 +21,15 @@ Choices (see docs/events.md):
   2^31 µs adds 2^32 to every later event); Gen1 recordings last about 60 s and never wrap. A windowed read
   bisects the raw uint32 column, so it needs a file whose timestamps are sorted and do not wrap; it raises
   :class:`EventFileError` where it can see that they are not.
+- A window of a dense 1Mpx recording can hold tens of millions of events: :func:`iter_dat` yields it in chunks
+  of at most ``chunk_events`` decoded events, so a reader's memory stays bounded whatever the window.
 """
 
 from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from spikeyolo.errors import EventFileError
 from spikeyolo.io import atomic_write
 
 __all__ = ["EVENT_DTYPE", "RECORD_DTYPE", "EVENT_TYPE_TD", "EVENT_TYPE_CD", "GEN1_WIDTH", "GEN1_HEIGHT", "DatHeader",
-           "read_dat_header", "read_dat", "write_dat"]
+           "read_dat_header", "read_dat", "iter_dat", "write_dat"]
 
 #: Decoded events: t int64 µs, x/y uint16 pixels, p int8 in {0, 1}; aligned, 16 bytes per event.
 EVENT_DTYPE = np.dtype({"names": ["t", "x", "y", "p"], "formats": ["<i8", "<u2", "<u2", "i1"],
@@ -266,6 +268,39 @@ def read_dat(path: str | os.PathLike, t_start_us: int | None = None, t_end_us: i
                                  "the events are unsorted, so the window cannot be bisected; read the whole file "
                                  "and select from it")
     return events
+
+
+def iter_dat(path: str | os.PathLike, t_start_us: int | None = None, t_end_us: int | None = None, *,
+             chunk_events: int = 1 << 20) -> Iterator[np.ndarray]:
+    """The events of :func:`read_dat` (with ``t_start_us <= t < t_end_us``) in chunks, for bounded memory.
+
+    The window is bisected on the memory-mapped timestamps as in :func:`read_dat`; then at most ``chunk_events``
+    records are decoded at a time. Concatenated, the chunks equal ``read_dat(path, t_start_us, t_end_us)`` for a
+    file with sorted timestamps (the only kind a window can be read from; the full file of one whose clock wraps
+    is refused here, read it with :func:`read_dat`, which unwraps).
+
+    Yields:
+        [n] :data:`EVENT_DTYPE` arrays, 1 <= n <= chunk_events, in file order (none for an empty window).
+
+    Raises:
+        EventFileError: as :func:`read_dat`; also timestamps that step backwards inside the window, between chunks
+            included.
+        ValueError: ``t_start_us > t_end_us`` or ``chunk_events < 1``.
+    """
+    if chunk_events < 1:
+        raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
+    header = read_dat_header(path)
+    records = _records(header)
+    lo, hi = _window(header.path, records["t"], t_start_us, t_end_us)
+    previous_t = None
+    for start in range(lo, hi, int(chunk_events)):
+        events, backwards = _decode(records[start:min(hi, start + int(chunk_events))])
+        if backwards or (previous_t is not None and events["t"][0] < previous_t):
+            raise _fail(header.path, f"timestamps step backwards inside the window [{t_start_us}, {t_end_us}): "
+                                     "the events are unsorted or the clock wraps, so the window cannot be bisected; "
+                                     "read the whole file and select from it")
+        previous_t = events["t"][-1]
+        yield events
 
 
 def write_dat(path: str | os.PathLike, events: np.ndarray, width: int, height: int, *,

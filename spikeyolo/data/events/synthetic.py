@@ -1,17 +1,20 @@
-"""Synthetic Gen1-format recordings: textured objects crossing a textured background, seen by an event camera.
+"""Synthetic Prophesee-format recordings (Gen1 and 1Mpx): textured objects crossing a textured background.
 
-Each recording is a static textured background with a few objects (class 0 "car": a wide rectangle; class 1
-"pedestrian": a tall ellipse), each carrying its own texture and moving at a constant velocity. Frames are
+Each recording is a static textured background with a few objects (Gen1 scenes: class 0 "car", a wide rectangle;
+class 1 "pedestrian", a tall ellipse; :data:`GEN4_SCENE` has the 1Mpx classes, below), each carrying its own texture
+and moving at a constant velocity. Frames are
 rendered every ``frame_period_us``; like an ideal DVS pixel, each pixel keeps a reference log-intensity and emits
 one event each time its log-intensity moves ``contrast_threshold`` away from it (ON when brighter, OFF when darker),
 the event time interpolated linearly between the two frames. Uniform background-activity noise is added. Boxes
 (the visible part of each object, clipped to the sensor) are labelled every ``label_period_us`` from
 ``label_start_us`` on, with a track id per object. The output is deterministic for a given seed.
 
-Files follow the Gen1 layout: ``OUT/{train,val,test}/<name>_td.dat`` (TD events, 304x240) and
-``<name>_bbox.npy`` (Gen1 box dtype)::
+Files follow the release layout: ``OUT/{train,val,test}/<name>_td.dat`` and ``<name>_bbox.npy``; Gen1 scenes
+(the default :class:`SceneConfig`) write TD events at 304x240 and the Gen1 box dtype (``ts``, ``confidence``),
+:data:`GEN4_SCENE` CD events (type 0x0C) at 1280x720 and the newer box dtype (``t``, ``class_confidence``) with
+labels at 60 Hz, as the 1 Megapixel dataset::
 
-    python -m spikeyolo.data.events.synthetic OUT_DIR --recordings 2 --duration-s 2
+    python -m spikeyolo.data.events.synthetic OUT_DIR --recordings 2 --duration-s 2 [--camera gen4]
 """
 
 from __future__ import annotations
@@ -26,16 +29,38 @@ from pathlib import Path
 import numpy as np
 
 from spikeyolo.data.events.boxes import BOX_DTYPE, write_boxes
-from spikeyolo.data.events.dat import EVENT_DTYPE, EVENT_TYPE_TD, write_dat
+from spikeyolo.data.events.dat import EVENT_DTYPE, EVENT_TYPE_CD, EVENT_TYPE_TD, write_dat
 
-__all__ = ["SceneConfig", "simulate_recording", "write_recording", "generate_dataset", "main"]
+__all__ = ["ObjectClass", "GEN1_CLASSES", "GEN4_CLASSES", "SceneConfig", "GEN1_SCENE", "GEN4_SCENE", "SCENES",
+           "simulate_recording", "write_recording", "generate_dataset", "main"]
 
-CAR, PEDESTRIAN = 0, 1
+
+@dataclass(frozen=True)
+class ObjectClass:
+    """One kind of synthetic object: the class id it is labelled with, its shape, and the uniform ranges its size
+    (pixels) and speed (pixels per second) are drawn from."""
+
+    class_id: int
+    shape: str                       # "rectangle" or "ellipse"
+    width: tuple[float, float]
+    height: tuple[float, float]
+    speed: tuple[float, float]
+
+
+#: Gen1's two classes: 0 car (a wide rectangle), 1 pedestrian (a tall ellipse).
+GEN1_CLASSES = (ObjectClass(0, "rectangle", (36, 80), (22, 44), (40, 120)),
+                ObjectClass(1, "ellipse", (12, 24), (28, 60), (15, 45)))
+#: 1Mpx release ids (0 pedestrian, 1 two-wheeler, 2 car, 3 truck, ...; toolbox issue #23): the three classes the
+#: evaluation keeps, at about four times Gen1's size in pixels, plus trucks (id 3), which the gen4 pipeline drops.
+GEN4_CLASSES = (ObjectClass(0, "ellipse", (40, 90), (110, 230), (60, 180)),
+                ObjectClass(1, "ellipse", (90, 170), (70, 130), (150, 350)),
+                ObjectClass(2, "rectangle", (150, 320), (90, 180), (160, 480)),
+                ObjectClass(3, "rectangle", (300, 560), (200, 300), (100, 300)))
 
 
 @dataclass(frozen=True)
 class SceneConfig:
-    """What a synthetic recording looks like (defaults: Gen1 sensor and label rate).
+    """What a synthetic recording looks like (defaults: the Gen1 sensor, classes, label rate and file dtypes).
 
     Args:
         width, height: sensor size in pixels.
@@ -46,6 +71,11 @@ class SceneConfig:
         objects_per_second: extra objects per second of recording (Poisson mean).
         label_start_us, label_period_us: box labels at label_start_us, +label_period_us, ... before the end.
         min_box_size: a clipped box narrower or lower than this (pixels) is not labelled.
+        classes: the kinds of objects, drawn with equal probability.
+        texture_scale: multiplies the textures' periods (1 for Gen1; 4 at 1280x720).
+        event_type: the ``.dat`` event type byte: 0x00 (TD, Gen1) or 0x0C (CD, 1Mpx).
+        legacy_boxes: write the Gen1 box dtype (``ts``, ``confidence``); else the newer one (``t``,
+            ``class_confidence``).
     """
 
     width: int = 304
@@ -58,11 +88,25 @@ class SceneConfig:
     label_start_us: int = 500_000
     label_period_us: int = 50_000
     min_box_size: float = 4.0
+    classes: tuple[ObjectClass, ...] = GEN1_CLASSES
+    texture_scale: float = 1.0
+    event_type: int = EVENT_TYPE_TD
+    legacy_boxes: bool = True
+
+
+#: Gen1: 304x240, TD events, labels every 50 ms from 0.5 s, the Gen1 box dtype.
+GEN1_SCENE = SceneConfig()
+#: 1 Megapixel: 1280x720, CD events, labels at 60 Hz (16667 µs) from 0.5 s, the newer box dtype; frames every
+#: 2 ms (events are interpolated between them) to keep the simulation of 921,600 pixels affordable.
+GEN4_SCENE = SceneConfig(width=1280, height=720, frame_period_us=2000, label_period_us=16_667, min_box_size=16.0,
+                         classes=GEN4_CLASSES, texture_scale=4.0, event_type=EVENT_TYPE_CD, legacy_boxes=False)
+SCENES = {"gen1": GEN1_SCENE, "gen4": GEN4_SCENE}
 
 
 @dataclass(frozen=True)
 class _MovingObject:
     class_id: int
+    shape: str
     track_id: int
     width: float
     height: float
@@ -81,11 +125,8 @@ def _make_objects(rng: np.random.Generator, duration_us: int, scene: SceneConfig
     count = scene.min_objects + int(rng.poisson(scene.objects_per_second * duration_us * 1e-6))
     objects = []
     for track_id in range(count):
-        class_id = int(rng.integers(2))
-        if class_id == CAR:
-            width, height, speed = rng.uniform(36, 80), rng.uniform(22, 44), rng.uniform(40, 120)
-        else:
-            width, height, speed = rng.uniform(12, 24), rng.uniform(28, 60), rng.uniform(15, 45)
+        kind = scene.classes[int(rng.integers(len(scene.classes)))]
+        width, height, speed = rng.uniform(*kind.width), rng.uniform(*kind.height), rng.uniform(*kind.speed)
         width, height = min(width, scene.width / 2), min(height, scene.height / 2)
         velocity_x = speed * rng.choice([-1.0, 1.0]) * 1e-6
         velocity_y = rng.uniform(-0.15, 0.15) * speed * 1e-6
@@ -94,9 +135,11 @@ def _make_objects(rng: np.random.Generator, duration_us: int, scene: SceneConfig
         left_seen = rng.uniform(0, scene.width - width)
         top_seen = rng.uniform(0, scene.height - height)
         brightness = rng.uniform(0.12, 0.3) if rng.random() < 0.5 else rng.uniform(0.7, 0.95)
-        texture = (1 / rng.uniform(4, 12), 1 / rng.uniform(4, 12), rng.uniform(0, 2 * np.pi), rng.uniform(0.15, 0.3))
-        objects.append(_MovingObject(class_id, track_id, width, height, left_seen - velocity_x * t_seen,
-                                     top_seen - velocity_y * t_seen, velocity_x, velocity_y, brightness, texture))
+        period_u, period_v = rng.uniform(4, 12) * scene.texture_scale, rng.uniform(4, 12) * scene.texture_scale
+        texture = (1 / period_u, 1 / period_v, rng.uniform(0, 2 * np.pi), rng.uniform(0.15, 0.3))
+        objects.append(_MovingObject(kind.class_id, kind.shape, track_id, width, height,
+                                     left_seen - velocity_x * t_seen, top_seen - velocity_y * t_seen, velocity_x,
+                                     velocity_y, brightness, texture))
     return objects
 
 
@@ -105,7 +148,8 @@ def _background(rng: np.random.Generator, scene: SceneConfig) -> np.ndarray:
     rows, cols = np.mgrid[0:scene.height, 0:scene.width] + 0.5
     image = np.zeros((scene.height, scene.width))
     for _ in range(4):
-        angle, period, phase = rng.uniform(0, np.pi), rng.uniform(6, 40), rng.uniform(0, 2 * np.pi)
+        angle, period = rng.uniform(0, np.pi), rng.uniform(6, 40) * scene.texture_scale
+        phase = rng.uniform(0, 2 * np.pi)
         image += np.sin(2 * np.pi * (cols * np.cos(angle) + rows * np.sin(angle)) / period + phase)
     return 0.5 + 0.05 * image
 
@@ -133,7 +177,7 @@ def _render(background: np.ndarray, objects: Sequence[_MovingObject], t_us: floa
         left, top = obj.corner(t_us)
         v = (np.arange(o_r0, o_r1) + 0.5 - top)[:, None]        # object-local row coordinate, [h, 1]
         u = (np.arange(o_c0, o_c1) + 0.5 - left)[None, :]       # object-local column coordinate, [1, w]
-        if obj.class_id == CAR:     # rectangle with a 1-pixel anti-aliased edge
+        if obj.shape == "rectangle":     # with a 1-pixel anti-aliased edge
             cover = (np.clip(np.minimum(u, obj.width - u) + 0.5, 0, 1)
                      * np.clip(np.minimum(v, obj.height - v) + 0.5, 0, 1))
         else:                       # ellipse; distance to the rim approximated along the short axis
@@ -231,11 +275,12 @@ def _label(objects: Sequence[_MovingObject], duration_us: int, scene: SceneConfi
 
 def write_recording(out_dir: str | Path, name: str, duration_s: float, seed: int | Sequence[int],
                     scene: SceneConfig = SceneConfig()) -> tuple[Path, Path]:
-    """Simulate a recording and write ``out_dir/<name>_td.dat`` and ``out_dir/<name>_bbox.npy`` (Gen1 dtypes)."""
+    """Simulate a recording and write ``out_dir/<name>_td.dat`` and ``out_dir/<name>_bbox.npy`` (the scene's event
+    type and box dtype)."""
     events, boxes = simulate_recording(duration_s, seed, scene)
     out_dir = Path(out_dir)
-    dat_path = write_dat(out_dir / f"{name}_td.dat", events, scene.width, scene.height, event_type=EVENT_TYPE_TD)
-    box_path = write_boxes(out_dir / f"{name}_bbox.npy", boxes, legacy=True)
+    dat_path = write_dat(out_dir / f"{name}_td.dat", events, scene.width, scene.height, event_type=scene.event_type)
+    box_path = write_boxes(out_dir / f"{name}_bbox.npy", boxes, legacy=scene.legacy_boxes)
     return dat_path, box_path
 
 
@@ -263,8 +308,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--duration-s", type=float, default=2.0, help="seconds per recording (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    parser.add_argument("--camera", choices=sorted(SCENES), default="gen1",
+                        help="gen1 (304x240, the default) or gen4 (1280x720, the 1 Megapixel format)")
     args = parser.parse_args(argv)
-    for dat_path, box_path in generate_dataset(args.out_dir, args.recordings, args.duration_s, args.seed, args.splits):
+    for dat_path, box_path in generate_dataset(args.out_dir, args.recordings, args.duration_s, args.seed, args.splits,
+                                               SCENES[args.camera]):
         print(f"{dat_path}  {box_path}")
 
 
