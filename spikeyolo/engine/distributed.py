@@ -26,13 +26,16 @@ class DistInfo:
         return self.rank in (-1, 0)
 
 
-def select_device(spec: str | int, local_rank: int = -1) -> torch.device:
-    """'auto' | 'cpu' | 'cuda' | '0' | '0,1' -> a torch device (the local rank's GPU under torchrun)."""
+def select_device(spec: str | int, local_rank: int = -1, key: str = "device") -> torch.device:
+    """'auto' | 'cpu' | 'cuda' | '0' | '0,1' -> a torch device (the local rank's GPU under torchrun).
+
+    ``key`` is the config key the spec came from, named in the error (``trainer.device`` in training).
+    """
     spec = str(spec).strip().lower()
     if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ValueError(f"trainer.device={spec} asks for CUDA but no GPU is available (use trainer.device=cpu)")
+        raise ValueError(f"{key}={spec} asks for CUDA but no GPU is available (use {key}=cpu or {key}=auto)")
     if local_rank >= 0:
         return torch.device("cuda", local_rank)
     if spec in ("auto", "cuda"):

@@ -46,6 +46,10 @@ class YoloSource(DataSource):
         yaml_path = data_cfg.get("yaml")
         if yaml_path is None:
             raise DatasetError("data.yaml: an Ultralytics dataset yaml path is required for source 'yolo'")
+        if not Path(yaml_path).is_file():
+            found = "a folder" if Path(yaml_path).is_dir() else "no such file"
+            raise DatasetError(f"data.yaml={yaml_path}: {found}, expected an Ultralytics dataset yaml file "
+                               "(data.yaml=PATH/TO/dataset.yaml)")
         return spec_from_yaml(Path(yaml_path), source=self.name)
 
     def loader(self, spec: DatasetSpec, data_cfg: Mapping[str, Any], split: str, batch_size: int, workers: int,
