@@ -311,7 +311,7 @@ def test_eval_sweeps_timesteps_of_a_converted_checkpoint(tmp_path):
     ann_path = save_checkpoint({"model_config": model_config(cfg, 1), "model": ann.state_dict(), "ema": None,
                                 "names": ["tree"]}, tmp_path / "ann.pt")
     snn_path = convert_command(spikeyolo.compose([f"checkpoint={ann_path}", "calibration.images=4",
-                                                  "calibration.imgsz=64", "timesteps=8"], config_name="convert"))
+                                                  "data.imgsz=64", "timesteps=8"], config_name="convert"))
     report = evaluate(spikeyolo.compose([f"checkpoint={snn_path}", "timesteps=[2,8]", "data.imgsz=64",
                                          f"run_dir={tmp_path / 'eval'}"], config_name="eval"))
     saved = json.loads((tmp_path / "eval" / "timesteps.json").read_text())

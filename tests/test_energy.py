@@ -171,7 +171,7 @@ def test_report_files(measured, tmp_path):
 def test_cli_random_images(tmp_path):
     from spikeyolo.cli.energy import energy
 
-    cfg = spikeyolo.compose([f"run_dir={tmp_path}", "random_images=true", "imgsz=64", "num_images=2",
+    cfg = spikeyolo.compose([f"run_dir={tmp_path}", "random_images=true", "data.imgsz=64", "num_images=2",
                              "model.width_multiple=0.0625", "energy=int_spiking_yolo", "plots=false"],
                             config_name="energy")
     total = energy(cfg)
@@ -203,7 +203,7 @@ def test_cli_dataset_images_are_counted_at_the_stated_size(tmp_path, rect, shape
 def test_cli_bad_input_exits_2(tmp_path, capsys, override):
     from spikeyolo.cli.energy import energy
 
-    cfg = spikeyolo.compose([f"run_dir={tmp_path}", "random_images=true", "imgsz=64", override],
+    cfg = spikeyolo.compose([f"run_dir={tmp_path}", "random_images=true", "data.imgsz=64", override],
                             config_name="energy")
     with pytest.raises(SystemExit) as exc:
         energy(cfg)

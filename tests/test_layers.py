@@ -47,33 +47,6 @@ DEFERS_OPTIONAL: dict[tuple[str, str], str] = {}
 KNOWN_VIOLATIONS: set[tuple[str, str, str]] = {
     # data: the synthetic Gen1 job imports the generator in the worker; removed by the data-sources part
     ("function", "spikeyolo.data.sources.gen1.synthetic", "spikeyolo.data.events.synthetic"),
-    # engine: the trainer's data imports (outside its validation call), the model card's; removed by the engine
-    # part
-    ("function", "spikeyolo.engine.trainer", "spikeyolo.data"),
-    ("function", "spikeyolo.engine.model_card", "spikeyolo"),
-    # the other entry points import in their functions; removed by the thin-CLI part (cli/eval.py is done)
-    ("function", "spikeyolo.cli.common", "spikeyolo.config"),
-    ("function", "spikeyolo.cli.convert", "spikeyolo.cli.common"),
-    ("function", "spikeyolo.cli.convert", "spikeyolo.config"),
-    ("function", "spikeyolo.cli.convert", "spikeyolo.conversion"),
-    ("function", "spikeyolo.cli.convert", "spikeyolo.conversion.normalize"),
-    ("function", "spikeyolo.cli.convert", "spikeyolo.data"),
-    ("function", "spikeyolo.cli.convert", "spikeyolo.engine.checkpoint"),
-    ("function", "spikeyolo.cli.energy", "spikeyolo"),
-    ("function", "spikeyolo.cli.energy", "spikeyolo.cli.common"),
-    ("function", "spikeyolo.cli.energy", "spikeyolo.data"),
-    ("function", "spikeyolo.cli.energy", "spikeyolo.deploy"),
-    ("function", "spikeyolo.cli.energy", "spikeyolo.energy"),
-    ("function", "spikeyolo.cli.energy", "spikeyolo.structures"),
-    ("function", "spikeyolo.cli.export", "spikeyolo.deploy.export"),
-    ("function", "spikeyolo.cli.export", "spikeyolo.deploy.nir_export"),
-    ("function", "spikeyolo.cli.export", "spikeyolo.engine.checkpoint"),
-    ("function", "spikeyolo.cli.summary", "spikeyolo"),
-    ("function", "spikeyolo.cli.train", "spikeyolo.engine"),
-    ("function", "spikeyolo.cli.train", "spikeyolo.engine.checkpoint"),
-    ("function", "spikeyolo.cli.train", "spikeyolo.engine.model_card"),
-    ("function", "spikeyolo.cli.train", "spikeyolo.engine.trainer"),
-    ("function", "spikeyolo.cli.train", "spikeyolo.plots"),
 }
 
 

@@ -66,7 +66,7 @@ def converted(tmp_path_factory):
     ann_path = save_checkpoint({"model_config": model_config(cfg, 1), "model": ann.state_dict(), "ema": None,
                                 "names": ["tree"]}, root / "ann.pt")
     return convert_command(spikeyolo.compose([f"checkpoint={ann_path}", "calibration.images=4",
-                                              "calibration.imgsz=64", "timesteps=8"], config_name="convert"))
+                                              "data.imgsz=64", "timesteps=8"], config_name="convert"))
 
 
 def test_timestep_sweep_reads_the_val_loader_once(converted, counted_loaders, tmp_path):

@@ -1,13 +1,13 @@
-"""Shared helpers of the Hydra entry points: one-line errors, run directories, logging setup.
+"""Shared helpers of the entry points: the Hydra app of a command, one-line errors, run directories, logging.
 
-Bad input is one line on stderr and exit code 2, before anything is written or trained:
+``main = hydra_app("train", train, __doc__)`` makes a command's console entry. Bad input is one line on stderr and
+exit code 2, before anything is written or trained:
 
-* ``run_hydra_app`` checks the command line before Hydra runs: an unknown key or config-group option
-  (the valid ones are listed), an override that does not parse, a value of the wrong type
-  (checked against the type of the default value);
-* ``friendly_errors`` turns the framework's bad-input errors raised while running (DatasetError,
-  CheckpointError, TrainingError, constructor ValueErrors such as D < 1, data-loader worker
-  failures) into one line.
+* :func:`check_command_line` composes the command's config once before Hydra runs: an override that does not
+  parse, an unknown config-group option or key (the valid ones are listed), a value of the wrong type (refused by
+  the schema, :mod:`spikeyolo.config.schema`), a value left unset (``???``), a ``run_dir`` that cannot be created;
+* :func:`friendly_errors` turns the framework's bad-input errors raised while running (DatasetError,
+  CheckpointError, TrainingError, constructor ValueErrors such as D < 1, data-loader worker failures) into one line.
 
 ``SPIKEYOLO_DEBUG=1`` re-raises instead, with the full traceback.
 """
@@ -17,28 +17,36 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import logging.handlers
 import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import hydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import (ConfigCompositionException, HydraException, InstantiationException,
+                          MissingConfigException, OverrideParseException)
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode, StringNode
 
+from spikeyolo.config import CONFIG_DIR, compose, config_choices
 from spikeyolo.errors import InputError, UserError
 from spikeyolo.io import write_json, write_text
 
 EXIT_BAD_INPUT = 2
 
-__all__ = ["EXIT_BAD_INPUT", "UserError", "friendly_errors", "run_hydra_app", "check_command_line",
-           "one_line", "prepare_run_dir", "write_json", "setup_logging"]
+__all__ = ["EXIT_BAD_INPUT", "UserError", "friendly_errors", "hydra_app", "check_command_line", "command_help",
+           "one_line", "prepare_run_dir", "write_json", "setup_logging", "log_to_file"]
 
 
 def one_line(err: BaseException) -> str:
     """The one line that describes ``err``.
 
-    An exception re-raised by a torch DataLoader from a worker reads "Caught X in DataLoader worker
-    process N. Original Traceback ..."; its last line (``module.X: message``) is the useful one.
+    An exception re-raised by a torch DataLoader from a worker reads "Caught X in DataLoader worker process N.
+    Original Traceback ..."; its last line (``module.X: message``) is the useful one.
     """
     text = str(err).strip()
     if not text:
@@ -61,8 +69,6 @@ def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from hydra.errors import InstantiationException
-
         debug = bool(os.environ.get("SPIKEYOLO_DEBUG"))
         try:
             return main(*args, **kwargs)
@@ -88,139 +94,104 @@ def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-# --------------------------------------------------------------------------- command line
+# --------------------------------------------------------------------------- the command line
 
 
-def _is_group(key: str, config_dir: Path) -> bool:
-    return (config_dir / key).is_dir() or key.startswith("hydra/")
+def _group_options(group: str) -> list[str]:
+    """The options of a config group: its yaml files (subfolders too: ``ablation/table1_td``), not ``_*``."""
+    folder = CONFIG_DIR / group
+    return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml")
+                  if not any(part.startswith("_") for part in p.relative_to(folder).parts))
 
 
-def _valid_options(group: str, config_dir: Path) -> list[str]:
-    folder = config_dir / group
-    return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
+def _kind(node: Any) -> str:
+    """What a config node takes, in words ("an integer", "a number or null", ...)."""
+    if isinstance(node, ListConfig):
+        element = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}.get(
+            node._metadata.element_type, "values")
+        kind = f"a list of {element}"
+    elif isinstance(node, DictConfig):
+        kind = "a mapping"
+    else:
+        kind = {BooleanNode: "a boolean (true/false)", IntegerNode: "an integer", FloatNode: "a number",
+                StringNode: "a string"}.get(type(node), "a value")
+    return f"{kind} or null" if node._is_optional() and kind != "a value" else kind
 
 
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean (true/false)"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, (list, ListConfig)):
-        return "a list"
-    if isinstance(value, (dict, DictConfig)):
-        return "a mapping"
-    return "a string"
+def _type_error(cause: ValidationError, texts: dict[str, str]) -> str:
+    """``trainer.epochs must be an integer, got 'abc'`` from the schema's refusal of an override."""
+    key = str(cause.full_key)
+    parent = cause.parent_node
+    if isinstance(parent, ListConfig):          # an element of a typed list: the list is what was given
+        key = key.rsplit("[", 1)[0]
+        kind = _kind(parent)
+    else:
+        kind = _kind(parent._get_node(cause.key)) if parent is not None else "a value of another type"
+    given = texts.get(key, repr(cause.value))
+    return f"{key} must be {kind}, got {given}"
 
 
-def _type_fits(default: Any, value: Any) -> bool:
-    """Whether an override value may replace a default of this type (null always may)."""
-    if default is None or value is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, (list, ListConfig)):
-        return isinstance(value, (list, ListConfig))
-    if isinstance(default, (dict, DictConfig)):
-        return isinstance(value, (dict, DictConfig))
-    return not isinstance(value, (list, dict, ListConfig, DictConfig))  # strings take numbers (device=0)
+def _unknown_key(cause: ConfigKeyError | ConfigAttributeError, texts: dict[str, str]) -> str:
+    """``unknown config key 'trainer.epochz' ...; valid keys of trainer: ...`` (``+key=value`` adds one where the
+    config is not typed: model, data)."""
+    key = str(cause.full_key)
+    parent, node = key.rpartition(".")[0], cause.parent_node
+    keys = ", ".join(sorted(str(k) for k in node.keys() if k != "hydra")) if isinstance(node, DictConfig) else ""
+    where = f"valid keys of {parent}" if parent else "valid top-level keys"
+    text = next((t for k, t in texts.items() if k == key or k.startswith(key + ".")), key)
+    typed = isinstance(node, DictConfig) and OmegaConf.get_type(node) not in (dict, None)
+    return (f"unknown config key {key!r} in {text!r}" + (f"; {where}: {keys}" if keys else "")
+            + ("" if typed else f" (+{text} adds a new key)"))
 
 
-_ABSENT = object()
-
-
-def _default_value(base: DictConfig, key: str) -> Any:
-    """The raw default at ``key`` (interpolations unresolved), or _ABSENT."""
-    node: Any = base
-    for part in key.split("."):
-        if isinstance(node, DictConfig):
-            if part not in node.keys():  # ``in`` is False for a key whose value is ??? (MISSING)
-                return _ABSENT
-            node = node._get_node(part)
-            if node is not None and not isinstance(node, (DictConfig, ListConfig)):
-                node = node._value()
-        elif isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
-            node = node._get_node(int(part))
-            if not isinstance(node, (DictConfig, ListConfig)):
-                node = node._value()
-        else:
-            return _ABSENT
-    return node
-
-
-def _keys_of(base: DictConfig, parent: str) -> list[str]:
-    node = _default_value(base, parent) if parent else base
-    return sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
+def _unknown_group(group: str, text: str, config_name: str) -> str:
+    groups = ", ".join(config_choices(config_name)) or "none"
+    return f"{group!r} in {text!r} is not a config group of this command (its config groups: {groups})"
 
 
 def check_command_line(config_name: str, overrides: Sequence[str]) -> DictConfig:
-    """Check Hydra overrides against the packaged configs; raise :class:`UserError` with one line.
+    """Compose a packaged config with command-line overrides; raise :class:`UserError` with one line if it fails.
 
-    Checks, in order: the overrides parse; every config-group choice exists (the valid options are
-    listed); every ``key=value`` names an existing key (the valid keys of its parent are listed;
-    ``+key=value`` adds a new key on purpose); every value has the type of the default it replaces
-    (an integer for ``trainer.epochs``, a number for ``optim.lr0``, ...; ``null`` is always allowed);
-    ``run_dir`` can be created. Returns the composed config.
+    Checks: every override parses and is not a sweep; every config-group option exists (the valid options are
+    listed); every ``key=value`` names an existing key (the valid keys of its parent are listed) and has the
+    type the schema declares (``null`` where it is optional); no value is left unset (``???``); ``run_dir`` can be
+    created (nothing is created here). Returns the composed config.
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import OverrideType
-    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
-
-    from spikeyolo.config import CONFIG_DIR, compose
-
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except OverrideParseException as err:
         raise UserError(f"cannot parse override {err.override!r}: {one_line(err)}") from None
-    groups, values = [], []
+    texts = {}
     for override, text in zip(parsed, overrides):
-        if override.is_hydra_override():
-            continue
         if override.is_sweep_override():
-            raise UserError(f"{text!r} is a sweep (several values); quote a string with commas "
-                            f"({override.key_or_group}='a,b') or give a list ({override.key_or_group}=[a,b])")
-        if _is_group(override.key_or_group, CONFIG_DIR) or override.type != OverrideType.CHANGE:
-            groups.append(text)
-        else:
-            values.append((override, text))
-
+            key, value = override.key_or_group, text.partition("=")[2]
+            raise UserError(f"{text!r} is a sweep (several values); quote a string with commas ({key}='{value}') "
+                            f"or give a list ({key}=[{value}])")
+        texts[override.key_or_group] = text
     try:
-        base = compose(groups, config_name=config_name)
+        cfg = compose(list(overrides), config_name=config_name)
     except MissingConfigException as err:
         group = Path(str(err.missing_cfg_file or "")).parent.name
         wanted = Path(str(err.missing_cfg_file or "")).name
-        options = [o for o in (err.options or _valid_options(group, CONFIG_DIR)) if not o.startswith("_")]
-        if group and options:
-            raise UserError(f"unknown {group} option {wanted!r}; valid options: {', '.join(options)}") from None
+        if group and (CONFIG_DIR / group).is_dir():
+            raise UserError(f"unknown {group} option {wanted!r}; valid options: "
+                            f"{', '.join(_group_options(group))}") from None
+        raise UserError(one_line(err)) from None
+    except ConfigCompositionException as err:
+        cause = err.__cause__
+        if isinstance(cause, ValidationError):
+            raise UserError(_type_error(cause, {k: repr(v.partition("=")[2]) for k, v in texts.items()})) from None
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+            raise UserError(_unknown_key(cause, texts)) from None
+        unmatched = next((key for key in texts if f"Could not override '{key}'" in str(err)), None)
+        if unmatched is not None and "defaults list" in str(err):   # a group this command does not have
+            raise UserError(_unknown_group(unmatched, texts[unmatched], config_name)) from None
         raise UserError(one_line(err)) from None
     except HydraException as err:
         raise UserError(one_line(err)) from None
-
-    for override, text in values:
-        key = override.key_or_group
-        default = _default_value(base, key)
-        if default is _ABSENT:
-            parent = key.rpartition(".")[0]
-            keys = _keys_of(base, parent)
-            where = f"valid keys of {parent}" if parent else "valid top-level keys"
-            hint = f"; {where}: {', '.join(keys)}" if keys else ""
-            raise UserError(f"unknown config key {key!r} in {text!r}{hint} (+{text} adds a new key)")
-        value = override.value()
-        if isinstance(default, str) and default.startswith("${"):
-            continue  # an interpolation: the type is the referenced value's
-        if not _type_fits(default, value):
-            shown = "" if isinstance(default, (DictConfig, ListConfig)) else f" (default {default!r})"
-            raise UserError(f"{text!r}: {key} must be {_type_name(default)}{shown}, got {_type_name(value)}")
-
-    try:
-        cfg = compose(list(overrides), config_name=config_name)
-    except HydraException as err:
-        raise UserError(one_line(err)) from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise UserError(f"{missing[0]} has no value (???): give {missing[0]}=...")
     run_dir = OmegaConf.select(cfg, "run_dir", default=None)
     if run_dir is not None:
         _check_creatable(Path(str(run_dir)))
@@ -238,21 +209,80 @@ def _check_creatable(folder: Path) -> None:
         raise UserError(f"run_dir {folder} is not writable ({probe}: permission denied)")
 
 
-def run_hydra_app(hydra_main: Callable[[], Any], config_name: str, argv: Sequence[str] | None = None) -> None:
-    """Run a ``@hydra.main`` app after :func:`check_command_line`; bad input is one line and exit code 2.
+def command_help(prog: str, config_name: str, doc: str | None) -> str:
+    """``--help`` of a command: its docstring and the config groups it uses, with their options."""
+    lines = [(doc or prog).strip(), "", f"Usage: {prog} [KEY=VALUE ...] [GROUP=OPTION ...]", ""]
+    choices = config_choices(config_name)
+    if choices:
+        lines.append("Config groups (GROUP=OPTION; the default in brackets):")
+        for group, choice in choices.items():
+            options = [f"[{o}]" if o == choice else o for o in _group_options(group)]
+            lines.append(f"  {group}: {', '.join(options)}" + ("  (default: none)" if choice is None else ""))
+    else:
+        lines.append("Config groups: none")
+    lines += ["", f"Every key and its value: {prog} --cfg job. The keys, their types and defaults: "
+              "spikeyolo/config/schema.py.",
+              "A bad key, value or option is refused with one line on stderr (exit code 2). Hydra's flags: --hydra-help."]
+    return "\n".join(lines)
 
-    Hydra's own flags (``--help``, ``--cfg job``, ``--multirun``, ...) skip the check and go to Hydra.
+
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun"}
+_INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def _overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(overrides, Hydra flags) of a command line."""
+    overrides, flags = [], []
+    pending = False
+    for arg in args:
+        if pending or (flags and flags[-1] in ("--info", "-i") and arg in _INFO_VALUES):
+            flags.append(arg)
+            pending = False
+        elif arg.startswith("-"):
+            flags.append(arg)
+            pending = arg in _FLAGS_WITH_VALUE
+        else:
+            overrides.append(arg)
+    return overrides, flags
+
+
+def hydra_app(config_name: str, task: Callable[[DictConfig], Any], doc: str | None = None) -> Callable[..., None]:
+    """The console entry of a command: ``main = hydra_app("train", train, __doc__)``.
+
+    ``main(argv=None)`` answers ``--help`` itself (``doc`` and the config groups the command uses), checks the
+    command line (:func:`check_command_line`; bad input is one line and exit code 2), then runs ``task`` on the
+    composed config as a Hydra app (``configs/<config_name>.yaml``; Hydra's flags, e.g. ``--cfg job``, work).
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not any(arg.startswith("-") for arg in args) and not os.environ.get("SPIKEYOLO_DEBUG"):
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base=None)
+    def hydra_main(cfg: DictConfig) -> None:
+        task(cfg)
+
+    def main(argv: Sequence[str] | None = None) -> None:
+        args = list(sys.argv[1:] if argv is None else argv)
+        prog = f"spikeyolo-{config_name}"
+        if "--help" in args or "-h" in args:
+            print(command_help(prog, config_name, doc))
+            return
+        overrides, flags = _overrides(args)
+        if not os.environ.get("SPIKEYOLO_DEBUG") and not {"-m", "--multirun"} & set(flags):
+            try:
+                check_command_line(config_name, overrides)
+            except UserError as err:
+                _report(one_line(err))
+        saved = sys.argv
+        sys.argv = [saved[0] if saved else prog, *args]
         try:
-            check_command_line(config_name, args)
-        except UserError as err:
-            _report(one_line(err))
-    hydra_main()
+            hydra_main()
+        finally:
+            sys.argv = saved
+
+    main.__doc__ = f"Console entry of {config_name!r}: {hydra_app.__doc__.splitlines()[0]}"
+    return main
 
 
-# --------------------------------------------------------------------------- run directory
+# --------------------------------------------------------------------------- run directory and logging
 
 
 def prepare_run_dir(cfg: DictConfig, min_free_gb: float | None = None) -> Path:
@@ -284,10 +314,24 @@ def prepare_run_dir(cfg: DictConfig, min_free_gb: float | None = None) -> Path:
     return run_dir
 
 
-def setup_logging(run_dir: Path | None = None) -> None:
+def setup_logging(keep_for_file: bool = False) -> None:
+    """INFO records to stdout; with ``keep_for_file`` they are also kept until :func:`log_to_file` names the file
+    (a run's train.log then starts with what was logged before its folder existed)."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
-    if run_dir is not None:
-        handlers.append(logging.FileHandler(run_dir / "train.log"))
+    if keep_for_file:
+        handlers.append(logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1))
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=handlers, force=True)
     for noisy in ("ultralytics", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def log_to_file(path: Path) -> None:
+    """Also log to ``path``, starting with the records :func:`setup_logging` kept."""
+    root = logging.getLogger()
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for kept in [h for h in root.handlers if isinstance(h, logging.handlers.MemoryHandler)]:
+        kept.setTarget(handler)
+        kept.flush()
+        root.removeHandler(kept)
+    root.addHandler(handler)

@@ -2,26 +2,28 @@
 
     spikeyolo-convert checkpoint=ANN.pt data=trees norm=channel spiking_neuron=ibt timesteps=1000
 
-Bad input (missing checkpoint, a model the converter cannot map, unknown choices, an unusable
-dataset) ends with one line on stderr and exit code 2.
+The calibration images are the training split of ``data`` letterboxed to ``data.imgsz``. Prints the path of the
+SNN checkpoint (default: beside the ANN's, <stem>_snn_<norm>_<neuron>.pt).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
-import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from spikeyolo.config import CONFIG_DIR
-from spikeyolo.errors import InputError, UserError
+from spikeyolo.cli.common import friendly_errors, hydra_app
+from spikeyolo.config import build_model, resolve_imgsz
+from spikeyolo.conversion import DECODINGS, convert_detector, spiking_model_config
+from spikeyolo.conversion.normalize import NORM_MODES
+from spikeyolo.data import build_dataloader, spec_from_config
+from spikeyolo.engine.checkpoint import load_weights, read_checkpoint, save_checkpoint
+from spikeyolo.errors import UserError
 
 log = logging.getLogger("spikeyolo.convert")
 
@@ -29,15 +31,13 @@ __all__ = ["convert", "main", "calibration_batches"]
 
 
 def calibration_batches(cfg: DictConfig, stride: int) -> Iterator[torch.Tensor]:
-    """Up to ``calibration.images`` letterboxed training images as float batches [B, 3, H, W] in [0, 1]."""
-    from spikeyolo.data import build_dataloader, spec_from_config
-
+    """Up to ``calibration.images`` training images letterboxed to ``data.imgsz``, as float batches
+    [B, 3, H, W] in [0, 1]."""
     calib = cfg.calibration
     spec = spec_from_config(cfg.data)
-    loader = build_dataloader(spec, str(calib.split), imgsz=int(calib.imgsz or cfg.data.imgsz),
-                              batch_size=int(calib.batch_size), workers=0, augment=False, shuffle=False,
-                              stride=stride, device=cfg.device)
-    remaining = int(calib.images)
+    loader = build_dataloader(spec, calib.split, imgsz=cfg.data.imgsz, batch_size=calib.batch_size, workers=0,
+                              augment=False, shuffle=False, stride=stride, device=cfg.device)
+    remaining = calib.images
     for batch in islice(iter(loader), len(loader)):
         if remaining <= 0:
             break
@@ -46,13 +46,12 @@ def calibration_batches(cfg: DictConfig, stride: int) -> Iterator[torch.Tensor]:
         yield images
 
 
+@friendly_errors
 def convert(cfg: DictConfig) -> Path:
-    """Load the ANN, calibrate, convert, save; returns the SNN checkpoint path."""
-    from spikeyolo.conversion import DECODINGS, convert_detector, spiking_model_config
-    from spikeyolo.conversion.normalize import NORM_MODES
-    from spikeyolo.engine.checkpoint import load_weights, read_checkpoint, save_checkpoint
-    from spikeyolo.config import build_model
-
+    """Load the ANN, calibrate, convert, save; prints and returns the SNN checkpoint path."""
+    if cfg.checkpoint is None:
+        raise UserError("give checkpoint=PATH (the checkpoint file of a trained tiny_yolo model, "
+                        "e.g. RUN_DIR/weights/best.pt)")
     if cfg.norm not in NORM_MODES:
         raise UserError(f"norm={cfg.norm!r}: expected one of {', '.join(NORM_MODES)}")
     if cfg.spiking_neuron not in cfg.spiking_neurons:
@@ -60,53 +59,43 @@ def convert(cfg: DictConfig) -> Path:
         raise UserError(f"spiking_neuron={cfg.spiking_neuron!r}: expected one of {choices}")
     if cfg.decoding not in DECODINGS:
         raise UserError(f"decoding={cfg.decoding!r}: expected one of {', '.join(DECODINGS)}")
-    if int(cfg.timesteps) < 1 or int(cfg.calibration.images) < 1:
-        raise UserError("timesteps and calibration.images must be >= 1")
-    torch.manual_seed(int(cfg.seed))
+    if cfg.timesteps < 1 or cfg.calibration.images < 1:
+        raise UserError(f"timesteps and calibration.images must be >= 1, got {cfg.timesteps} and "
+                        f"{cfg.calibration.images}")
+    torch.manual_seed(cfg.seed)
     path = Path(cfg.checkpoint)
     payload = read_checkpoint(path)
     ann = build_model(payload["model_config"])
     if not hasattr(ann, "conversion_layers"):
         raise UserError(f"{path}: holds a {type(ann).__name__}, not an ANN the converter maps (model=tiny_yolo)")
     load_weights(ann, payload, source=str(path))
+    resolve_imgsz(cfg, ann)
     ann = ann.to(cfg.device).eval()
     neuron_node = OmegaConf.to_container(cfg.spiking_neurons[cfg.spiking_neuron], resolve=True)
     slope = ann.negative_slope
     if "alpha" in neuron_node and abs(float(neuron_node["alpha"]) - slope) > 1e-9:
         raise UserError(f"spiking_neurons.{cfg.spiking_neuron}.alpha={neuron_node['alpha']} differs from "
-                           f"the ANN's leaky slope {slope}")
+                        f"the ANN's leaky slope {slope}")
     try:
         snn = convert_detector(ann, calibration_batches(cfg, max(ann.strides)), cfg.norm,
-                               instantiate(neuron_node), cfg.percentile, int(cfg.timesteps), cfg.decoding,
-                               int(cfg.time_chunk))
+                               instantiate(neuron_node), cfg.percentile, cfg.timesteps, cfg.decoding,
+                               cfg.time_chunk)
     except TypeError as err:
         raise UserError(f"{path}: {err}") from None
     default_name = f"{path.stem}_snn_{cfg.norm}_{cfg.spiking_neuron}.pt"
     output = Path(cfg.output) if cfg.output else path.with_name(default_name)
-    config = spiking_model_config(payload["model_config"], neuron_node, int(cfg.timesteps), cfg.decoding,
-                                  int(cfg.time_chunk), cfg.norm, cfg.percentile)
+    config = spiking_model_config(payload["model_config"], neuron_node, cfg.timesteps, cfg.decoding,
+                                  cfg.time_chunk, cfg.norm, cfg.percentile)
     save_checkpoint({"model_config": config, "model": snn.state_dict(), "names": payload.get("names"),
                      "source_checkpoint": str(path), "ema": None,
                      "train_config": payload.get("train_config")}, output)   # the ANN's run: its data, imgsz
     log.info("saved %s (norm=%s, neuron=%s, T=%d, %s decoding)", output, cfg.norm, cfg.spiking_neuron,
-             int(cfg.timesteps), cfg.decoding)
+             cfg.timesteps, cfg.decoding)
+    print(output)
     return output
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="convert", version_base=None)
-def _app(cfg: DictConfig) -> None:
-    try:
-        output = convert(cfg)
-    except (InputError, OmegaConfBaseException) as err:
-        print(f"spikeyolo-convert: error: {str(err).splitlines()[0]}", file=sys.stderr)
-        sys.exit(2)
-    print(output)
-
-
-def main() -> None:
-    from spikeyolo.cli.common import run_hydra_app
-
-    run_hydra_app(_app, "convert")
+main = hydra_app("convert", convert, __doc__)
 
 
 if __name__ == "__main__":

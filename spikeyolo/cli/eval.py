@@ -16,16 +16,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from spikeyolo.cli.common import UserError, friendly_errors, prepare_run_dir, run_hydra_app, setup_logging, write_json
-from spikeyolo.config import CONFIG_DIR
+from spikeyolo.cli.common import UserError, friendly_errors, hydra_app, prepare_run_dir, setup_logging, write_json
+from spikeyolo.config import resolve_imgsz
 from spikeyolo.conversion import SpikingYOLO
 from spikeyolo.data import dataloader_from_config, get_source, spec_from_config
-from spikeyolo.deploy import to_spike_driven
-from spikeyolo.deploy.fixed_point import to_fixed_point
+from spikeyolo.deploy import DEPLOY_PATHS
 from spikeyolo.engine.checkpoint import (
     describe_model_config,
     model_from_payload,
@@ -34,17 +32,20 @@ from spikeyolo.engine.checkpoint import (
 )
 from spikeyolo.engine.distributed import select_device
 from spikeyolo.engine.validate import ValidationResult, validate, validate_timesteps
-from spikeyolo.evaluation import DEFAULT_EVALUATORS, evaluate_coco, get_evaluator, save_coco_results
+from spikeyolo.evaluation import evaluate_coco, get_evaluator, save_coco_results
 from spikeyolo.plots import plot_channel_rates, plot_firing_rates, plot_timesteps
 
 log = logging.getLogger("spikeyolo.eval")
 
 
-def score_files(gt: str, detections: str, backend: str, run_dir: Path) -> dict[str, float]:
-    """The 12 COCO stats of a results json against a ground-truth json."""
-    for path in (gt, detections):
-        if not Path(path).is_file():
-            raise UserError(f"file not found: {path}")
+def score_files(cfg: DictConfig) -> dict[str, float]:
+    """The 12 COCO stats of a results json (``detections``) against a ground-truth json (``gt``)."""
+    for key in ("gt", "detections"):
+        if not Path(cfg[key]).is_file():
+            raise UserError(f"{key}={cfg[key]}: file not found (a COCO {'ground-truth' if key == 'gt' else 'results'} "
+                            "json file)")
+    run_dir = prepare_run_dir(cfg)
+    gt, detections, backend = cfg.gt, cfg.detections, cfg.backend
     result = evaluate_coco(gt, detections, backend=backend)
     print(result.summary)
     print(result.table(markdown=True))
@@ -54,48 +55,32 @@ def score_files(gt: str, detections: str, backend: str, run_dir: Path) -> dict[s
 
 
 def load_model(cfg: DictConfig) -> torch.nn.Module:
-    """The checkpoint's model (on the CPU); sets ``cfg.data.imgsz`` to the size it was trained at when the data
-    config leaves it null."""
-    payload = read_model_checkpoint(cfg.checkpoint, cfg.get("model"), cfg.neuron.get("time_steps"),
-                                    cfg.neuron.get("max_level"))
+    """The checkpoint's model (on the CPU); ``cfg.data.imgsz`` becomes the size it was trained at when the data
+    config leaves it null (a model trained at 128 and scored at the data config's 320 finds almost nothing)."""
+    payload = read_model_checkpoint(cfg.checkpoint, cfg.model, cfg.neuron.time_steps, cfg.neuron.max_level)
     if "source" in payload:
         print(f"{cfg.checkpoint}: {payload['source']}, model {describe_model_config(payload['model_config'])}")
-    model = model_from_payload(payload, use_ema=bool(cfg.use_ema), source=str(cfg.checkpoint))
-    # data.imgsz null (eval.yaml): the size the model was trained at -- a model trained at 128 and scored at
-    # the data config's 320 finds almost nothing
-    imgsz = cfg.data.get("imgsz") or trained_data_config(payload).get("imgsz")
-    if imgsz is None:
-        raise UserError(f"{cfg.checkpoint} does not record the image size it was trained at: give data.imgsz=N")
-    try:
-        imgsz = int(imgsz)
-    except (TypeError, ValueError):
-        raise UserError(f"data.imgsz must be an integer, got {imgsz!r}") from None
-    if imgsz <= 0 or imgsz % max(model.strides):
-        raise UserError(f"data.imgsz={imgsz} is not a positive multiple of the model's largest stride "
-                        f"{max(model.strides)}")
-    with open_dict(cfg):
-        cfg.data.imgsz = imgsz
+    model = model_from_payload(payload, use_ema=cfg.use_ema, source=str(cfg.checkpoint))
+    resolve_imgsz(cfg, model, trained_data_config(payload))
     return model
+
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def deployed(cfg: DictConfig, model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` in the evaluation dtype (``dtype``) on the ``deploy`` path."""
-    if cfg.get("dtype", "float32") not in ("float32", "float64"):
-        raise UserError(f"dtype must be float32 or float64, got {cfg.dtype!r}")
-    dtype = torch.float64 if cfg.get("dtype") == "float64" else torch.float32
-    model = model.to(dtype=dtype)  # fold BN/RepConv in the evaluation precision
-    if cfg.deploy == "spike_driven":
-        return to_spike_driven(model)
-    if cfg.deploy == "fixed_point":
-        return to_fixed_point(model)  # the spike-driven path with the exported ONNX's power-of-two weight grids
-    if cfg.deploy != "integer":
-        raise UserError(f"deploy must be 'integer', 'spike_driven' or 'fixed_point', got {cfg.deploy!r}")
-    return model
+    """``model`` in the evaluation dtype (``dtype``) on the ``deploy`` path (spikeyolo.deploy.DEPLOY_PATHS)."""
+    if cfg.dtype not in DTYPES:
+        raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
+    if cfg.deploy not in DEPLOY_PATHS:
+        raise UserError(f"deploy must be one of {', '.join(DEPLOY_PATHS)}, got {cfg.deploy!r}")
+    model = model.to(dtype=DTYPES[cfg.dtype])  # fold BN/RepConv in the evaluation precision
+    return DEPLOY_PATHS[cfg.deploy](model)
 
 
 def evaluator_names(cfg: DictConfig) -> list[str]:
-    """The data config's evaluators (default coco, yolo_ap, firing); ``protocol=NAME`` keeps one Gen1 protocol."""
-    names = [str(name) for name in (cfg.data.get("evaluators") or DEFAULT_EVALUATORS)]
+    """The data config's evaluators (data.evaluators); ``protocol=NAME`` keeps one Gen1 protocol."""
+    names = [str(name) for name in cfg.data.evaluators]
     for name in names:
         try:
             get_evaluator(name)
@@ -111,8 +96,9 @@ def evaluator_names(cfg: DictConfig) -> list[str]:
     return [name for name in names if name not in protocols or name == cfg.protocol]
 
 
-def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
-    """One pass of the checkpoint's model over the val split, scored by the data config's evaluators."""
+def evaluate_checkpoint(cfg: DictConfig) -> dict:
+    """One pass of the checkpoint's model over the val split, scored by the data config's evaluators; RUN_DIR is
+    created once the checkpoint, the dataset and the options are accepted."""
     if not Path(cfg.checkpoint).is_file():
         raise UserError(f"checkpoint not found: {cfg.checkpoint}")
     device = select_device(cfg.device)
@@ -129,9 +115,13 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> dict:
         if cfg.data.time_steps is not None and int(cfg.data.time_steps) != overrides["time_steps"]:
             raise UserError(f"data.time_steps={cfg.data.time_steps} but the model was trained with "
                             f"T={overrides['time_steps']}")
-    loader = dataloader_from_config(spec, cfg.data, "val", int(cfg.batch_size), int(cfg.workers),
+    loader = dataloader_from_config(spec, cfg.data, "val", cfg.batch_size, cfg.workers,
                                     stride=max(model.strides), device=device, **overrides)
-    if cfg.get("timesteps"):
+    if cfg.timesteps is not None and not isinstance(model, SpikingYOLO):
+        raise UserError(f"timesteps= applies to converted Spiking-YOLO checkpoints (spikeyolo-convert), "
+                        f"not to a {type(model).__name__}")
+    run_dir = prepare_run_dir(cfg)
+    if cfg.timesteps is not None:
         return evaluate_timestep_sweep(cfg, model, loader, spec, device, run_dir)
     result = validate(model, loader, spec, device, cfg.nms.conf, cfg.nms.iou, cfg.nms.max_det, backend=cfg.backend,
                       progress=True, evaluators=names)
@@ -171,14 +161,8 @@ def evaluate_timestep_sweep(cfg: DictConfig, model, loader, spec, device, run_di
     Writes RUN_DIR/timesteps.json, map_vs_timesteps.png, firing_rates.png (per layer) and channel_rates.png
     (per-channel spread per layer).
     """
-    if not isinstance(model, SpikingYOLO):
-        raise UserError(f"timesteps= applies to converted Spiking-YOLO checkpoints (spikeyolo-convert), "
-                        f"not to a {type(model).__name__}")
-    try:
-        steps = sorted({int(t) for t in cfg.timesteps})
-    except (TypeError, ValueError):
-        raise UserError(f"timesteps must be a list of integers, e.g. timesteps=[16,64,256], got {cfg.timesteps}")
-    if steps[0] < 1:
+    steps = sorted(set(cfg.timesteps))
+    if not steps or steps[0] < 1:
         raise UserError(f"timesteps must be >= 1, got {steps}")
     sweep = validate_timesteps(model, loader, spec, device, steps, e_mac_pj=float(cfg.energy.e_mac_pj),
                                e_ac_pj=float(cfg.energy.e_ac_pj), progress=True, conf=cfg.nms.conf,
@@ -201,24 +185,18 @@ def evaluate_timestep_sweep(cfg: DictConfig, model, loader, spec, device, run_di
 
 @friendly_errors
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    run_dir = prepare_run_dir(cfg)
-    setup_logging(None)
+    """Score a checkpoint (``checkpoint``) or a results file (``gt`` and ``detections``); returns the metrics."""
+    setup_logging()
     if cfg.gt is not None or cfg.detections is not None:
         if cfg.gt is None or cfg.detections is None:
-            raise UserError("scoring mode needs both gt=FILE and detections=FILE")
-        return score_files(cfg.gt, cfg.detections, cfg.backend, run_dir)
+            raise UserError("scoring mode needs both gt=FILE and detections=FILE (COCO json files)")
+        return score_files(cfg)
     if cfg.checkpoint is None:
-        raise UserError("give checkpoint=PATH (or gt=FILE detections=FILE to score a results file)")
-    return evaluate_checkpoint(cfg, run_dir)
+        raise UserError("give checkpoint=PATH (a checkpoint file; or gt=FILE detections=FILE to score a results file)")
+    return evaluate_checkpoint(cfg)
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="eval", version_base=None)
-def _hydra_main(cfg: DictConfig) -> None:
-    evaluate(cfg)
-
-
-def main() -> None:
-    run_hydra_app(_hydra_main, "eval")
+main = hydra_app("eval", evaluate, __doc__)
 
 
 if __name__ == "__main__":

@@ -27,16 +27,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageDraw
 
 from spikeyolo._ultralytics.ops import non_max_suppression
-from spikeyolo.cli.common import UserError, friendly_errors, run_hydra_app, setup_logging, write_json
-from spikeyolo.config import CONFIG_DIR
-from spikeyolo.data import letterbox_clip, representation_from_config
+from spikeyolo.cli.common import UserError, friendly_errors, hydra_app, setup_logging, write_json
+from spikeyolo.config import compose, resolve_imgsz
+from spikeyolo.data import get_source, letterbox_clip, representation_from_config
 from spikeyolo.data.events import BOX_DTYPE, read_dat, read_dat_header, spikeyolo_frames, write_boxes
 from spikeyolo.engine.checkpoint import model_from_payload, read_model_checkpoint, trained_data_config
 from spikeyolo.engine.distributed import select_device
@@ -57,22 +56,28 @@ def _last_event_time(header) -> int:
     return int(record[0])
 
 
-def _integer(cfg: DictConfig, key: str, minimum: int | None = None) -> int | None:
-    """``cfg[key]`` as an int (None stays None); UserError for anything else."""
-    value = cfg.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"{key} must be an integer (µs or pixels), got {value!r}")
-    if minimum is not None and value < minimum:
-        raise UserError(f"{key} must be >= {minimum}, got {value}")
-    return int(value)
+MINIMUM_US = {"window_us": 1, "step_us": 1, "start_us": 0, "end_us": 0}
 
 
-def _load(path: str, use_ema: bool):
-    """(model in eval mode, the ``data`` node of the run config stored in the checkpoint or {})."""
-    payload = read_model_checkpoint(path)  # a spikeyolo or a reference checkpoint
-    return model_from_payload(payload, use_ema, str(path)), trained_data_config(payload)
+def _load(cfg: DictConfig):
+    """(model in eval mode, the event settings it was trained with).
+
+    The settings are the data config stored in the checkpoint; one that stores none of them (a reference Gen1
+    checkpoint records only its image size) reads as the Gen1 data config it was trained with
+    (configs/data/gen1.yaml). A model trained on images is refused.
+    """
+    payload = read_model_checkpoint(cfg.checkpoint)  # a spikeyolo or a reference checkpoint
+    model = model_from_payload(payload, cfg.use_ema, str(cfg.checkpoint))
+    trained = trained_data_config(payload)
+    source = trained.get("source")
+    if source is not None and not get_source(str(source)).is_event_data:
+        raise UserError(f"checkpoint={cfg.checkpoint} was trained on images (data.source={source}, "
+                        f"{trained.get('name') or 'no name'}) but events={cfg.events} is an event recording: give a "
+                        "checkpoint trained on event data (data=gen1)")
+    if source is None:
+        gen1 = OmegaConf.to_container(compose(["data=gen1"]).data, resolve=True)
+        trained = {**gen1, **trained}
+    return model, trained
 
 
 def window_ends(first_end_us: int, step_us: int, last_event_us: int, end_us: int | None = None) -> list[int]:
@@ -105,29 +110,30 @@ def _frame_image(events: np.ndarray, t_end: int, window_us: int, width: int, hei
 @friendly_errors
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run the streaming prediction of ``cfg`` (configs/predict.yaml); returns a short summary."""
+    setup_logging()
     if cfg.events is None or cfg.checkpoint is None:
-        raise UserError("give events=FILE.dat and checkpoint=PATH")
+        raise UserError("give events=FILE.dat (a Prophesee event recording) and checkpoint=PATH (a checkpoint file)")
     if not Path(cfg.events).is_file():
         raise UserError(f"events file not found: {cfg.events}")
     if not Path(cfg.checkpoint).is_file():
         raise UserError(f"checkpoint not found: {cfg.checkpoint}")
-    window_us, step_us, imgsz = _integer(cfg, "window_us", 1), _integer(cfg, "step_us", 1), _integer(cfg, "imgsz", 32)
-    start_us, end_us = _integer(cfg, "start_us", 0), _integer(cfg, "end_us", 0)
+    for key, minimum in MINIMUM_US.items():
+        if cfg[key] is not None and cfg[key] < minimum:
+            raise UserError(f"{key} must be an integer >= {minimum} (µs), got {cfg[key]}")
     header = read_dat_header(cfg.events)
-    model, data = _load(cfg.checkpoint, bool(cfg.use_ema))
-    settings = {"representation": cfg.representation or data.get("representation") or "spikeyolo",
-                "time_steps": model.time_steps, "window_us": window_us or data.get("window_us") or 250_000,
-                "voxel_bins": data.get("voxel_bins"), "voxel_clip": data.get("voxel_clip")}
+    model, data = _load(cfg)
+    settings = {"representation": cfg.representation or data["representation"], "time_steps": model.time_steps,
+                "window_us": cfg.window_us or data["window_us"], "voxel_bins": data.get("voxel_bins"),
+                "voxel_clip": data.get("voxel_clip")}
     rep = representation_from_config(settings)
     if rep.channels != model.in_chs:
         raise UserError(f"representation {rep.kind!r} has {rep.channels} channels but the checkpoint's model takes "
                         f"{model.in_chs}")
     window = int(rep.window_us)
-    step = step_us or window
-    imgsz = imgsz or int(data.get("imgsz") or 320)
-    most_recent_first = bool(data.get("most_recent_first", True) if cfg.most_recent_first is None
-                             else cfg.most_recent_first)
-    ends = window_ends(window if start_us is None else start_us, step, _last_event_time(header), end_us)
+    step = cfg.step_us or window
+    imgsz = resolve_imgsz(cfg, model, data)
+    most_recent_first = bool(data["most_recent_first"] if cfg.most_recent_first is None else cfg.most_recent_first)
+    ends = window_ends(window if cfg.start_us is None else cfg.start_us, step, _last_event_time(header), cfg.end_us)
     names = model.names
     out = Path(cfg.out)
     try:
@@ -157,7 +163,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
                  "score": float(s), "x": float(x1), "y": float(y1), "w": float(x2 - x1), "h": float(y2 - y1)}
                 for x1, y1, x2, y2, s, c in boxes.tolist()]})
             rows += [(t_end, x1, y1, x2 - x1, y2 - y1, int(c), s, 0) for x1, y1, x2, y2, s, c in boxes.tolist()]
-            if cfg.video and len(frames) < int(cfg.video_max_frames):
+            if cfg.video and len(frames) < cfg.video_max_frames:
                 frames.append(_frame_image(events, t_end, window, header.width, header.height, boxes, names))
     write_boxes(out / "detections.npy", np.array(rows, dtype=BOX_DTYPE))
     write_json(out / "detections.json", {
@@ -166,20 +172,13 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "most_recent_first": most_recent_first, "imgsz": imgsz, "names": names, "windows": windows})
     if frames:
         frames[0].save(out / "detections.gif", save_all=True, append_images=frames[1:], loop=0,
-                       duration=max(int(1000 / float(cfg.video_fps)), 20))
+                       duration=max(int(1000 / cfg.video_fps), 20))
     summary = {"windows": len(windows), "detections": len(rows), "out": str(out)}
     print(json.dumps(summary))
     return summary
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="predict", version_base=None)
-def _hydra_main(cfg: DictConfig) -> None:
-    setup_logging(None)
-    predict(cfg)
-
-
-def main() -> None:
-    run_hydra_app(_hydra_main, "predict")
+main = hydra_app("predict", predict, __doc__)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,30 @@
 """spikeyolo-summary: build a configured model and print its layer table and parameter counts.
 
     spikeyolo-summary model=spikeyolo_s neuron.time_steps=1 neuron.max_level=4 model.num_classes=80
+    spikeyolo-summary model=tiny_yolo data.imgsz=416
+
+The table (index, inputs, module, parameters, output shape at data.imgsz) is printed for models built from a layer
+list (SpikeYOLO); every model gets its parameter counts, strides, T and D. ``model.num_classes`` null: 80 (COCO).
 """
 
 from __future__ import annotations
 
-import sys
-
 import torch
+from omegaconf import DictConfig
 
-from spikeyolo.cli.common import friendly_errors
+from spikeyolo.cli.common import friendly_errors, hydra_app
+from spikeyolo.config import build_model, resolve_imgsz, resolve_num_classes
 
 
 def layer_table(model: torch.nn.Module, imgsz: int = 640) -> list[tuple[int, str, str, int, str]]:
-    """(index, from, module, params, output shape at imgsz) per layer."""
+    """(index, from, module, params, output shape at imgsz) per layer of a model built from a layer list."""
     shapes: dict[int, str] = {}
     handles = [layer.register_forward_hook(lambda _m, _i, out, i=i: shapes.__setitem__(
         i, "x".join(map(str, out.shape[1:])) if isinstance(out, torch.Tensor) else "-"))
         for i, layer in enumerate(model.layers)]
     model.eval()
     with torch.no_grad():
-        model(torch.zeros(1, 3, imgsz, imgsz))
+        model(torch.zeros(1, model.in_chs, imgsz, imgsz))
     for handle in handles:
         handle.remove()
     rows = []
@@ -33,27 +37,20 @@ def layer_table(model: torch.nn.Module, imgsz: int = 640) -> list[tuple[int, str
 
 
 @friendly_errors
-def summary(overrides: list[str]) -> None:
-    import spikeyolo
-
-    imgsz = 640
-    rest = []
-    for item in overrides:
-        if item.startswith("imgsz="):
-            imgsz = int(item.split("=", 1)[1])
-        else:
-            rest.append(item)
-    cfg = spikeyolo.compose(rest)
-    model = spikeyolo.build_model(cfg, num_classes=cfg.model.num_classes or 80)
-    print(f"{'#':>3}  {'from':<10} {'module':<20} {'params':>12}  output [C x H x W] at {imgsz}")
-    for index, source, name, params, shape in layer_table(model, imgsz):
-        print(f"{index:>3}  {source:<10} {name:<20} {params:>12,}  {shape}")
-    print(f"total parameters {model.num_parameters():,} (trainable {model.num_parameters(True):,}); "
-          f"T={model.time_steps} D={model.max_level}, strides {model.strides}, {model.num_classes} classes")
+def summary(cfg: DictConfig) -> None:
+    """Print the layer table (where the model has a layer list) and the parameter counts."""
+    model = build_model(cfg, num_classes=resolve_num_classes(cfg))
+    imgsz = resolve_imgsz(cfg, model)
+    if hasattr(model, "layers"):
+        print(f"{'#':>3}  {'from':<10} {'module':<20} {'params':>12}  output [C x H x W] at {imgsz}")
+        for index, source, name, params, shape in layer_table(model, imgsz):
+            print(f"{index:>3}  {source:<10} {name:<20} {params:>12,}  {shape}")
+    timing = f"T={model.time_steps} D={model.max_level}" if model.time_steps is not None else "ANN (no T, D)"
+    print(f"{type(model).__name__}: total parameters {model.num_parameters():,} (trainable "
+          f"{model.num_parameters(True):,}); {timing}, strides {model.strides}, {model.num_classes} classes")
 
 
-def main() -> None:
-    summary(sys.argv[1:])
+main = hydra_app("summary", summary, __doc__)
 
 
 if __name__ == "__main__":

@@ -1,42 +1,47 @@
-"""spikeyolo-train: train any config (Hydra app). ``python -m spikeyolo.cli.train`` works too.
+"""spikeyolo-train: train a model on a dataset (the reference recipe unless an experiment is named).
 
 Examples:
-    spikeyolo-train                                   # the CPU demo (experiment=demo)
-    spikeyolo-train model=spikeyolo_s data=coco trainer.epochs=300 neuron.max_level=4 experiment=none
+    spikeyolo-train experiment=demo                   # the CPU demo: SpikeYOLO-n on the embedded trees, ~10 min
+    spikeyolo-train model=spikeyolo_s data=coco trainer.epochs=300 neuron.max_level=4 trainer.device=0
     spikeyolo-train data=yolo data.yaml=PATH/TO/dataset.yaml
     spikeyolo-train run_dir=runs/x trainer.resume=true
     torchrun --nproc_per_node 2 -m spikeyolo.cli.train run_dir=runs/ddp trainer.device=cuda   (one GPU per process)
+
+A run lands in runs/<name>/<time> (name: <model config>_<dataset>, or the experiment's) unless run_dir is given.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from spikeyolo.cli.common import friendly_errors, prepare_run_dir, run_hydra_app, setup_logging, write_json
-from spikeyolo.config import CONFIG_DIR
+from spikeyolo.cli.common import friendly_errors, hydra_app, log_to_file, prepare_run_dir, setup_logging, write_json
+from spikeyolo.engine import checkpoint as ckpt
+from spikeyolo.engine.model_card import write_model_card
+from spikeyolo.engine.trainer import Trainer
+from spikeyolo.plots import plot_pr_curve, plot_training_curves, plot_val_mosaic
 
 log = logging.getLogger("spikeyolo.train")
 
 
 @friendly_errors
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train, evaluate the best weights, write RUN_DIR/metrics.json and plots; returns the final metrics."""
-    import os
+    """Train, evaluate the best weights, write RUN_DIR/metrics.json and plots; returns the final metrics.
 
-    from spikeyolo.engine.trainer import Trainer
-
+    RUN_DIR is created once the data, model and loaders are built, so bad input leaves no run folder behind;
+    its train.log starts with what was logged before.
+    """
     is_main = int(os.environ.get("RANK", "0")) == 0
-    run_dir = prepare_run_dir(cfg) if is_main else None
-    setup_logging(run_dir)
-    logger = None
+    setup_logging(keep_for_file=is_main)
+    trainer = Trainer(cfg)
     if is_main:
-        logger = instantiate(cfg.logger, _recursive_=False, run_dir=str(run_dir), run_config=OmegaConf.to_container(cfg, resolve=True))
-    trainer = Trainer(cfg, logger=logger)
-    if is_main:
+        run_dir = prepare_run_dir(cfg)
+        log_to_file(run_dir / "train.log")
+        trainer.logger = instantiate(cfg.logger, _recursive_=False, run_dir=str(run_dir),
+                                     run_config=OmegaConf.to_container(cfg, resolve=True))
         steps = trainer.model.time_steps  # None: an ANN (tiny_yolo) has no T and D
         timing = f"T={steps} D={trainer.model.max_level}" if steps is not None else "ANN"
         log.info("run %s: %s on %s (%d train / %d val images), %s, %s, %.2fM parameters", trainer.run_dir,
@@ -46,15 +51,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = trainer.fit()
     if not is_main:
         return metrics
-    return finish_run(trainer, logger)
+    return finish_run(trainer, trainer.logger)
 
 
 def finish_run(trainer, logger) -> dict[str, float]:
     """Evaluate best.pt (the EMA weights of the best epoch), write metrics.json, model_card.md and the plots."""
-    from spikeyolo.engine import checkpoint as ckpt
-    from spikeyolo.engine.model_card import write_model_card
-    from spikeyolo.plots import plot_pr_curve, plot_training_curves, plot_val_mosaic
-
     run_dir = trainer.run_dir
     best = trainer.weights_dir / "best.pt"
     model = trainer.ema.module if trainer.ema else trainer.model
@@ -92,13 +93,7 @@ def finish_run(trainer, logger) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base=None)
-def _hydra_main(cfg: DictConfig) -> None:
-    train(cfg)
-
-
-def main() -> None:
-    run_hydra_app(_hydra_main, "train")
+main = hydra_app("train", train, __doc__)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from spikeyolo import __version__
 from spikeyolo.io import plain, write_text
 
 __all__ = ["TEMPLATE", "model_card_fields", "render_model_card", "write_model_card"]
@@ -109,21 +110,21 @@ def model_card_fields(cfg: DictConfig, metrics: Mapping[str, Any], *, run_dir: s
                       checkpoint: str | os.PathLike, class_names: list[str], parameters: int,
                       train_images: int, val_images: int, epochs_trained: int, world_size: int = 1,
                       dataset: str | None = None) -> dict[str, str]:
-    """The template's fields from a run's config, final metrics and counts (all as strings)."""
-    from spikeyolo import __version__ as version
+    """The template's fields from a run's config (spikeyolo-train's), final metrics and counts (all as strings);
+    keys a model family does not have (Tiny YOLO's depth) read n/a."""
 
-    def pick(key: str, default: Any = None) -> Any:
-        return OmegaConf.select(cfg, key, default=default)
+    def pick(key: str) -> Any:
+        return OmegaConf.select(cfg, key, default=None)
 
     augment = plain(pick("data.augment"))
     shown = [f"{k} {augment[k]}" for k in ("mosaic", "mixup", "scale", "translate", "fliplr", "hsv_v")
              if k in augment]
     names = ", ".join(class_names[:20]) + (f", ... ({len(class_names)} in all)" if len(class_names) > 20 else "")
-    neuron_target = str(pick("neuron._target_", "?")).rsplit(".", 1)[-1]
+    neuron_target = str(cfg.neuron._target_).rsplit(".", 1)[-1]
     return {
-        "run_name": str(pick("name", Path(run_dir).name)),
+        "run_name": str(cfg.name),
         "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "architecture": str(pick("model._target_", "?")).rsplit(".", 1)[-1],
+        "architecture": str(cfg.model._target_).rsplit(".", 1)[-1],
         "depth_multiple": _fmt(pick("model.depth_multiple")),
         "width_multiple": _fmt(pick("model.width_multiple")),
         "max_channels": _fmt(pick("model.max_channels")),
@@ -134,9 +135,9 @@ def model_card_fields(cfg: DictConfig, metrics: Mapping[str, Any], *, run_dir: s
         "num_classes": str(len(class_names)),
         "class_names": names or "n/a",
         "checkpoint": str(checkpoint),
-        "version": version,
-        "dataset": str(dataset or pick("data.name") or "?"),
-        "data_source": str(pick("data.source", "?")),
+        "version": __version__,
+        "dataset": str(dataset or cfg.data.name),
+        "data_source": str(cfg.data.source),
         "train_images": str(train_images),
         "val_images": str(val_images),
         "imgsz": _fmt(pick("data.imgsz")),

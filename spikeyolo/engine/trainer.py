@@ -22,8 +22,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
-from spikeyolo.config import build_model, model_config, resolve_num_classes
+from spikeyolo.config import build_model, model_config, resolve_imgsz, resolve_num_classes
+from spikeyolo.data import dataloader_from_config, maybe_close_mosaic, spec_from_config
 from spikeyolo.engine import checkpoint as ckpt
 from spikeyolo.engine.distributed import cleanup_distributed, init_distributed, select_device
 from spikeyolo.engine.ema import ModelEMA
@@ -85,16 +87,14 @@ class Trainer:
     """
 
     def __init__(self, cfg: DictConfig, logger: Any = None) -> None:
-        from spikeyolo.data import dataloader_from_config, spec_from_config
-
         self.cfg = cfg
         self.tcfg = cfg.trainer
         self.dist = init_distributed(self.tcfg.device)
-        self.device = select_device(self.tcfg.device, self.dist.local_rank)
+        self.device = select_device(self.tcfg.device, self.dist.local_rank, key="trainer.device")
         self.run_dir = Path(cfg.run_dir)
         self.weights_dir = self.run_dir / "weights"
         self.is_main = self.dist.is_main
-        seed_everything(int(cfg.seed) + max(self.dist.rank, 0), bool(cfg.get("deterministic", False)))
+        seed_everything(int(cfg.seed) + max(self.dist.rank, 0), bool(cfg.deterministic))
 
         self.spec = spec_from_config(cfg.data)
         num_classes = resolve_num_classes(cfg) if OmegaConf.select(cfg, "model.num_classes") else \
@@ -111,10 +111,7 @@ class Trainer:
             self.loss_fn.to(self.device)
 
         stride = max(self.model.strides)
-        imgsz = int(cfg.data.get("imgsz", 320))
-        if imgsz % stride:
-            raise TrainingError(f"data.imgsz={imgsz} is not a multiple of the model's largest stride {stride} "
-                                f"(use {imgsz // stride * stride or stride} or {(imgsz // stride + 1) * stride})")
+        resolve_imgsz(cfg, self.model)   # data.imgsz, a multiple of the largest stride
         batch_size = int(self.tcfg.batch_size)
         self.train_loader = dataloader_from_config(self.spec, cfg.data, "train", batch_size,
                                                    int(self.tcfg.workers), rank=self.dist.rank, stride=stride,
@@ -130,7 +127,7 @@ class Trainer:
         self.accumulate = max(round(ocfg.nominal_batch_size / self.total_batch), 1)
         weight_decay = ocfg.weight_decay * self.total_batch * self.accumulate / ocfg.nominal_batch_size
         self.optimizer = build_optimizer(self.model, ocfg.lr0, ocfg.momentum, weight_decay, ocfg.nesterov,
-                                         name=ocfg.get("name", "sgd"))
+                                         name=ocfg.name)
         self.epochs = int(self.tcfg.epochs)
         self.batches_per_epoch = len(self.train_loader)
         self.warmup = Warmup(
@@ -223,9 +220,7 @@ class Trainer:
 
     def train_epoch(self, epoch: int, deadline: float | None = None) -> dict[str, float]:
         """One epoch; returns mean loss terms, lr and throughput."""
-        from spikeyolo.data import maybe_close_mosaic
-
-        if maybe_close_mosaic(self.train_loader, epoch, self.epochs, self.cfg.data.augment.get("close_mosaic")
+        if maybe_close_mosaic(self.train_loader, epoch, self.epochs, self.cfg.data.augment.close_mosaic
                               if self.tcfg.close_mosaic is None else int(self.tcfg.close_mosaic)):
             log.info("epoch %d: mosaic closed", epoch)
         sampler = getattr(self.train_loader, "sampler", None)
@@ -239,9 +234,7 @@ class Trainer:
         last_step = (epoch * self.batches_per_epoch) - 1 if epoch else -1
         progress = self.train_loader
         bar = None
-        if self.is_main and self.tcfg.get("progress", True):
-            from tqdm import tqdm
-
+        if self.is_main and self.tcfg.progress:
             bar = progress = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
                                   dynamic_ncols=True)
         accumulate = self.accumulate
@@ -291,7 +284,7 @@ class Trainer:
         model = self.ema.module if self.ema else self.model
         nms = self.tcfg.nms
         result = validate(model, self.val_loader, self.spec, self.device, nms.conf, nms.iou, nms.max_det,
-                          amp=self.amp, evaluators=flat_evaluators(self.cfg.data.get("evaluators")))
+                          amp=self.amp, evaluators=flat_evaluators(self.cfg.data.evaluators))
         self.last_result = result
         return result.metrics
 
