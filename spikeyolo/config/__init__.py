@@ -42,9 +42,11 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train", return_hy
 
 def config_choices(config_name: str = "train", overrides: Sequence[str] = ()) -> dict[str, str | None]:
     """The config groups a packaged config uses and the option chosen in each (``{"model": "spikeyolo_n", ...}``)."""
-    choices = compose(overrides, config_name, return_hydra_config=True).hydra.runtime.choices
-    return {str(group): (None if option is None else str(option)) for group, option in choices.items()
-            if not str(group).startswith("hydra/") and "/" not in str(group)}
+    cfg = compose(overrides, config_name, return_hydra_config=True)
+    order = [str(key) for key in cfg.keys()]   # the defaults list's order; a group with no choice (null) last
+    groups = [str(group) for group in cfg.hydra.runtime.choices if "/" not in str(group)]
+    return {group: cfg.hydra.runtime.choices[group]
+            for group in sorted(groups, key=lambda g: order.index(g) if g in order else len(order))}
 
 
 def resolve_num_classes(cfg: DictConfig) -> int:
