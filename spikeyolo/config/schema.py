@@ -149,12 +149,18 @@ class ImageSizeConfig:
 
 
 @dataclass
-class TrainConfig:
-    """spikeyolo-train (configs/train.yaml)."""
+class GroupsOfAModel:
+    """The config groups a model is built and fed from (each typed by its own group)."""
 
     model: Any = MISSING
     neuron: Any = MISSING
     data: Any = MISSING
+
+
+@dataclass
+class TrainConfig(GroupsOfAModel):
+    """spikeyolo-train (configs/train.yaml)."""
+
     optim: Any = MISSING
     trainer: Any = MISSING
     logger: Any = MISSING
@@ -197,12 +203,9 @@ class EvalConfig:
 
 
 @dataclass
-class EnergyAppConfig:
+class EnergyAppConfig(GroupsOfAModel):
     """spikeyolo-energy (configs/energy.yaml)."""
 
-    model: Any = MISSING
-    neuron: Any = MISSING
-    data: Any = MISSING
     energy: Any = MISSING
     checkpoint: Optional[str] = None   # a spikeyolo checkpoint; null: the model/neuron groups at random init
     use_ema: bool = True
