@@ -120,8 +120,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     for key, minimum in MINIMUM_US.items():
         if cfg[key] is not None and cfg[key] < minimum:
             raise UserError(f"{key} must be an integer >= {minimum} (µs), got {cfg[key]}")
-    header = read_dat_header(cfg.events)
     model, data = _load(cfg)
+    header = read_dat_header(cfg.events)
     settings = {"representation": cfg.representation or data["representation"], "time_steps": model.time_steps,
                 "window_us": cfg.window_us or data["window_us"], "voxel_bins": data.get("voxel_bins"),
                 "voxel_clip": data.get("voxel_clip")}
