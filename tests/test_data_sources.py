@@ -18,19 +18,19 @@ from spikeyolo.data.events.synthetic import SceneConfig, write_recording
 from spikeyolo.data.sources import _REGISTRY
 from spikeyolo.io import plain
 
-BUILT_IN = ["embedded", "yolo", "coco_json", "gen1"]
+BUILT_IN = ["embedded", "yolo", "coco_json", "gen1", "gen4"]
 
 
 def test_registry_lists_the_built_in_sources():
     assert list(SOURCES) == BUILT_IN
     assert [get_source(name).name for name in BUILT_IN] == BUILT_IN
-    assert [name for name in BUILT_IN if get_source(name).is_event_data] == ["gen1"]
+    assert [name for name in BUILT_IN if get_source(name).is_event_data] == ["gen1", "gen4"]
     with pytest.raises(ValueError, match="'gen1' is already registered"):
         register_source(type(get_source("gen1"))())
 
 
 def test_unknown_source_is_one_line_naming_the_valid_ones():
-    expected = "unknown dataset source 'nope'; expected one of embedded, yolo, coco_json, gen1"
+    expected = "unknown dataset source 'nope'; expected one of embedded, yolo, coco_json, gen1, gen4"
     for resolve in (lambda: get_source("nope"), lambda: load_dataset_spec("nope"),
                     lambda: spec_from_config({"source": "nope"})):
         with pytest.raises(DatasetError) as err:

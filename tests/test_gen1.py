@@ -18,7 +18,7 @@ import spikeyolo
 from spikeyolo.data import Gen1Dataset, Gen1Sample, Representation, group_by_time, letterbox_clip, postprocess_boxes
 from spikeyolo.data.events import BOX_DTYPE, read_boxes, read_dat, spikeyolo_frames
 from spikeyolo.data.events.synthetic import SceneConfig, write_recording
-from spikeyolo.data.sources.gen1.cache import split_cache_dir
+from spikeyolo.data.sources.prophesee.cache import split_cache_dir
 from spikeyolo.errors import DatasetError
 from spikeyolo.evaluation.gen1 import GEN1_PROTOCOLS, evaluate_gen1, protocol_ground_truth
 

@@ -7,6 +7,8 @@ Built in:
                    (:mod:`~spikeyolo.data.sources.coco_json`).
     ``gen1``       a Prophesee Gen1 folder of ``*_td.dat`` / ``*_bbox.npy`` recordings
                    (:mod:`~spikeyolo.data.sources.gen1`).
+    ``gen4``       a folder of the Prophesee 1 Megapixel dataset, same layout (:mod:`~spikeyolo.data.sources.gen4`);
+                   both are cameras of the Prophesee family (:mod:`~spikeyolo.data.sources.prophesee`).
 
 A new kind of dataset is a :class:`~spikeyolo.data.sources.base.DataSource` subclass passed to
 :func:`register_source`; :func:`spec_from_config` and :func:`dataloader_from_config` then serve ``data.source``
@@ -26,6 +28,7 @@ from spikeyolo.data.sources.base import DataSource
 from spikeyolo.data.sources.coco_json import CocoJsonSource
 from spikeyolo.data.sources.embedded import EmbeddedSource
 from spikeyolo.data.sources.gen1 import Gen1Source
+from spikeyolo.data.sources.gen4 import Gen4Source
 from spikeyolo.data.sources.yolo import YoloSource
 from spikeyolo.data.spec import DatasetSpec
 from spikeyolo.errors import DatasetError
@@ -64,7 +67,7 @@ def get_source(name: str) -> DataSource:
     return _REGISTRY[name]
 
 
-for _source in (EmbeddedSource(), YoloSource(), CocoJsonSource(), Gen1Source()):
+for _source in (EmbeddedSource(), YoloSource(), CocoJsonSource(), Gen1Source(), Gen4Source()):
     register_source(_source)
 
 
@@ -118,7 +121,8 @@ def dataloader_from_config(spec: DatasetSpec, data_cfg: Mapping[str, Any], split
 
     Training splits are shuffled (and augmented where the source augments), validation splits are not.
     ``overrides`` are data config keys that replace the config's values for this loader only, e.g.
-    ``window_us=100_000`` or ``progress=False`` for ``gen1``. See :meth:`DataSource.loader` for the arguments.
+    ``window_us=100_000`` or ``progress=False`` for ``gen1`` / ``gen4``.
+    See :meth:`DataSource.loader` for the arguments.
     """
     return get_source(spec.source).loader(spec, data_cfg, split, batch_size, workers, rank=rank, stride=stride,
                                           device=device, **overrides)

@@ -1,0 +1,203 @@
+"""Preprocessing: every sample's event tensor computed once into a cache, one file per recording.
+
+Decoding a window of events and building the tensor on the fly costs more than a training step, so each
+recording's samples are encoded once into
+``cache_root()/<camera>/<representation key>/<split key>/<recording>-<source stamp>.npz``:
+
+    frames      [S, T, Cs, H, W] uint8   slice 0 = the oldest; Cs = 1 for ``spikeyolo`` (its 3 channels are equal);
+                                         H x W the sensor's, divided by the representation's ``downsample``
+    t_us        [S] int64                the sample times (window ends)
+    num_events  [S] int64                events inside each window
+
+The file is an uncompressed ``.npz`` written atomically (temp file + rename), so an interrupted build leaves only
+whole files and the next build skips them (resumable); recordings are built in parallel processes. A recording
+is streamed: each window is read and encoded in chunks (:meth:`Representation.encode_file`) and its tensor
+written straight into the archive, so a builder holds one sample and one chunk of events, whatever the length
+and event rate of the recording (the arrays are those ``np.savez`` would write). The source stamp (size and
+mtime of the ``.dat`` and the ``_bbox.npy``) is part of the name, so an edited recording is rebuilt.
+``frames`` is memory-mapped straight out of the archive when reading (:func:`open_frames`), so a sample costs
+one page-cache read, not a decompression.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import struct
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spikeyolo.data.cache import cache_key, cache_root
+from spikeyolo.data.events import EventFileError, read_boxes, read_dat_header
+from spikeyolo.data.sources.prophesee.camera import GEN1, Camera, sensor_size
+from spikeyolo.data.sources.prophesee.encoding import CHUNK_EVENTS, Representation
+from spikeyolo.data.sources.prophesee.labels import group_by_time
+from spikeyolo.errors import DatasetError
+from spikeyolo.io import atomic_write
+
+__all__ = ["Recording", "find_recordings", "split_cache_dir", "cache_file", "build_recording", "build_cache",
+           "open_frames"]
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One recording: ``<name>_td.dat`` and ``<name>_bbox.npy`` in a split folder."""
+
+    name: str
+    dat_path: Path
+    box_path: Path
+
+    def stamp(self) -> str:
+        """A short hash of both files' size and mtime (part of the cache file name)."""
+        stats = [(p.stat().st_size, p.stat().st_mtime_ns) for p in (self.dat_path, self.box_path)]
+        return cache_key(*stats)
+
+
+def find_recordings(split_dir: str | os.PathLike) -> list[Recording]:
+    """The recordings of a split folder, sorted by name.
+
+    Raises:
+        DatasetError: the folder does not exist, or a ``_td.dat`` lacks its ``_bbox.npy`` (or the reverse).
+    """
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise DatasetError(f"{split_dir}: split folder does not exist")
+    dats = {p.name[: -len("_td.dat")]: p for p in split_dir.glob("*_td.dat")}
+    boxes = {p.name[: -len("_bbox.npy")]: p for p in split_dir.glob("*_bbox.npy")}
+    for missing, have, suffix in ((set(dats) - set(boxes), dats, "_bbox.npy"),
+                                  (set(boxes) - set(dats), boxes, "_td.dat")):
+        if missing:
+            name = sorted(missing)[0]
+            raise DatasetError(f"{have[name]}: no matching {name}{suffix} beside it "
+                               f"({len(missing)} unpaired file(s) in {split_dir})")
+    return [Recording(name, dats[name], boxes[name]) for name in sorted(dats)]
+
+
+def split_cache_dir(split_dir: str | os.PathLike, representation: Representation, camera: str = "gen1",
+                    sample_key: str | None = None) -> Path:
+    """``cache_root()/<camera>/<representation key>/<split folder key>`` (not created).
+
+    ``sample_key`` says which label times are samples when they are not all of them (it enters the split key);
+    Gen1's cache folders (every label time) are those of the code before cameras existed.
+    """
+    split_dir = Path(split_dir).resolve()
+    key = cache_key(split_dir) if sample_key is None else cache_key(split_dir, sample_key)
+    return cache_root() / camera / representation.key() / f"{split_dir.name}_{key}"
+
+
+def cache_file(cache_dir: Path, recording: Recording) -> Path:
+    return cache_dir / f"{recording.name}-{recording.stamp()}.npz"
+
+
+def _write_member(archive: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
+    with archive.open(name, "w", force_zip64=True) as member:   # as np.savez writes each array
+        np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def build_recording(recording: Recording, representation: Representation, out_path: Path,
+                    times: np.ndarray | None = None, camera: Camera = GEN1,
+                    chunk_events: int = CHUNK_EVENTS) -> Path:
+    """Encode the windows ending at ``times`` (default: every unique label time) of one recording and write its
+    cache file atomically, one sample at a time."""
+    header = read_dat_header(recording.dat_path)
+    width, height = sensor_size(header, camera)
+    if times is None:
+        times, _ = group_by_time(read_boxes(recording.box_path))
+    times = np.asarray(times, np.int64)
+    grid_w, grid_h = representation.grid_size(width, height)
+    shape = (len(times), int(representation.time_steps), representation.stored_channels, grid_h, grid_w)
+    num_events = np.zeros(len(times), np.int64)
+    with atomic_write(out_path) as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        with archive.open("frames.npy", "w", force_zip64=True) as member:        # [S, T, Cs, H, W] uint8
+            np.lib.format.write_array_header_1_0(member, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                                                          "fortran_order": False, "shape": shape})
+            for index, t_end in enumerate(times.tolist()):
+                try:
+                    frames, num_events[index] = representation.encode_file(recording.dat_path, t_end, width, height,
+                                                                           chunk_events)
+                except ValueError as err:   # an event outside the sensor or a bad polarity
+                    raise EventFileError(f"{recording.dat_path}: {err}") from None
+                member.write(frames.tobytes())
+        _write_member(archive, "t_us.npy", times)
+        _write_member(archive, "num_events.npy", num_events)
+    return out_path
+
+
+def _build_job(job: tuple[Recording, Representation, Path, np.ndarray | None, Camera]) -> str:
+    recording, representation, out_path, times, camera = job
+    build_recording(recording, representation, out_path, times, camera)
+    return recording.name
+
+
+def build_cache(recordings: list[Recording], representation: Representation, cache_dir: Path,
+                workers: int | None = None, progress: bool = True, desc: str = "gen1 cache",
+                times: Sequence[np.ndarray] | None = None, camera: Camera = GEN1) -> dict[str, int]:
+    """Make sure every recording has its cache file; build the missing ones in ``workers`` processes.
+
+    Args:
+        recordings: the recordings of one split.
+        representation: what to encode.
+        cache_dir: :func:`split_cache_dir`.
+        workers: processes (default: the CPU count; 0 or 1 builds in this process).
+        progress: show a tqdm bar.
+        times: per recording the sample times (default: every unique label time).
+        camera: the release (its sensor size serves headers without one).
+
+    Returns:
+        {"built": n, "skipped": m} (skipped: already cached).
+    """
+    per_recording = list(times) if times is not None else [None] * len(recordings)
+    jobs = [(rec, representation, cache_file(cache_dir, rec), rec_times, camera)
+            for rec, rec_times in zip(recordings, per_recording, strict=True)]
+    missing = [job for job in jobs if not job[2].is_file()]
+    if not missing:
+        return {"built": 0, "skipped": len(jobs)}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    workers = max(1, min(workers, len(missing)))
+    with tqdm(total=len(missing), desc=desc, unit="rec", disable=not progress, leave=False) as bar:
+        if workers == 1:
+            for job in missing:
+                _build_job(job)
+                bar.update(1)
+        else:
+            with multiprocessing.get_context().Pool(workers) as pool:
+                for _ in pool.imap_unordered(_build_job, missing):
+                    bar.update(1)
+    return {"built": len(missing), "skipped": len(jobs) - len(missing)}
+
+
+def open_frames(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frames memmap [S, T, Cs, H, W] uint8, t_us [S], num_events [S]) of a cache file.
+
+    ``frames`` is memory-mapped inside the uncompressed archive: its offset is the member's local header plus
+    the ``.npy`` header.
+    """
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("frames.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise DatasetError(f"{path}: frames.npy is compressed; delete the file to rebuild it")
+        t_us = np.load(archive.open("t_us.npy"))
+        num_events = np.load(archive.open("num_events.npy"))
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        local = handle.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise DatasetError(f"{path}: not a valid cache archive; delete the file to rebuild it")
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        handle.seek(info.header_offset + 30 + name_length + extra_length)
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(handle)
+        offset = handle.tell()
+    if shape[0] == 0:   # np.memmap refuses an empty mapping
+        return np.empty(shape, dtype), t_us, num_events
+    frames = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran_order else "C")
+    return frames, t_us, num_events
