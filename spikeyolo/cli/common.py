@@ -165,8 +165,8 @@ def check_command_line(config_name: str, overrides: Sequence[str]) -> DictConfig
     for override, text in zip(parsed, overrides):
         if override.is_sweep_override():
             key, value = override.key_or_group, text.partition("=")[2]
-            raise UserError(f"{text!r} is a sweep (several values); quote a string with commas ({key}='{value}') "
-                            f"or give a list ({key}=[{value}])")
+            raise UserError(f"{text!r} is a sweep (several values): quote one string with commas ({key}='{value}'), "
+                            f"or give a list where the key takes one ({key}=[{value}])")
         texts[override.key_or_group] = text
     try:
         cfg = compose(list(overrides), config_name=config_name)
