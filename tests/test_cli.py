@@ -9,8 +9,6 @@ tests/test_reliability.py does), in an empty working directory that must stay em
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ import yaml
 import spikeyolo
 from spikeyolo.data.events import write_dat
 from spikeyolo.engine import checkpoint as ckpt
+from test_reference_cli import call_main as run   # main() of spikeyolo.cli.<command>: (exit code, stdout, stderr)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -57,21 +56,6 @@ BAD = {
                 ("window_us=abc", "window_us must be an integer or null, got 'abc'"),
                 ("neuron=ilif", "'neuron' in 'neuron=ilif' is not a config group of this command")],
 }
-
-
-def run(command: str, args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    """spikeyolo.cli.<command>.main() with ``args`` as its command line: (exit code, stdout, stderr)."""
-    main = importlib.import_module(f"spikeyolo.cli.{command}").main
-    monkeypatch.setattr(sys, "argv", [f"spikeyolo-{command}", *args])
-    monkeypatch.delenv("SPIKEYOLO_DEBUG", raising=False)
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def one_line_error(code: int, stderr: str, *expected: str) -> str:
