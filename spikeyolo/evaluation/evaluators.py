@@ -11,6 +11,8 @@ An evaluator is a pure function of one pass (:class:`~spikeyolo.structures.Predi
     firing     firing/<group> (backbone, neck, head, all): firing rates recorded during the pass
     spikeyolo, prophesee, cordone
                the Gen1 protocols (:mod:`spikeyolo.evaluation.gen1`), each a dict under ``protocols``
+    spikeyolo_gen4, prophesee_gen4
+               the same module's 1 Megapixel (Gen4) protocols, likewise
 
 An evaluator's metrics go to the top level of the metrics dict, or with a ``section`` under
 ``metrics[section][name]``. The trainer logs flat scalars every epoch, so it runs the evaluators without a
@@ -27,7 +29,7 @@ from typing import Any
 from spikeyolo.evaluation.ap import score_yolo_ap
 from spikeyolo.evaluation.coco import score_coco
 from spikeyolo.evaluation.firing import score_firing
-from spikeyolo.evaluation.gen1 import GEN1_PROTOCOLS, score_gen1
+from spikeyolo.evaluation.gen1 import PROTOCOLS, score_gen1
 from spikeyolo.structures import Predictions, Score
 
 __all__ = ["Scorer", "Evaluator", "EVALUATORS", "DEFAULT_EVALUATORS", "get_evaluator", "register_evaluator",
@@ -45,7 +47,7 @@ class Evaluator:
         name: the name data configs list.
         score: ``score(predictions, spec, backend) -> Score``.
         section: None: the metrics are merged into the top level; otherwise they go to
-            ``metrics[section][name]`` (the Gen1 protocols: ``protocols``).
+            ``metrics[section][name]`` (the event protocols: ``protocols``).
     """
 
     name: str
@@ -55,7 +57,7 @@ class Evaluator:
 
 EVALUATORS: dict[str, Evaluator] = {evaluator.name: evaluator for evaluator in (
     Evaluator("coco", score_coco), Evaluator("yolo_ap", score_yolo_ap), Evaluator("firing", score_firing),
-    *(Evaluator(name, partial(score_gen1, name), section="protocols") for name in GEN1_PROTOCOLS))}
+    *(Evaluator(name, partial(score_gen1, name), section="protocols") for name in PROTOCOLS))}
 DEFAULT_EVALUATORS: tuple[str, ...] = ("coco", "yolo_ap", "firing")
 
 

@@ -1,4 +1,5 @@
-"""Gen1 evaluation protocols: the SpikeYOLO reference's, Prophesee's (psee toolbox / RVT) and Cordone et al.'s.
+"""Event-camera evaluation protocols: the SpikeYOLO reference's, Prophesee's (psee toolbox / RVT) and Cordone et al.'s,
+for Gen1 (:data:`GEN1_PROTOCOLS`) and, with the 1 Megapixel camera's settings, for Gen4 (:data:`GEN4_PROTOCOLS`).
 
 Published Gen1 mAPs are computed three different ways; a number means something only with its protocol.
 
@@ -22,17 +23,31 @@ Published Gen1 mAPs are computed three different ways; a number means something 
                Their 100 ms is their model's input window (``sample_size``), not part of the metric: every
                protocol scores the detections of one pass at the model's own window.
 
+On the 1 Megapixel camera (1280x720):
+
+``prophesee_gen4``  RVT's evaluation of the 1Mpx dataset (``evaluate_list(..., camera='gen4',
+               downsampled_by_2=True)``): the toolbox's ``filter_boxes`` defaults, which are its 1Mpx thresholds
+               (t > 0.5 s, diagonal >= 60 px, sides >= 20 px at 1280x720), applied at the size RVT evaluates,
+               640x360 (boxes halved, thresholds 30 and 10); RVT's ground truth (classes 0-2, cropped to
+               [0, W - 1] x [0, H - 1], sides >= 5 px; halved with the far corner clamped to 639 x 359); each label
+               frame scored with its own detections; pycocotools.
+``spikeyolo_gen4``  the ``spikeyolo`` metric (8.0.197 matching and AP) on the labels the gen4 pipeline trains on
+               (RVT's ground truth above, no size or time filter): the project's own protocol, on this camera.
+
+Cordone et al. evaluated Gen1 only; their filter is Gen1's, so there is no gen4 variant.
+
 Samples are scored in (recording, label time) order whatever order they are passed in, so tied scores give one
-result. The two COCO protocols do their box arithmetic (widths, the size filter, COCO areas) in float32, as the
-originals do on their float32 box fields; the ``spikeyolo`` protocol keeps the boxes it is given (float64 from
-float32 detections is exact) and computes IoU in float32 as ultralytics. Cordone's code numbers annotations
+result. The COCO protocols do their box arithmetic (widths, the size filter, COCO areas) in float32, as the
+originals do on their float32 box fields; the ``spikeyolo`` protocols keep the boxes they are given (float64 from
+float32 detections is exact) and compute IoU in float32 as ultralytics. Cordone's code numbers annotations
 from 0, and pycocotools reads a detection matched to annotation 0 as unmatched (a false positive that leaves
 its box unfound); here annotations are numbered from 1.
 
-:func:`score_gen1` is the evaluator of an inference pass over a Gen1 loader: the pass's
-:class:`~spikeyolo.structures.Predictions` carry the dataset's ``Gen1Sample`` records.
+:func:`score_gen1` is the evaluator of an inference pass over an event loader: the pass's
+:class:`~spikeyolo.structures.Predictions` carry the dataset's ``EventSample`` records.
 
-See docs/events.md ("Gen1 evaluation protocols") for the sources, the settings and the measured differences.
+See docs/events.md ("Gen1 evaluation protocols", "The 1 Megapixel dataset") for the sources, the settings and the
+measured differences.
 """
 
 from __future__ import annotations
@@ -45,30 +60,42 @@ import numpy as np
 import torch
 
 from spikeyolo.data import postprocess_boxes
+from spikeyolo.data.sources.prophesee.labels import drop_classes
 from spikeyolo.evaluation.ap import evaluate_yolo_ap
 from spikeyolo.evaluation.coco import STAT_NAMES, evaluate_coco
 from spikeyolo.structures import Predictions, Score
 
-__all__ = ["Gen1Protocol", "GEN1_PROTOCOLS", "get_protocol", "protocol_ground_truth", "evaluate_gen1", "score_gen1"]
+__all__ = ["Gen1Protocol", "GEN1_PROTOCOLS", "GEN4_PROTOCOLS", "PROTOCOLS", "get_protocol", "protocol_ground_truth",
+           "evaluate_gen1", "score_gen1"]
+
+#: RVT's conservative filter of its 1Mpx ground truth: sides >= 5 px (preprocess_dataset.py L213-219, used since
+#: its filter_gen4.yaml sets apply_psee_bbox_filter: False, L282-285).
+RVT_MIN_SIDE = 5.0
 
 
 @dataclass(frozen=True)
 class Gen1Protocol:
-    """What one Gen1 protocol scores.
+    """What one event-camera protocol scores.
 
     Attributes:
-        name: ``spikeyolo``, ``prophesee`` or ``cordone``.
+        name: ``spikeyolo``, ``prophesee``, ``cordone``, ``prophesee_gen4`` or ``spikeyolo_gen4``.
         ground_truth: ``reference`` / ``corners`` (:func:`~spikeyolo.data.postprocess_boxes` with that
-            clamp) or ``raw`` (the label file's boxes at that time, untouched).
+            clamp), ``raw`` (the label file's boxes at that time, untouched) or ``rvt`` (RVT's 1Mpx ground truth:
+            classes below ``keep_classes``, corners clamped to [0, W - 1] x [0, H - 1], sides >= 5 px, in float32).
         metric: ``ultralytics`` (the reference's 101-point AP of matched predictions) or ``coco`` (pycocotools).
         skip_us: boxes (ground truth and detections) at t <= skip_us are dropped; None keeps all.
-        min_diag, min_side: boxes (ground truth and detections) with a smaller diagonal or side are dropped.
+        min_diag, min_side: boxes (ground truth and detections) with a smaller diagonal or side are dropped; in
+            sensor pixels (with ``scale``, compared at the scaled size against ``min_diag * scale``).
         time_tol_us: None: one image per sample, scored against its own detections. Otherwise the psee
             matching: one image per recording time that keeps a ground-truth box, with the detections of that
-            recording within +-time_tol_us (inclusive).
+            recording within +-time_tol_us (inclusive; 0: its own).
         drop_empty: samples without a ground-truth box (before the size filter) or without events are dropped.
         float32_boxes: box widths, the size filter and COCO areas in float32 (detection width = x2 - x1 in
             float32), as the originals compute them on float32 box fields; otherwise in float64.
+        scale: the size boxes are scored at, relative to the sensor (RVT's 1Mpx: 0.5, 640x360): detections and
+            ground truth are multiplied by it, the ground truth's far corner clamped to ``size * scale - 1`` and
+            boxes left flat dropped (RVT's ``ObjectLabels.scale_``); COCO's area ranges then count scaled pixels.
+        keep_classes: ``rvt`` ground truth: class ids below it are kept (RVT's 1Mpx: 3).
     """
 
     name: str
@@ -80,6 +107,8 @@ class Gen1Protocol:
     time_tol_us: int | None = None
     drop_empty: bool = False
     float32_boxes: bool = False
+    scale: float = 1.0
+    keep_classes: int | None = None
 
 
 GEN1_PROTOCOLS: dict[str, Gen1Protocol] = {
@@ -89,27 +118,42 @@ GEN1_PROTOCOLS: dict[str, Gen1Protocol] = {
     "cordone": Gen1Protocol("cordone", ground_truth="corners", metric="coco", min_diag=30.0, min_side=20.0,
                             drop_empty=True, float32_boxes=True),
 }
+#: The 1 Megapixel camera: RVT's evaluation (utils/evaluation/prophesee/evaluation.py L22-38 with camera='gen4',
+#: downsampled_by_2=True: the toolbox's filter_boxes defaults (box_filtering.py L23: skip 0.5 s, diagonal 60,
+#: side 20) halved with the boxes) and the project's own metric on the same labels.
+GEN4_PROTOCOLS: dict[str, Gen1Protocol] = {
+    "spikeyolo_gen4": Gen1Protocol("spikeyolo_gen4", ground_truth="rvt", metric="ultralytics", keep_classes=3),
+    "prophesee_gen4": Gen1Protocol("prophesee_gen4", ground_truth="rvt", metric="coco", skip_us=500_000,
+                                   min_diag=60.0, min_side=20.0, time_tol_us=0, float32_boxes=True, scale=0.5,
+                                   keep_classes=3),
+}
+#: Every protocol by name (the evaluator registry serves each).
+PROTOCOLS: dict[str, Gen1Protocol] = {**GEN1_PROTOCOLS, **GEN4_PROTOCOLS}
 
 
 def get_protocol(protocol: str | Gen1Protocol) -> Gen1Protocol:
     """A protocol by name (or the protocol itself)."""
     if isinstance(protocol, Gen1Protocol):
         return protocol
-    if protocol not in GEN1_PROTOCOLS:
-        raise ValueError(f"unknown Gen1 protocol {protocol!r}; expected one of {', '.join(GEN1_PROTOCOLS)}")
-    return GEN1_PROTOCOLS[protocol]
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown event protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[protocol]
 
 
 def protocol_ground_truth(protocol: str | Gen1Protocol, sample: Any) -> np.ndarray:
-    """The ground-truth boxes of a sample under a protocol, before its size / time filter.
+    """The ground-truth boxes of a sample under a protocol, before its size / time filter (at the scored size).
 
     Args:
-        sample: a ``Gen1Sample`` (``boxes`` raw, ``width``, ``height``).
+        sample: an ``EventSample`` (``boxes`` raw, ``width``, ``height``).
 
     Returns:
-        [M] boxes in the sample's box dtype (``BOX_DTYPE``).
+        [M] boxes in the sample's box dtype (``BOX_DTYPE``), multiplied by ``protocol.scale``.
     """
     protocol = get_protocol(protocol)
+    if protocol.ground_truth == "rvt":
+        boxes = drop_classes(sample.boxes, protocol.keep_classes if protocol.keep_classes is not None else 256)
+        boxes = postprocess_boxes(boxes, width=sample.width, height=sample.height, clamp="rvt", min_size=RVT_MIN_SIDE)
+        return _scale_rvt(boxes, protocol.scale, sample.width, sample.height)
     if protocol.ground_truth == "raw":
         return sample.boxes
     if protocol.ground_truth == "corners" and protocol.float32_boxes:
@@ -138,18 +182,34 @@ def _corner_boxes_float32(boxes: np.ndarray, width: int, height: int) -> np.ndar
     return out
 
 
+def _scale_rvt(boxes: np.ndarray, scale: float, width: int, height: int) -> np.ndarray:
+    """RVT's ``ObjectLabels.scale_`` (data/genx_utils/labels.py L316-334) in float32: x2 = min((x + w) * s, W * s - 1),
+    x = x * s, w = x2 - x (likewise y), then boxes with w or h <= 0 dropped."""
+    if scale == 1.0:
+        return boxes
+    factor = np.float32(scale)
+    x2 = np.minimum((boxes["x"] + boxes["w"]) * factor, np.float32(width * scale - 1))
+    y2 = np.minimum((boxes["y"] + boxes["h"]) * factor, np.float32(height * scale - 1))
+    x, y = boxes["x"] * factor, boxes["y"] * factor
+    w, h = x2 - x, y2 - y
+    keep = (w > 0) & (h > 0)
+    out = boxes[keep]                                                 # a copy (boolean index)
+    out["x"], out["y"], out["w"], out["h"] = x[keep], y[keep], w[keep], h[keep]
+    return out
+
+
 def _keep(protocol: Gen1Protocol, t_us: int, xywh: np.ndarray) -> np.ndarray:
     """psee ``filter_boxes``: (t > skip) & (w^2 + h^2 >= diag^2) & (w >= side) & (h >= side), in xywh's dtype.
 
     Args:
-        xywh: [N, 4] float32 or float64; in float32 the squares, their sum and the comparisons stay float32
-            (the bounds 30^2 = 900, 10 and 20 are exact in float32), as numpy computes them on the toolbox's
-            float32 box fields.
+        xywh: [N, 4] float32 or float64 at the scored size; in float32 the squares, their sum and the comparisons
+            stay float32 (the bounds 30^2 = 900, 10 and 20, the 1Mpx ones halved included, are exact in float32),
+            as numpy computes them on the toolbox's float32 box fields.
     """
     width, height = xywh[:, 2], xywh[:, 3]
     bound = xywh.dtype.type
-    keep = (width ** 2 + height ** 2 >= bound(protocol.min_diag ** 2)) & (width >= bound(protocol.min_side)) & \
-        (height >= bound(protocol.min_side))
+    diag, side = protocol.min_diag * protocol.scale, protocol.min_side * protocol.scale
+    keep = (width ** 2 + height ** 2 >= bound(diag ** 2)) & (width >= bound(side)) & (height >= bound(side))
     if protocol.skip_us is not None and t_us <= protocol.skip_us:
         keep[:] = False
     return keep
@@ -171,6 +231,8 @@ def _frame_rows(protocol: Gen1Protocol, samples: Sequence[Any], detections: Sequ
         gt_keep = _keep(protocol, sample.t_us, gt_xywh)
         dets = torch.as_tensor(detections[index]).detach().cpu().reshape(-1, 6)   # x1 y1 x2 y2 score class
         corners = dets[:, :4].numpy().astype(box_type)                             # float64 of float32: exact
+        if protocol.scale != 1.0:
+            corners = corners * box_type(protocol.scale)                           # a power of 2: exact
         det_xywh = np.concatenate((corners[:, :2], corners[:, 2:] - corners[:, :2]), axis=1)   # [N, 4]
         det_keep = _keep(protocol, sample.t_us, det_xywh)
         scores = dets[:, 4].double().numpy()
@@ -239,14 +301,15 @@ def _yolo_metrics(images: list) -> dict[str, float]:
 
 def evaluate_gen1(protocol: str | Gen1Protocol, samples: Sequence[Any], detections: Sequence[Any],
                   names: Sequence[str] = ("car", "pedestrian"), backend: str = "pycocotools") -> dict[str, Any]:
-    """Score detections of Gen1 samples under one protocol.
+    """Score detections of event samples under one protocol.
 
     Args:
-        protocol: a name of :data:`GEN1_PROTOCOLS` or a :class:`Gen1Protocol`.
-        samples: [S] ``Gen1Sample`` (recording, t_us, raw boxes, num_events, size), e.g. a Gen1 loader's
+        protocol: a name of :data:`PROTOCOLS` or a :class:`Gen1Protocol`.
+        samples: [S] ``EventSample`` (recording, t_us, raw boxes, num_events, size), e.g. an event loader's
             ``dataset.samples``; scored in (recording, t_us) order, whatever order they come in.
         detections: [S] per sample [N, 6] (x1, y1, x2, y2, score, class index) in sensor pixels.
-        names: class names (class index i is COCO category i + 1).
+        names: class names (class index i is COCO category i + 1; for gen4, ``("pedestrian", "two-wheeler",
+            "car")``).
         backend: pycocotools or faster (``coco`` metric).
 
     Returns:
@@ -259,8 +322,8 @@ def evaluate_gen1(protocol: str | Gen1Protocol, samples: Sequence[Any], detectio
     counts = {"images": len(images), "gt_boxes": int(sum(len(image[2][0]) for image in images)),
               "detections": int(sum(len(image[3][0]) for image in images))}
     if protocol.metric == "coco":
-        width = max((s.width for s in samples), default=304)
-        height = max((s.height for s in samples), default=240)
+        width = round(max((s.width for s in samples), default=304) * protocol.scale)
+        height = round(max((s.height for s in samples), default=240) * protocol.scale)
         metrics = _coco_metrics(images, names, width, height, backend)
     else:
         metrics = _yolo_metrics(images)
@@ -269,11 +332,11 @@ def evaluate_gen1(protocol: str | Gen1Protocol, samples: Sequence[Any], detectio
 
 def score_gen1(protocol: str | Gen1Protocol, predictions: Predictions, spec: Any = None,
                backend: str = "pycocotools") -> Score:
-    """One Gen1 protocol of a pass over a Gen1 loader (its ``samples``, detections in sensor pixels).
+    """One event protocol of a pass over an event loader (its ``samples``, detections in sensor pixels).
 
     Args:
-        protocol: a name of :data:`GEN1_PROTOCOLS` or a :class:`Gen1Protocol`.
-        predictions: the pass; ``samples`` must hold the dataset's ``Gen1Sample`` records.
+        protocol: a name of :data:`PROTOCOLS` or a :class:`Gen1Protocol`.
+        predictions: the pass; ``samples`` must hold the dataset's ``EventSample`` records.
         spec: the dataset (its ``names``); default car, pedestrian.
         backend: pycocotools or faster (``coco`` metric).
 
@@ -281,11 +344,12 @@ def score_gen1(protocol: str | Gen1Protocol, predictions: Predictions, spec: Any
         Score whose metrics are :func:`evaluate_gen1`'s dict.
 
     Raises:
-        ValueError: the pass carries no Gen1 samples (not a Gen1 loader).
+        ValueError: the pass carries no event samples (not a Gen1 / Gen4 loader).
     """
     if predictions.samples is None:
-        raise ValueError(f"the Gen1 protocol {get_protocol(protocol).name!r} scores Gen1 samples; this loader's "
-                         f"dataset has none (list it among the evaluators of Gen1 data configs only)")
+        raise ValueError(f"the event protocol {get_protocol(protocol).name!r} scores Gen1 samples (or 1Mpx ones); "
+                         f"this loader's dataset has none (list it among the evaluators of Gen1 / Gen4 data configs "
+                         f"only)")
     names = tuple(spec.names) if spec is not None else ("car", "pedestrian")
     metrics = evaluate_gen1(protocol, predictions.samples, predictions.detections, names, backend)
     return Score(metrics=metrics)
