@@ -50,8 +50,8 @@ BAD = {
                 ("model=spikeyolo_x", "unknown model option 'spikeyolo_x'")],
     "export": [("opsett=17", "unknown config key 'opsett'", "opset"),
                ("check=maybe", "check must be a boolean (true/false), got 'maybe'"),
-               ("model=spikeyolo_n", "'model' in 'model=spikeyolo_n' is not a config group of this command "
-                                     "(its config groups: none)")],
+               ("model=spikeyolo_n", "'model' in 'model=spikeyolo_n' is not a config group of this command",
+                "(its config groups: none)")],
     "predict": [("window=5", "unknown config key 'window'", "window_us"),
                 ("window_us=abc", "window_us must be an integer or null, got 'abc'"),
                 ("neuron=ilif", "'neuron' in 'neuron=ilif' is not a config group of this command")],

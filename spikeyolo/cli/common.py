@@ -220,9 +220,9 @@ def command_help(prog: str, config_name: str, doc: str | None) -> str:
             lines.append(f"  {group}: {', '.join(options)}" + ("  (default: none)" if choice is None else ""))
     else:
         lines.append("Config groups: none")
-    lines += ["", f"Every key and its value: {prog} --cfg job. The keys, their types and defaults: "
-              "spikeyolo/config/schema.py.",
-              "A bad key, value or option is refused with one line on stderr (exit code 2). Hydra's flags: --hydra-help."]
+    lines += ["", f"Every key and its value: {prog} --cfg job. Keys, types and defaults: spikeyolo/config/schema.py.",
+              "A bad key, value or option is refused with one line on stderr (exit code 2). Hydra's flags: "
+              "--hydra-help."]
     return "\n".join(lines)
 
 
@@ -278,7 +278,7 @@ def hydra_app(config_name: str, task: Callable[[DictConfig], Any], doc: str | No
         finally:
             sys.argv = saved
 
-    main.__doc__ = f"Console entry of {config_name!r}: {hydra_app.__doc__.splitlines()[0]}"
+    main.__doc__ = f"The console entry of spikeyolo-{config_name} (spikeyolo.cli.common.hydra_app)."
     return main
 
 
