@@ -25,7 +25,7 @@ from spikeyolo.engine import checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parents[1]
 
-# a tiny but real training configuration on the embedded tree data: the demo's schedule (experiment=demo) at width 1/16
+# a tiny but real training run on the embedded tree data: the demo's schedule (experiment=demo) at width 1/16
 TINY_RUN = ["experiment=demo", "model.width_multiple=0.0625", "data.imgsz=64", "trainer.batch_size=8",
             "trainer.workers=0", "trainer.device=cpu", "trainer.max_minutes=null", "trainer.close_mosaic=0", "logger=none",
             "optim.warmup_epochs=1", "optim.warmup_min_iters=2", "trainer.progress=false"]
