@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # a tiny but real training run on the embedded tree data: the demo's schedule (experiment=demo) at width 1/16
 TINY_RUN = ["experiment=demo", "model.width_multiple=0.0625", "data.imgsz=64", "trainer.batch_size=8",
-            "trainer.workers=0", "trainer.device=cpu", "trainer.max_minutes=null", "trainer.close_mosaic=0", "logger=none",
-            "optim.warmup_epochs=1", "optim.warmup_min_iters=2", "trainer.progress=false"]
+            "trainer.workers=0", "trainer.device=cpu", "trainer.max_minutes=null", "trainer.close_mosaic=0",
+            "logger=none", "optim.warmup_epochs=1", "optim.warmup_min_iters=2", "trainer.progress=false"]
 ENV = {**{k: v for k, v in os.environ.items() if k != "SPIKEYOLO_DEBUG"}, "OMP_NUM_THREADS": "1",
        "WANDB_MODE": "offline"}
 
