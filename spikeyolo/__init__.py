@@ -4,10 +4,10 @@ The small public API:
 
     cfg = spikeyolo.compose(["model=spikeyolo_s", "neuron.max_level=4"])
     model = spikeyolo.build_model(cfg)
-    model = spikeyolo.load_checkpoint("runs/demo/weights/best.pt")
+    model = spikeyolo.load_checkpoint("runs/demo_spikeyolo_n/RUN/weights/best.pt")
     model = spikeyolo.load_checkpoint("23M_best.pt")         # reference (BICLab) weights: scale from the file
     spikeyolo.load_reference_weights(model, "23M_best.pt")   # or into a model you built
-    detector = spikeyolo.Detector.load("runs/demo/weights/best.pt")   # pictures in, boxes out
+    detector = spikeyolo.Detector.load("runs/demo_spikeyolo_n/RUN/weights/best.pt")   # pictures in, boxes out
     detector.predict(["a.jpg", frame_bgr])                    # [ImageDetections(boxes, scores, classes, ...)]
 
 Reference checkpoints are read without running anything in them (spikeyolo.nn.reference_pickle).

@@ -1,6 +1,6 @@
 """The Python API for detecting objects in pictures: ``spikeyolo.Detector``.
 
-    detector = spikeyolo.Detector.load("runs/demo/RUN/weights/best.pt")     # or a reference checkpoint
+    detector = spikeyolo.Detector.load("runs/demo_spikeyolo_n/RUN/weights/best.pt")     # or a reference checkpoint
     results = detector.predict(["a.jpg", frame_bgr, pil_image])            # one ImageDetections per image
     results[0].boxes, results[0].scores, results[0].classes, results[0].names
 
@@ -25,6 +25,7 @@ import torch
 
 from spikeyolo._ultralytics.data import letterbox_image
 from spikeyolo._ultralytics.ops import non_max_suppression
+from spikeyolo.config import checked_imgsz
 from spikeyolo.data import get_source
 from spikeyolo.deploy import DEPLOY_PATHS
 from spikeyolo.engine.checkpoint import model_from_payload, read_model_checkpoint, trained_data_config
@@ -140,13 +141,10 @@ class Detector:
         if source is not None and get_source(str(source)).is_event_data:
             raise UserError(f"{checkpoint} was trained on event data ({source}); Detector predicts on pictures: "
                             "use spikeyolo-predict events=RECORDING.dat")
-        size = imgsz or data.get("imgsz")
-        if size is None:
-            raise UserError(f"{checkpoint} does not record the image size it was trained at: give imgsz=N")
         model = model_from_payload(payload, use_ema, str(checkpoint))
-        if int(size) % max(model.strides):
-            raise UserError(f"imgsz={size} is not a multiple of the model's largest stride {max(model.strides)}")
-        detector = cls(model=model, names=list(model.names), imgsz=int(size), rect=bool(data.get("val_rect", True)),
+        size = checked_imgsz(imgsz, model, data, key="imgsz")
+        # rect letterbox unless the run validated on square inputs (data.val_rect false, e.g. event frames)
+        detector = cls(model=model, names=list(model.names), imgsz=size, rect=data.get("val_rect") is not False,
                        base=model)
         return detector.to(device)
 

@@ -20,7 +20,7 @@ from spikeyolo.errors import UserError
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 __all__ = ["CONFIG_DIR", "compose", "config_choices", "build_model", "model_config", "resolve_num_classes",
-           "resolve_imgsz", "register_schemas"]
+           "resolve_imgsz", "checked_imgsz", "register_schemas"]
 
 # ${spikeyolo.coalesce:a,b,...}: the first argument that is not null (the run name: data.name, else data.source)
 if not OmegaConf.has_resolver("spikeyolo.coalesce"):
@@ -70,21 +70,29 @@ def resolve_imgsz(cfg: DictConfig, model: torch.nn.Module, trained: Mapping[str,
     Raises:
         UserError: no size is known, or it is not a positive multiple of the model's largest stride.
     """
+    cfg.data.imgsz = checked_imgsz(cfg.data.imgsz, model, trained)
+    return cfg.data.imgsz
+
+
+def checked_imgsz(imgsz: Any, model: torch.nn.Module, trained: Mapping[str, Any] | None = None,
+                  key: str = "data.imgsz") -> int:
+    """``imgsz``, or when None the checkpoint's trained size (``trained['imgsz']``), checked against the strides.
+
+    Raises:
+        UserError: naming ``key``: no size is known, or it is not a positive multiple of the largest stride.
+    """
     stride = max(model.strides)
-    imgsz = cfg.data.imgsz
     if imgsz is None:
         imgsz = (trained or {}).get("imgsz")
     if imgsz is None:
-        raise UserError(f"the checkpoint does not record the image size it was trained at: give data.imgsz=N "
+        raise UserError(f"the checkpoint does not record the image size it was trained at: give {key}=N "
                         f"(an integer multiple of {stride})")
     if isinstance(imgsz, bool) or not isinstance(imgsz, int):
-        raise UserError(f"data.imgsz must be an integer multiple of {stride}, got {imgsz!r}")
+        raise UserError(f"{key} must be an integer multiple of {stride}, got {imgsz!r}")
     if imgsz <= 0 or imgsz % stride:
         below = imgsz // stride * stride
         choices = f"{below} or {below + stride}" if below > 0 else f"{stride}"
-        raise UserError(f"data.imgsz={imgsz} is not a multiple of the model's largest stride {stride} "
-                        f"(use {choices})")
-    cfg.data.imgsz = imgsz
+        raise UserError(f"{key}={imgsz} is not a multiple of the model's largest stride {stride} (use {choices})")
     return imgsz
 
 
