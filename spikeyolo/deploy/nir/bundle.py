@@ -1,0 +1,131 @@
+"""An exported NIR model read back: its stage graphs, its rest of the network, and the loop that runs them.
+
+    exported = NirBundle.load("model.nir")                   # model.stage0.nir ..., model.rest.pt
+    stages = [norse.torch.from_nir(graph, dt=DT) for graph in exported.graphs]   # any consumer's importer
+    decoded, maps = exported.run(stages, images)             # the model's eval contract
+
+``run`` feeds each stage one consumer step per time step (the same image every step, or frame t of an event clip
+[T, B, C, H, W]), passes each stage's output to the next through :meth:`RestOfNetwork.glue`, and gives every
+stage's outputs to the rest of the network. A loaded stage is called as ``out, state = stage(x, state)``, which is
+how snnTorch's, norse's, sinabs' and nirtorch's modules all step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from spikeyolo.deploy.nir.graph import DT
+from spikeyolo.deploy.nir.rest import RestOfNetwork
+from spikeyolo.errors import ExportError
+
+__all__ = ["NirBundle", "bundle_paths", "nirtorch_node_map", "DT"]
+
+
+def bundle_paths(file: str | Path, num_stages: int) -> tuple[list[Path], Path]:
+    """(stage files, rest file) of an export to ``file`` (``model.nir`` -> ``model.stage0.nir``, ``model.rest.pt``)."""
+    file = Path(file)
+    stem = file.with_suffix("") if file.suffix == ".nir" else file
+    return ([stem.with_name(f"{stem.name}.stage{k}.nir") for k in range(num_stages)],
+            stem.with_name(f"{stem.name}.rest.pt"))
+
+
+@dataclass
+class NirBundle:
+    """The stage graphs (``nir.NIRGraph``) and the rest of the network of one export.
+
+    Attributes:
+        graphs: the stage graphs, in order.
+        rest: the rest of the network.
+        meta: ``time_steps`` (consumer steps per input), ``input_levels`` (the graph input is round(images *
+            levels) for a fixed-point export, else images), ``family``, the stages' layers and outputs.
+    """
+
+    graphs: list[Any]
+    rest: RestOfNetwork
+    meta: dict[str, Any]
+
+    @classmethod
+    def load(cls, file: str | Path) -> "NirBundle":
+        """Read the export written to ``file`` (the path given to ``export_nir``)."""
+        import nir  # optional dependency (the export extra)
+
+        _, rest_file = bundle_paths(file, 0)
+        if not rest_file.is_file():
+            raise ExportError(f"no NIR export at {file}: {rest_file} is missing")
+        payload = torch.load(rest_file, map_location="cpu", weights_only=True)
+        meta = json.loads(payload["meta"])
+        stage_files, _ = bundle_paths(file, len(meta["stages"]))
+        graphs = [nir.read(str(path), type_check=bool(meta["typed"])) for path in stage_files]
+        return cls(graphs, RestOfNetwork(payload["program"]), meta)
+
+    @property
+    def time_steps(self) -> int:
+        return int(self.meta["time_steps"])
+
+    def stage_input(self, images: torch.Tensor, step: int) -> torch.Tensor:
+        """The first stage's input at consumer step ``step``: [B, C, H, W] (images, or frame ``step`` of a clip)."""
+        frame = images[step] if images.dim() == 5 else images
+        levels = int(self.meta["input_levels"])
+        return torch.round(frame * levels) if levels > 1 else frame
+
+    @torch.no_grad()
+    def run(self, stages: list[Callable], images: torch.Tensor,
+            outputs: list[list[torch.Tensor]] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the loaded stages over the time steps and the rest of the network; returns (decoded, maps).
+
+        Args:
+            stages: one loaded module per graph, each called ``out, state = stage(x, state)``.
+            images: [B, C, H, W] in [0, 1] (repeated every step) or an event clip [T, B, C, H, W].
+            outputs: if a list is given, each stage's outputs per step are appended to it (one list per stage).
+        """
+        if len(stages) != len(self.graphs):
+            raise ExportError(f"{len(self.graphs)} stages exported, {len(stages)} given")
+        collected: list[list[torch.Tensor]] = [[] for _ in stages]
+        states: list[Any] = [None] * len(stages)
+        self.rest.reset()
+        for step in range(self.time_steps):
+            x = self.stage_input(images, step).float()
+            for number, stage in enumerate(stages):
+                x, states[number] = stage(x, states[number])
+                collected[number].append(x)
+                x = self.rest.glue(number, x)
+        if outputs is not None:
+            outputs.extend(collected)
+        return self.rest(collected)
+
+
+class _Memoryless(nn.Module):
+    """nir.LIF at tau = DT for nirtorch: z = [x > v_threshold] (graph.py); stateless."""
+
+    def __init__(self, threshold: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("threshold", torch.as_tensor(np.asarray(threshold, dtype=np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x > self.threshold.to(x.dtype)).to(x.dtype)
+
+
+def _conv(node: Any) -> nn.Conv2d:
+    """A nir.Conv2d with its groups built right (in_channels = weight.shape[1] * groups)."""
+    weight = torch.as_tensor(np.asarray(node.weight, dtype=np.float32))
+    groups = int(node.groups)
+    conv = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), tuple(int(s) for s in node.stride),
+                     tuple(int(p) for p in node.padding), tuple(int(d) for d in node.dilation), groups)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        conv.bias.copy_(torch.as_tensor(np.asarray(node.bias, dtype=np.float32)))
+    return conv
+
+
+def nirtorch_node_map() -> dict:
+    """The node map for ``nirtorch.nir_to_torch`` (2.x) and ``nirtorch.load``: LIF at tau = DT, Conv2d with groups."""
+    import nir  # optional dependency (the export extra)
+
+    return {nir.LIF: lambda node: _Memoryless(node.v_threshold), nir.Conv2d: _conv}
