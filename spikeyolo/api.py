@@ -15,7 +15,7 @@ with ``rgb=True``; [H, W] grey is taken as three equal channels), a PIL image (a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from spikeyolo.data import get_source
 from spikeyolo.deploy import DEPLOY_PATHS
 from spikeyolo.engine.checkpoint import model_from_payload, read_model_checkpoint, trained_data_config
 from spikeyolo.engine.distributed import select_device
+from spikeyolo.engine.media import Frame
 from spikeyolo.errors import InputError, UserError
 from spikeyolo.evaluation.predictions import unletterbox_boxes
 from spikeyolo.structures import model_input
@@ -196,6 +197,32 @@ class Detector:
                     classes=dets[:, 5].cpu().numpy().astype(np.int64), class_names=self.names, shape=shape,
                     source=source)
         return [result for result in results if result is not None]
+
+    def predict_frames(self, frames: Iterable[Frame], conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
+                       batch_size: int = 16) -> Iterator[tuple[Frame, ImageDetections | None]]:
+        """Detections of a stream of :class:`~spikeyolo.engine.media.Frame` (pictures, video frames), in order.
+
+        Frames are run ``batch_size`` at a time as they arrive (a video is never held in memory); a frame that
+        could not be read (``frame.error``) comes back with None.
+        """
+        pending: list[Frame] = []
+
+        def run() -> Iterator[tuple[Frame, ImageDetections]]:
+            results = self.predict([frame.image for frame in pending], conf, iou, max_det, batch_size)
+            for frame, result in zip(pending, results):
+                result.source = frame.path
+                yield frame, result
+            pending.clear()
+
+        for frame in frames:
+            if frame.image is None:
+                yield from run()
+                yield frame, None
+                continue
+            pending.append(frame)
+            if len(pending) >= batch_size:
+                yield from run()
+        yield from run()
 
     def _prepare(self, item: Any, rgb: bool):
         """(network image [3, h, w] uint8 RGB, ratio_pad, original (h, w), source)."""

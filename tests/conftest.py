@@ -15,6 +15,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 # A "tiny" model: the real layer list, with small width (channels = int(c * 0.0625)).
 TINY = ["model.width_multiple=0.0625", "model.depth_multiple=0.33"]
+IMGSZ = 64   # the image size of image_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +51,24 @@ def tiny_model(scale: str = "s", num_classes: int = 3, extra: tuple[str, ...] = 
 
     cfg = spikeyolo.compose([f"model=spikeyolo_{scale}", *TINY, *extra])
     return spikeyolo.build_model(cfg, num_classes=num_classes)
+
+
+@pytest.fixture(scope="session")
+def image_checkpoint(tmp_path_factory) -> Path:
+    """A width-1/16 n model with 'trained' BN statistics (it fires and detects), trained-at size 64 on the trees."""
+    import spikeyolo
+    import yaml
+
+    from spikeyolo.engine import checkpoint as ckpt
+
+    torch.manual_seed(0)
+    cfg = spikeyolo.compose([*TINY, f"data.imgsz={IMGSZ}"])
+    model = randomize_bn(spikeyolo.build_model(cfg, num_classes=1), seed=3)
+    with torch.no_grad():   # lift the class logits so that a fair number of boxes pass a low threshold
+        for branch in model.layers[-1].cls_branches:
+            branch[-1].conv.bias.fill_(-1.0)
+    path = tmp_path_factory.mktemp("api") / "best.pt"
+    train_config = yaml.safe_dump({"data": {"source": "embedded", "name": "trees", "imgsz": IMGSZ, "val_rect": True}})
+    ckpt.save_checkpoint({"model_config": spikeyolo.config.model_config(cfg, 1), "model": model.state_dict(),
+                          "ema": None, "names": ["tree"], "train_config": train_config}, path)
+    return path

@@ -20,7 +20,7 @@ import yaml
 from PIL import Image
 
 import spikeyolo
-from conftest import TINY, randomize_bn
+from conftest import IMGSZ
 from spikeyolo._ultralytics.data import letterbox_image
 from spikeyolo.data import coco_image_ids, dataloader_from_config, embedded_root, spec_from_config
 from spikeyolo.engine import checkpoint as ckpt
@@ -28,27 +28,9 @@ from spikeyolo.errors import InputError, UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-IMGSZ = 64
-
 
 def _val_files() -> list[Path]:
     return sorted((embedded_root() / "images" / "val").glob("*.jpg"))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A width-1/16 n model with 'trained' BN statistics (it fires and detects), trained-at size 64 on the trees."""
-    torch.manual_seed(0)
-    cfg = spikeyolo.compose([*TINY, f"data.imgsz={IMGSZ}"])
-    model = randomize_bn(spikeyolo.build_model(cfg, num_classes=1), seed=3)
-    with torch.no_grad():   # lift the class logits so that a fair number of boxes pass a low threshold
-        for branch in model.layers[-1].cls_branches:
-            branch[-1].conv.bias.fill_(-1.0)
-    path = tmp_path_factory.mktemp("api") / "best.pt"
-    train_config = yaml.safe_dump({"data": {"source": "embedded", "name": "trees", "imgsz": IMGSZ, "val_rect": True}})
-    ckpt.save_checkpoint({"model_config": spikeyolo.config.model_config(cfg, 1), "model": model.state_dict(),
-                          "ema": None, "names": ["tree"], "train_config": train_config}, path)
-    return path
 
 
 @pytest.mark.parametrize("rect", [True, False])
@@ -96,9 +78,9 @@ def _as_records(result) -> np.ndarray:
 
 
 @pytest.mark.parametrize("deploy", ["integer", "spike_driven"])
-def test_detector_boxes_equal_eval_predictions(tmp_path, checkpoint, monkeypatch, deploy):
-    expected = _eval_predictions(checkpoint, tmp_path / "eval", deploy, monkeypatch)
-    detector = spikeyolo.Detector.load(checkpoint).eval_path(deploy)
+def test_detector_boxes_equal_eval_predictions(tmp_path, image_checkpoint, monkeypatch, deploy):
+    expected = _eval_predictions(image_checkpoint, tmp_path / "eval", deploy, monkeypatch)
+    detector = spikeyolo.Detector.load(image_checkpoint).eval_path(deploy)
     assert detector.imgsz == IMGSZ and detector.names == ["tree"] and detector.path == deploy
     results = detector.predict([str(f) for f in _val_files()], conf=0.001, max_det=300)
     assert len(results) == len(_val_files())
@@ -115,8 +97,8 @@ def test_detector_boxes_equal_eval_predictions(tmp_path, checkpoint, monkeypatch
     assert total > 0   # the comparison is not empty
 
 
-def test_three_input_kinds_give_the_same_detections(tmp_path, checkpoint):
-    detector = spikeyolo.Detector.load(checkpoint)
+def test_three_input_kinds_give_the_same_detections(tmp_path, image_checkpoint):
+    detector = spikeyolo.Detector.load(image_checkpoint)
     file = tmp_path / "tile.png"   # lossless: OpenCV and PIL decode the same pixels (their JPEG decoders differ)
     cv2.imwrite(str(file), cv2.imread(str(_val_files()[0])))
     bgr = cv2.imread(str(file))
@@ -133,8 +115,8 @@ def test_three_input_kinds_give_the_same_detections(tmp_path, checkpoint):
     assert grey.shape == (400, 400)
 
 
-def test_bad_input_is_one_clear_error(tmp_path, checkpoint):
-    detector = spikeyolo.Detector.load(checkpoint)
+def test_bad_input_is_one_clear_error(tmp_path, image_checkpoint):
+    detector = spikeyolo.Detector.load(image_checkpoint)
     with pytest.raises(InputError, match="image not found: .*missing.jpg"):
         detector.predict(tmp_path / "missing.jpg")
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
@@ -145,7 +127,7 @@ def test_bad_input_is_one_clear_error(tmp_path, checkpoint):
     with pytest.raises(UserError, match="deploy path must be one of"):
         detector.eval_path("binary")
     events = tmp_path / "events.pt"
-    payload = ckpt.read_checkpoint(checkpoint)
+    payload = ckpt.read_checkpoint(image_checkpoint)
     payload["train_config"] = yaml.safe_dump({"data": {"source": "gen1", "imgsz": 64}})
     ckpt.save_checkpoint({k: v for k, v in payload.items() if k not in ("format", "version")}, events)
     with pytest.raises(UserError, match="trained on event data"):

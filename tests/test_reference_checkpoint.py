@@ -177,19 +177,30 @@ def test_wrong_scale_or_unknown_depth_is_one_clear_error(tmp_path, weights):
         reference_model_config(state)
 
 
-def test_readme_python_snippet_runs_as_written(tmp_path, weights, monkeypatch):
-    """README.md's Python block, executed verbatim against files at the paths it names."""
-    block = re.search(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
-    assert 'spikeyolo.load_reference_weights(model, "23M_best.pt")' in block
+def test_readme_python_snippets_run_as_written(tmp_path, weights, monkeypatch):
+    """README.md's Python blocks, executed verbatim (in order, one namespace) against files at the paths they name."""
+    import cv2
+    import yaml
+
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert any('spikeyolo.load_reference_weights(model, "23M_best.pt")' in block for block in blocks)
+    assert any("spikeyolo.Detector.load(" in block for block in blocks)
     monkeypatch.chdir(tmp_path)
     fakes.make_reference_checkpoint(Path("23M_best.pt"), weights, "published", "coco", NAMES)
     cfg = spikeyolo.compose(["model.width_multiple=0.0625"])
     demo = spikeyolo.build_model(cfg, num_classes=1)
     spikeyolo.engine.checkpoint.save_checkpoint(
         {"model_config": spikeyolo.config.model_config(cfg, 1), "model": demo.state_dict(), "ema": None,
-         "names": ["tree"]}, Path("runs/demo/RUN/weights/best.pt"))
+         "names": ["tree"], "train_config": yaml.safe_dump({"data": {"source": "embedded", "imgsz": 64}})},
+        Path("runs/demo_spikeyolo_n/RUN/weights/best.pt"))
+    tile = sorted((spikeyolo.data.embedded_root() / "images" / "val").glob("*.jpg"))[0]
+    cv2.imwrite("tree.jpg", cv2.imread(str(tile)))
     namespace: dict = {}
-    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own lines
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own lines
+    results, spiking = namespace["results"], namespace["spiking"]
+    assert len(results) == 3 and all(r.shape == (400, 400) and r.class_names == ["tree"] for r in results)
+    assert spiking.shape == (400, 400) and namespace["detector"].path == "spike_driven"
     model = namespace["model"]
     assert model.names == ["tree", "bush", "rock"] and model.num_classes == 3
     expected = fakes.fp16(weights)

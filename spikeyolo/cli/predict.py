@@ -1,65 +1,129 @@
-"""spikeyolo-predict: run a detector over an event recording window by window (streaming inference).
+"""spikeyolo-predict: detect objects in pictures, video or an event recording with a trained checkpoint.
 
-Windows end at ``start_us``, ``start_us + step_us``, ... until the last event is covered; each window of
-``window_us`` is encoded as in training (the checkpoint's representation, T, letterbox and time order) and run
-through the model. Outputs, in ``out``:
+    spikeyolo-predict checkpoint=best.pt source=image.jpg            (or a folder, a glob "dir/*.png", a video)
+    spikeyolo-predict checkpoint=best.pt source=clip.mp4 deploy=spike_driven save_txt=true
+    spikeyolo-predict checkpoint=gen1/best.pt source=rec_td.dat window_us=50000 carry_state=true
 
-    detections.npy   all detections in the Gen1 box dtype (t = window end, x y w h in sensor pixels, class_id,
-                     class_confidence = score, track_id 0), the format the Prophesee evaluator reads
-    detections.json  the same per window: {"t_us", "num_events", "detections": [{class_id, class_name, score,
-                     x, y, w, h}]} plus the settings
-    detections.gif   with video=true: each window as a grey event frame with the boxes (PIL)
+Pictures and video (a checkpoint trained on images; boxes exactly as spikeyolo-eval makes them, see
+spikeyolo.Detector). Outputs, in ``out``:
 
-``carry_state=true`` keeps the neurons' membrane from one window to the next: the windows run in the model's
-streaming mode (``model.streaming()``, :mod:`spikeyolo.nn.protocol`), where each forward continues the neuron
-recursion of the previous one (Eq. 11: H[0] = decay * (H[-1] - S[-1]) + X[0]; the reference Gen1 LIF likewise).
-The membrane that carries over is the one after the window's last time step; with the reference time order
-(``most_recent_first``, the model's t = 0 is the newest slice) that is the *oldest* slice, so carrying state is
-meant for models trained oldest-first. It works with T = 1 too (the membrane then leaks across windows instead
-of being dropped). Models are trained with a reset per sample, so a carried membrane is a shift of the input
-distribution unless the model was trained so. Every window has batch size 1, so the carried state always fits.
+    predictions.json  COCO results ({image_id, file_name, category_id = class + 1, bbox xywh, score}) in pixels of
+                      the original pictures
+    images.json       every picture or frame with its id, file name, size, source and detection count (and the
+                      error, for one that could not be read)
+    images/           the pictures with their boxes drawn (``save_images``); a video becomes OUT/<stem>.mp4
+    labels/           YOLO txt labels ``class cx cy w h score`` per picture (``save_txt=true``)
+
+An event recording (``source=REC.dat``, or ``events=REC.dat``; a checkpoint trained on event data) runs window by
+window (:mod:`spikeyolo.engine.event_stream`): OUT/detections.npy (Gen1 box dtype, t = window end), OUT/detections.json
+(per window) and, with ``video=true``, OUT/detections.gif.
+
+A picture or a video frame that cannot be read is reported in one line and the rest goes on; the last line sums up
+(pictures, detections, pictures/s).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image, ImageDraw
+from tqdm import tqdm
 
-from spikeyolo._ultralytics.ops import non_max_suppression
+from spikeyolo.api import Detector
 from spikeyolo.cli.common import UserError, friendly_errors, hydra_app, setup_logging, write_json
 from spikeyolo.config import compose, resolve_imgsz
-from spikeyolo.data import get_source, letterbox_clip, representation_from_config
-from spikeyolo.data.events import BOX_DTYPE, read_dat, read_dat_header, spikeyolo_frames, write_boxes
+from spikeyolo.data import get_source
+from spikeyolo.data.events import BOX_DTYPE, read_dat_header, write_boxes
 from spikeyolo.engine.checkpoint import model_from_payload, read_model_checkpoint, trained_data_config
 from spikeyolo.engine.distributed import select_device
-from spikeyolo.evaluation import unletterbox_boxes
-from spikeyolo.structures import model_input
+from spikeyolo.engine.event_stream import EventSettings, last_event_time, stream_recording, window_ends, window_image
+from spikeyolo.engine.media import VideoOut, describe_source, draw_detections, iter_media, yolo_label_lines
+from spikeyolo.io import write_text
 
 log = logging.getLogger("spikeyolo.predict")
-
-_COLOURS = [(0, 200, 255), (255, 90, 90), (120, 255, 120), (255, 220, 0)]
-
-
-def _last_event_time(header) -> int:
-    """Timestamp (µs) of the last event, read from the file's last record."""
-    if header.num_events == 0:
-        raise UserError(f"{header.path}: the recording has no events")
-    offset = header.data_offset + (header.num_events - 1) * header.event_size
-    record = np.fromfile(header.path, dtype="<u4", count=2, offset=offset)
-    return int(record[0])
-
 
 MINIMUM_US = {"window_us": 1, "step_us": 1, "start_us": 0, "end_us": 0}
 
 
-def _load(cfg: DictConfig):
+def _make_out(cfg: DictConfig) -> Path:
+    out = Path(cfg.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"out={out} cannot be created: {err.strerror or err}") from None
+    return out
+
+
+# --------------------------------------------------------------------------- pictures and video
+
+
+def predict_media(cfg: DictConfig, files: list[Path], description: str) -> dict[str, Any]:
+    """Pictures and video frames through :class:`~spikeyolo.Detector`; writes the outputs of the module docstring."""
+    detector = Detector.load(cfg.checkpoint, imgsz=cfg.data.imgsz, use_ema=cfg.use_ema)
+    detector.eval_path(cfg.deploy).to(cfg.device)
+    out = _make_out(cfg)
+    log.info("%s: %s, %s path, imgsz %d, %s", cfg.source, description, cfg.deploy, detector.imgsz, detector.device)
+    results, images, videos = [], [], {}
+    bad = detections = 0
+    started = time.perf_counter()
+    frames = iter_media(files)
+    for frame, found in tqdm(detector.predict_frames(frames, cfg.conf, cfg.iou, cfg.max_det, cfg.batch_size),
+                             desc="predict", unit="img", disable=not cfg.progress):
+        image_id = len(images) + 1
+        record = {"id": image_id, "file_name": frame.name, "source": frame.path}
+        if found is None:
+            bad += 1
+            log.warning("%s", frame.error)
+            images.append({**record, "error": frame.error})
+            continue
+        detections += len(found)
+        images.append({**record, "height": found.shape[0], "width": found.shape[1], "detections": len(found)})
+        for (x1, y1, x2, y2), score, cls in zip(found.boxes.tolist(), found.scores.tolist(), found.classes.tolist()):
+            results.append({"image_id": image_id, "file_name": frame.name, "category_id": int(cls) + 1,
+                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+        stem = Path(frame.name).stem
+        if cfg.save_txt:
+            write_text(out / "labels" / f"{stem}.txt",
+                       "".join(f"{line}\n" for line in yolo_label_lines(found.boxes, found.scores, found.classes,
+                                                                        found.shape)))
+        if cfg.save_images:
+            drawn = draw_detections(frame.image, found.boxes, found.scores, found.classes, detector.names)
+            if frame.index is None:
+                target = out / "images" / frame.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not cv2.imwrite(str(target), drawn):   # a suffix OpenCV cannot write: PNG
+                    cv2.imwrite(str(target.with_suffix(".png")), drawn)
+            else:
+                if frame.path not in videos:
+                    fps = cv2.VideoCapture(frame.path).get(cv2.CAP_PROP_FPS) or 25.0
+                    videos[frame.path] = VideoOut(out / f"{Path(frame.path).stem}.mp4", fps,
+                                                  (drawn.shape[1], drawn.shape[0]))
+                videos[frame.path].write(drawn)
+    for video in videos.values():
+        video.close()
+    seconds = time.perf_counter() - started
+    write_json(out / "predictions.json", results, indent=None)
+    write_json(out / "images.json", {"checkpoint": str(cfg.checkpoint), "source": str(cfg.source),
+                                     "deploy": cfg.deploy, "imgsz": detector.imgsz, "names": detector.names,
+                                     "images": images})
+    done = len(images) - bad
+    summary = {"images": done, "unreadable": bad, "detections": detections,
+               "images_per_s": round(done / seconds, 2) if seconds > 0 else None, "out": str(out)}
+    print(f"{done} image(s), {detections} detection(s), {summary['images_per_s']} img/s"
+          + (f", {bad} unreadable" if bad else "") + f" -> {out}")
+    return summary
+
+
+# --------------------------------------------------------------------------- event recordings
+
+
+def _event_model(cfg: DictConfig, recording: str):
     """(model in eval mode, the event settings it was trained with).
 
     The settings are the data config stored in the checkpoint; one that stores none of them (a reference Gen1
@@ -67,115 +131,81 @@ def _load(cfg: DictConfig):
     (configs/data/gen1.yaml). A model trained on images is refused.
     """
     payload = read_model_checkpoint(cfg.checkpoint)  # a spikeyolo or a reference checkpoint
-    model = model_from_payload(payload, cfg.use_ema, str(cfg.checkpoint))
     trained = trained_data_config(payload)
     source = trained.get("source")
     if source is not None and not get_source(str(source)).is_event_data:
         raise UserError(f"checkpoint={cfg.checkpoint} was trained on images (data.source={source}, "
-                        f"{trained.get('name') or 'no name'}) but events={cfg.events} is an event recording: give a "
+                        f"{trained.get('name') or 'no name'}) but {recording} is an event recording: give a "
                         "checkpoint trained on event data (data=gen1)")
     if source is None:
         gen1 = OmegaConf.to_container(compose(["data=gen1"]).data, resolve=True)
         trained = {**gen1, **trained}
-    return model, trained
+    return model_from_payload(payload, cfg.use_ema, str(cfg.checkpoint)), trained
 
 
-def window_ends(first_end_us: int, step_us: int, last_event_us: int, end_us: int | None = None) -> list[int]:
-    """Window ends first, first + step, ... up to the first end past the last event (or ``end_us``)."""
-    ends, t_end = [], int(first_end_us)
-    limit = int(end_us) if end_us is not None else None
-    while limit is None or t_end <= limit:
-        ends.append(t_end)
-        if t_end > last_event_us:
-            break
-        t_end += int(step_us)
-    return ends
-
-
-def _frame_image(events: np.ndarray, t_end: int, window_us: int, width: int, height: int, boxes: np.ndarray,
-                 names: list[str]):
-    """A PIL image of a window: grey, events white (ON) / black (OFF), boxes [N, 6] in sensor pixels."""
-    frame = spikeyolo_frames(events, t_end, time_steps=1, width=width, height=height, window_us=window_us)[0]
-    image = Image.fromarray(frame, "RGB")
-    draw = ImageDraw.Draw(image)
-    for x1, y1, x2, y2, score, cls in boxes.tolist():
-        colour = _COLOURS[int(cls) % len(_COLOURS)]
-        draw.rectangle([x1, y1, x2, y2], outline=colour, width=1)
-        label = names[int(cls)] if int(cls) < len(names) else str(int(cls))
-        draw.text((x1 + 1, max(y1 - 10, 0)), f"{label} {score:.2f}", fill=colour)
-    draw.text((2, 2), f"t={t_end / 1e6:.3f}s", fill=(255, 255, 0))
-    return image
-
-
-@friendly_errors
-def predict(cfg: DictConfig) -> dict[str, Any]:
-    """Run the streaming prediction of ``cfg`` (configs/predict.yaml); returns a short summary."""
-    setup_logging()
-    if cfg.events is None or cfg.checkpoint is None:
-        raise UserError("give events=FILE.dat (a Prophesee event recording) and checkpoint=PATH (a checkpoint file)")
-    if not Path(cfg.events).is_file():
-        raise UserError(f"events file not found: {cfg.events}")
-    if not Path(cfg.checkpoint).is_file():
-        raise UserError(f"checkpoint not found: {cfg.checkpoint}")
-    for key, minimum in MINIMUM_US.items():
-        if cfg[key] is not None and cfg[key] < minimum:
-            raise UserError(f"{key} must be an integer >= {minimum} (µs), got {cfg[key]}")
-    model, data = _load(cfg)
-    header = read_dat_header(cfg.events)
-    settings = {"representation": cfg.representation or data["representation"], "time_steps": model.time_steps,
-                "window_us": cfg.window_us or data["window_us"], "voxel_bins": data.get("voxel_bins"),
-                "voxel_clip": data.get("voxel_clip")}
-    rep = representation_from_config(settings)
-    if rep.channels != model.in_chs:
-        raise UserError(f"representation {rep.kind!r} has {rep.channels} channels but the checkpoint's model takes "
-                        f"{model.in_chs}")
-    window = int(rep.window_us)
+def predict_events(cfg: DictConfig, recording: str, key: str = "source") -> dict[str, Any]:
+    """An event recording window by window; writes detections.npy, detections.json (and detections.gif)."""
+    for name, minimum in MINIMUM_US.items():
+        if cfg[name] is not None and cfg[name] < minimum:
+            raise UserError(f"{name} must be an integer >= {minimum} (µs), got {cfg[name]}")
+    model, trained = _event_model(cfg, f"{key}={recording}")
+    header = read_dat_header(recording)
+    imgsz = resolve_imgsz(cfg, model, trained)
+    settings = EventSettings.of(model, trained, imgsz, cfg.representation, cfg.window_us, cfg.most_recent_first)
+    window = int(settings.representation.window_us)
     step = cfg.step_us or window
-    imgsz = resolve_imgsz(cfg, model, data)
-    most_recent_first = bool(data["most_recent_first"] if cfg.most_recent_first is None else cfg.most_recent_first)
-    ends = window_ends(window if cfg.start_us is None else cfg.start_us, step, _last_event_time(header), cfg.end_us)
-    names = model.names
-    out = Path(cfg.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"out={out} cannot be created: {err.strerror or err}") from None
+    ends = window_ends(window if cfg.start_us is None else cfg.start_us, step, last_event_time(recording), cfg.end_us)
+    out = _make_out(cfg)
     device = select_device(cfg.device)
     model = model.to(device).eval()
-
+    names = model.names
     windows, rows, frames = [], [], []
-    try:
-        stream = model.streaming(bool(cfg.carry_state))
-    except NotImplementedError as err:
-        raise UserError(f"carry_state=true: {err}") from None
-    with torch.no_grad(), stream:
-        for t_end in ends:
-            events = read_dat(cfg.events, t_end - window, t_end)
-            clip = rep.encode(events, t_end, header.width, header.height)          # [T, Cs, H, W]
-            img, ratio_pad = letterbox_clip(clip, imgsz, rep.empty_value, rep.channels, most_recent_first)
-            images = model_input(torch.from_numpy(img)[None], device)             # [T, 1, C, S, S]
-            decoded, _ = model(images)
-            dets = non_max_suppression(decoded.float(), cfg.conf, cfg.iou, cfg.max_det)[0].cpu()
-            boxes = torch.cat((unletterbox_boxes(dets[:, :4], ratio_pad, (header.height, header.width)),
-                               dets[:, 4:6].double()), 1).numpy()                 # [N, 6] sensor pixels
-            windows.append({"t_us": int(t_end), "num_events": int(len(events)), "detections": [
-                {"class_id": int(c), "class_name": names[int(c)] if int(c) < len(names) else str(int(c)),
-                 "score": float(s), "x": float(x1), "y": float(y1), "w": float(x2 - x1), "h": float(y2 - y1)}
-                for x1, y1, x2, y2, s, c in boxes.tolist()]})
-            rows += [(t_end, x1, y1, x2 - x1, y2 - y1, int(c), s, 0) for x1, y1, x2, y2, s, c in boxes.tolist()]
-            if cfg.video and len(frames) < cfg.video_max_frames:
-                frames.append(_frame_image(events, t_end, window, header.width, header.height, boxes, names))
+    for result in tqdm(stream_recording(model, recording, settings, ends, device, cfg.conf, cfg.iou, cfg.max_det,
+                                        cfg.carry_state), total=len(ends), desc="windows", disable=not cfg.progress):
+        boxes = result.boxes.tolist()
+        windows.append({"t_us": result.t_us, "num_events": int(len(result.events)), "detections": [
+            {"class_id": int(c), "class_name": names[int(c)] if int(c) < len(names) else str(int(c)),
+             "score": float(s), "x": float(x1), "y": float(y1), "w": float(x2 - x1), "h": float(y2 - y1)}
+            for x1, y1, x2, y2, s, c in boxes]})
+        rows += [(result.t_us, x1, y1, x2 - x1, y2 - y1, int(c), s, 0) for x1, y1, x2, y2, s, c in boxes]
+        if cfg.video and len(frames) < cfg.video_max_frames:
+            frames.append(window_image(result.events, result.t_us, window, header.width, header.height,
+                                       result.boxes, names))
     write_boxes(out / "detections.npy", np.array(rows, dtype=BOX_DTYPE))
+    rep = settings.representation
     write_json(out / "detections.json", {
-        "events": str(cfg.events), "checkpoint": str(cfg.checkpoint), "representation": rep.kind,
+        "events": recording, "checkpoint": str(cfg.checkpoint), "representation": rep.kind,
         "time_steps": rep.time_steps, "window_us": window, "step_us": step, "carry_state": bool(cfg.carry_state),
-        "most_recent_first": most_recent_first, "imgsz": imgsz, "names": names, "windows": windows})
+        "most_recent_first": settings.most_recent_first, "imgsz": imgsz, "names": names, "windows": windows})
     if frames:
         frames[0].save(out / "detections.gif", save_all=True, append_images=frames[1:], loop=0,
                        duration=max(int(1000 / cfg.video_fps), 20))
     summary = {"windows": len(windows), "detections": len(rows), "out": str(out)}
     print(json.dumps(summary))
     return summary
+
+
+@friendly_errors
+def predict(cfg: DictConfig) -> dict[str, Any]:
+    """Run spikeyolo-predict (configs/predict.yaml); returns a short summary."""
+    setup_logging()
+    source = cfg.source if cfg.source is not None else cfg.events
+    if source is None or cfg.checkpoint is None:
+        raise UserError("give source=PATH (an image, a folder, a glob, a video or a Prophesee .dat recording) and "
+                        "checkpoint=PATH (a checkpoint file)")
+    if cfg.source is not None and cfg.events is not None:
+        raise UserError(f"give source= or events=, not both (source={cfg.source}, events={cfg.events})")
+    if not Path(cfg.checkpoint).is_file():
+        raise UserError(f"checkpoint not found: {cfg.checkpoint}")
+    if cfg.events is not None or str(source).lower().endswith(".dat"):
+        if not Path(source).is_file():
+            raise UserError(f"events file not found: {source}")
+        return predict_events(cfg, str(source), "events" if cfg.events is not None else "source")
+    files, description = describe_source(str(source))
+    if not files:
+        raise UserError(f"source={source}: no image or video there (an image, a folder of images, a glob such as "
+                        "'dir/*.jpg', a video or a .dat recording)")
+    return predict_media(cfg, files, description)
 
 
 main = hydra_app("predict", predict, __doc__)

@@ -240,8 +240,16 @@ class ExportConfig:
 class PredictConfig:
     """spikeyolo-predict (configs/predict.yaml)."""
 
-    events: Optional[str] = None        # a Prophesee .dat recording
-    checkpoint: Optional[str] = None    # a checkpoint trained on event data
+    source: Optional[str] = None        # an image, a folder, a glob, a video, or a Prophesee .dat recording
+    checkpoint: Optional[str] = None    # trained on images (pictures, video) or on event data (.dat)
+    events: Optional[str] = None        # a .dat recording (the same as source=REC.dat)
+    deploy: str = "integer"             # integer | spike_driven | fixed_point (pictures and video)
+    conf: float = 0.25
+    iou: float = 0.7
+    max_det: int = 300
+    batch_size: int = 16                # pictures per forward
+    save_images: bool = True            # pictures: OUT/images/ with the boxes drawn; a video: OUT/<stem>.mp4
+    save_txt: bool = False              # pictures: OUT/labels/<name>.txt (YOLO: class cx cy w h score)
     window_us: Optional[int] = None     # events per window; null: the checkpoint's data.window_us
     step_us: Optional[int] = None       # window hop; null: window_us
     start_us: Optional[int] = None      # end of the first window; null: window_us
@@ -250,13 +258,11 @@ class PredictConfig:
     representation: Optional[str] = None   # null: the checkpoint's data.representation
     data: ImageSizeConfig = field(default_factory=ImageSizeConfig)
     most_recent_first: Optional[bool] = None  # null: the checkpoint's data.most_recent_first
-    conf: float = 0.25
-    iou: float = 0.7
-    max_det: int = 300
     use_ema: bool = True
     device: str = "auto"
+    progress: bool = True               # a progress bar
     out: str = "runs/predict/" + TIMESTAMP
-    video: bool = False                 # also write OUT/detections.gif
+    video: bool = False                 # events: also write OUT/detections.gif
     video_fps: float = 10
     video_max_frames: int = 300
 

@@ -1,0 +1,136 @@
+"""Streaming inference over an event recording: windows of events, encoded as in training, through a detector.
+
+Windows end at ``first_end_us``, ``+ step_us``, ... until the last event is covered (:func:`window_ends`); each
+window of ``window_us`` is encoded with the checkpoint's representation, T, letterbox and time order
+(:class:`EventSettings`) and run through the model with batch size 1. With ``carry_state`` the windows run in the
+model's streaming mode (``model.streaming()``, :mod:`spikeyolo.nn.protocol`): each forward continues the neuron
+recursion of the previous one (Eq. 11: H[0] = decay * (H[-1] - S[-1]) + X[0]; the reference Gen1 LIF likewise).
+The membrane that carries over is the one after the window's last time step; with the reference time order
+(``most_recent_first``, the model's t = 0 is the newest slice) that is the *oldest* slice, so carrying state is
+meant for models trained oldest-first. It works with T = 1 too (the membrane then leaks across windows instead of
+being dropped). Models are trained with a reset per sample, so a carried membrane is a shift of the input
+distribution unless the model was trained so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from spikeyolo._ultralytics.ops import non_max_suppression
+from spikeyolo.data import letterbox_clip, representation_from_config
+from spikeyolo.data.events import read_dat, read_dat_header, spikeyolo_frames
+from spikeyolo.errors import UserError
+from spikeyolo.evaluation.predictions import unletterbox_boxes
+from spikeyolo.structures import model_input
+
+__all__ = ["EventSettings", "EventWindow", "window_ends", "last_event_time", "stream_recording", "window_image"]
+
+_COLOURS = [(0, 200, 255), (255, 90, 90), (120, 255, 120), (255, 220, 0)]
+
+
+@dataclass
+class EventSettings:
+    """How windows are encoded: the representation (with T and the window), the input size and time order."""
+
+    representation: Any
+    imgsz: int
+    most_recent_first: bool
+
+    @classmethod
+    def of(cls, model: torch.nn.Module, trained: Mapping[str, Any], imgsz: int, representation: str | None = None,
+           window_us: int | None = None, most_recent_first: bool | None = None) -> "EventSettings":
+        """The checkpoint's settings (``trained``: its run's data config), each overridable.
+
+        Raises:
+            UserError: the representation's channels do not match the model's input.
+        """
+        rep = representation_from_config({
+            "representation": representation or trained["representation"], "time_steps": model.time_steps,
+            "window_us": window_us or trained["window_us"], "voxel_bins": trained.get("voxel_bins"),
+            "voxel_clip": trained.get("voxel_clip")})
+        if rep.channels != model.in_chs:
+            raise UserError(f"representation {rep.kind!r} has {rep.channels} channels but the checkpoint's model "
+                            f"takes {model.in_chs}")
+        order = trained["most_recent_first"] if most_recent_first is None else most_recent_first
+        return cls(rep, int(imgsz), bool(order))
+
+
+@dataclass
+class EventWindow:
+    """One window's result: its end time, event count and detections [N, 6] (x1 y1 x2 y2 score class, sensor px)."""
+
+    t_us: int
+    events: np.ndarray
+    boxes: np.ndarray
+
+
+def last_event_time(path: str | Path) -> int:
+    """Timestamp (µs) of the last event of a recording, read from its last record."""
+    header = read_dat_header(path)
+    if header.num_events == 0:
+        raise UserError(f"{header.path}: the recording has no events")
+    offset = header.data_offset + (header.num_events - 1) * header.event_size
+    return int(np.fromfile(header.path, dtype="<u4", count=2, offset=offset)[0])
+
+
+def window_ends(first_end_us: int, step_us: int, last_event_us: int, end_us: int | None = None) -> list[int]:
+    """Window ends first, first + step, ... up to the first end past the last event (or ``end_us``)."""
+    ends, t_end = [], int(first_end_us)
+    limit = int(end_us) if end_us is not None else None
+    while limit is None or t_end <= limit:
+        ends.append(t_end)
+        if t_end > last_event_us:
+            break
+        t_end += int(step_us)
+    return ends
+
+
+@torch.no_grad()
+def stream_recording(model: torch.nn.Module, path: str | Path, settings: EventSettings, ends: list[int],
+                     device: torch.device, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
+                     carry_state: bool = False) -> Iterator[EventWindow]:
+    """Detections of every window ending at ``ends`` (a generator: one window at a time).
+
+    Raises:
+        UserError: ``carry_state`` on a model without a streaming mode (a converted Spiking-YOLO).
+    """
+    header = read_dat_header(path)
+    rep = settings.representation
+    window = int(rep.window_us)
+    try:
+        stream = model.streaming(bool(carry_state))
+    except NotImplementedError as err:
+        raise UserError(f"carry_state=true: {err}") from None
+    with stream:
+        for t_end in ends:
+            events = read_dat(path, t_end - window, t_end)
+            clip = rep.encode(events, t_end, header.width, header.height)                  # [T, Cs, H, W]
+            image, ratio_pad = letterbox_clip(clip, settings.imgsz, rep.empty_value, rep.channels,
+                                              settings.most_recent_first)
+            decoded, _ = model(model_input(torch.from_numpy(image)[None], device))         # [T, 1, C, S, S] in
+            dets = non_max_suppression(decoded.float(), conf, iou, max_det)[0].cpu()
+            boxes = torch.cat((unletterbox_boxes(dets[:, :4], ratio_pad, (header.height, header.width)),
+                               dets[:, 4:6].double()), 1).numpy()                         # [N, 6] sensor pixels
+            yield EventWindow(int(t_end), events, boxes)
+
+
+def window_image(events: np.ndarray, t_end: int, window_us: int, width: int, height: int, boxes: np.ndarray,
+                 names: list[str]) -> Image.Image:
+    """A window as a PIL image: grey, events white (ON) / black (OFF), boxes [N, 6] in sensor pixels."""
+    frame = spikeyolo_frames(events, t_end, time_steps=1, width=width, height=height, window_us=window_us)[0]
+    image = Image.fromarray(frame, "RGB")
+    draw = ImageDraw.Draw(image)
+    for x1, y1, x2, y2, score, cls in boxes.tolist():
+        colour = _COLOURS[int(cls) % len(_COLOURS)]
+        draw.rectangle([x1, y1, x2, y2], outline=colour, width=1)
+        label = names[int(cls)] if int(cls) < len(names) else str(int(cls))
+        draw.text((x1 + 1, max(y1 - 10, 0)), f"{label} {score:.2f}", fill=colour)
+    draw.text((2, 2), f"t={t_end / 1e6:.3f}s", fill=(255, 255, 0))
+    return image
