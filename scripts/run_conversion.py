@@ -10,6 +10,10 @@ one Markdown section into --out (between `<!-- conversion start/end -->` markers
 the energy comparison (ANN MACs vs SNN accumulates at both energy presets) and two figures:
 map_vs_timesteps.png (Fig. 6 style) and firing_rates.png (per-layer rates, channel vs layer norm).
 Resumable: finished conversions and evaluations are kept.
+
+It rewrites tracked files of the repository by default: the section of docs/conversion.md between its markers
+and the two PNGs in docs/figures/ (say where with --out and --figures to leave them alone); both paths are
+printed before anything runs.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "conversion.md")
     parser.add_argument("--figures", type=Path, default=REPO / "docs" / "figures")
     args = parser.parse_args()
+    print(f"this run rewrites {args.out} (its conversion section) and {args.figures}/conversion_*.png")
     if not args.ann.is_file():
         sys.exit(f"error: ANN checkpoint not found: {args.ann}")
     args.root.mkdir(parents=True, exist_ok=True)
