@@ -108,16 +108,31 @@ class _Memoryless(nn.Module):
         super().__init__()
         self.register_buffer("threshold", torch.as_tensor(np.asarray(threshold, dtype=np.float32)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        x = _summed(inputs)
         return (x > self.threshold.to(x.dtype)).to(x.dtype)
 
 
-def _conv(node: Any) -> nn.Conv2d:
+class _Conv(nn.Conv2d):
     """A nir.Conv2d with its groups built right (in_channels = weight.shape[1] * groups)."""
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return super().forward(_summed(inputs))
+
+
+def _summed(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """nirtorch 2.6 sums a node's inputs; 2.0.2's nir_to_torch passes them as separate arguments."""
+    total = inputs[0]
+    for more in inputs[1:]:
+        total = total + more
+    return total
+
+
+def _conv(node: Any) -> nn.Conv2d:
     weight = torch.as_tensor(np.asarray(node.weight, dtype=np.float32))
     groups = int(node.groups)
-    conv = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), tuple(int(s) for s in node.stride),
-                     tuple(int(p) for p in node.padding), tuple(int(d) for d in node.dilation), groups)
+    conv = _Conv(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), tuple(int(s) for s in node.stride),
+                 tuple(int(p) for p in node.padding), tuple(int(d) for d in node.dilation), groups)
     with torch.no_grad():
         conv.weight.copy_(weight)
         conv.bias.copy_(torch.as_tensor(np.asarray(node.bias, dtype=np.float32)))
@@ -125,7 +140,7 @@ def _conv(node: Any) -> nn.Conv2d:
 
 
 def nirtorch_node_map() -> dict:
-    """The node map for ``nirtorch.nir_to_torch`` (2.x) and ``nirtorch.load``: LIF at tau = DT, Conv2d with groups."""
+    """The node map for ``nirtorch.nir_to_torch``: nir.LIF at tau = DT as a threshold, Conv2d with its groups."""
     import nir  # optional dependency (the export extra)
 
     return {nir.LIF: lambda node: _Memoryless(node.v_threshold), nir.Conv2d: _conv}

@@ -161,8 +161,9 @@ def plan_stages(spike_model: nn.Module) -> StagePlan:
         outputs[-1] = f"layer {cut} reduce"
     unsupported = [f"layer {cut} {type(layers[cut]).__name__}: {reason}"
                    + (" (its first 1x1 conv is in the graph)" if partial else "")]
-    unsupported += [f"layer {i} {type(layers[i]).__name__}: after the cut (rest of the network)"
-                    for i in range(cut + 1, len(layers))]
+    if cut + 1 < len(layers):
+        unsupported.append(f"layers {cut + 1}-{len(layers) - 1}: after the cut, in the rest of the network (the "
+                           "neck reads layers " + ", ".join(str(s) for s in sorted(needed)) + " from the stages)")
     return StagePlan(stages, outputs, cut, unsupported)
 
 
