@@ -5,26 +5,29 @@ The I-LIF (Eq. 11; spikeyolo.nn.neurons) with input currents X[t] summed from se
     H[t] = gain * X[t] + decay * (H[t-1] - S[t-1])        gain 1 (charge ilif) or 1/tau, decay 1 - 1/tau (lif)
     S[t] = round_half_even(clip(H[t], 0, D)) = sum_k b_k[t],  b_k = [S > k]   (the thermometer bits, k < D)
 
-is written as two nodes at T = 1, channel layout [C, D] (channel c, level k -> c*D + k):
+is written as three nodes at T = 1, channel layout [C, D] (channel c, level k -> c*D + k):
 
     membrane  Conv2d 1x1, groups C, C -> D*C: P_k = gain * (sum of inputs) - c_k, c_k one float32 ulp above
               k + 1/2 for even k and one below for odd k, so P_k > 0 <=> bit k of round-half-even(H) on both sides
               of the comparison (> for NIR, >= for sinabs) wherever H is not that one float
-    fire      LIF (tau = DT, memoryless, v_threshold 0): b_k = [P_k > 0]
+    fire      LIF (tau = DT, memoryless, v_threshold 0): b_k = [P_k > 0], the D binary spikes
+    count     Conv2d 1x1, groups C, D*C -> C, weight 1: S = sum_k b_k, which the next conv reads with the model's
+              weights and its folded bias once per step: conv(S) = sum_k conv(b_k), the spike-driven identity
+              (Eq. 12-15), without D copies of every weight
 
 and for T > 1 the membrane reads a potential node instead, H = gain * (X[t] + carry), carry = (decay / gain) *
 (H[t-1] - S[t-1]) from two recurrent nodes (read at the next consumer step; absent, i.e. 0, at the first):
 
     potential Conv2d 1x1, groups C: H = gain * (sum of inputs)       (the membrane then has weight 1)
     decay     Conv2d 1x1 from potential: (decay / gain) * H          } recurrent edges into potential
-    reset     Conv2d 1x1 from fire: -(decay / gain) * sum_k b_k      }
+    reset     Conv2d 1x1 from count: -(decay / gain) * S             }
 
 Every step is exact in float32 on the fixed-point grids (gain and decay powers of two; docs/spike-driven.md).
-The D virtual sub-steps of the spike-driven path are parallel channels, not consumer time steps: the receiving neuron must integrate all D sub-steps before it fires (that is
-why the spike-driven path is exact), and a NIR neuron fires within the step its input arrives.
+The D virtual sub-steps of the spike-driven path are parallel channels, not consumer time steps: the receiving
+neuron must integrate all D sub-steps before it fires (that is why the spike-driven path is exact), and a NIR
+neuron fires within the step its input arrives.
 
-A conv after a neuron takes the D levels of each input channel with the same weight (np.repeat over inputs), its
-folded bias once per step. A real tensor (residual sums, Eq. 2-3) is a list of terms summed by the next node.
+A real tensor (residual sums, Eq. 2-3) is a list of terms summed by the next node.
 
 Stages: the graph covers the layers from the input up to the first one NIR cannot express (the cut); every output
 of a layer before the cut that a later layer reads ends a stage (one Output per graph), e.g. for the reference
@@ -183,6 +186,7 @@ class _Walker:
         self.shapes = shapes
 
     def neuron(self, label: str, neuron: ILIF, shape: tuple[int, ...], terms: list[str]) -> str:
+        """The nodes of one I-LIF fed by ``terms``; returns the node holding its spike count S [C, H, W]."""
         chs, height, width = shape
         levels, hw = neuron.max_level, (height, width)
         gain, decay = neuron_coefficients(neuron)
@@ -190,7 +194,8 @@ class _Walker:
         if neuron.time_steps == 1:
             membrane = self.graph.conv(f"{label}_membrane", np.full((chs * levels, 1, 1, 1), gain), offsets, chs, hw,
                                        terms)
-            return self.graph.fire(f"{label}_fire", (chs * levels, height, width), 0.0, [membrane])
+            fire = self.graph.fire(f"{label}_fire", (chs * levels, height, width), 0.0, [membrane])
+            return self._count(label, fire, chs, levels, hw)
         potential = self.graph.conv(f"{label}_potential", np.full((chs, 1, 1, 1), gain), np.zeros(chs), chs, hw, terms)
         carry = decay / gain  # potential = gain * (X + carry * (H - S)) = gain * X + decay * (H - S)
         # the recurrent nodes come first among their source's children: nirtorch's legacy executor returns the
@@ -200,11 +205,16 @@ class _Walker:
         membrane = self.graph.conv(f"{label}_membrane", np.ones((chs * levels, 1, 1, 1)), offsets, chs, hw,
                                    [potential])
         fire = self.graph.fire(f"{label}_fire", (chs * levels, height, width), 0.0, [membrane])
-        reset = self.graph.conv(f"{label}_reset", np.full((chs, levels, 1, 1), -carry), np.zeros(chs), chs, hw,
-                                [fire])
+        count = self._count(label, fire, chs, levels, hw)
+        reset = self.graph.conv(f"{label}_reset", np.full((chs, 1, 1, 1), -carry), np.zeros(chs), chs, hw, [count])
         self.graph.recurrent(decayed, potential)
         self.graph.recurrent(reset, potential)
-        return fire
+        return count
+
+    def _count(self, label: str, fire: str, chs: int, levels: int, hw: tuple[int, int]) -> str:
+        """S = sum of the D level spikes of each channel (a 1x1 conv, weight 1, groups C): the next conv reads S
+        with the model's own weights, conv(S) = sum_k conv(b_k) (the spike-driven identity)."""
+        return self.graph.conv(f"{label}_count", np.ones((chs, levels, 1, 1)), np.zeros(chs), chs, hw, [fire])
 
     def convert(self, module: nn.Module, label: str, terms: list[str]) -> list[str]:
         """Add ``module`` fed by ``terms``; returns the terms of its output."""
@@ -215,11 +225,11 @@ class _Walker:
                                     terms, module.stride[0], module.padding[0])]
         if isinstance(module, SpikeDrivenConv):
             shape = self.shapes[id(module.conv)]
-            spikes = self.neuron(f"{label}_neuron", module.neuron, shape, terms)
+            count = self.neuron(f"{label}_neuron", module.neuron, shape, terms)
             conv = module.conv
-            weight = np.repeat(conv.weight.detach().double().numpy(), module.neuron.max_level, axis=1)
-            return [self.graph.conv(f"{label}_conv", weight, module.bias.detach().double().numpy(), conv.groups,
-                                    shape[1:], [spikes], conv.stride[0], conv.padding[0])]
+            return [self.graph.conv(f"{label}_conv", conv.weight.detach().double().numpy(),
+                                    module.bias.detach().double().numpy(), conv.groups, shape[1:], [count],
+                                    conv.stride[0], conv.padding[0])]
         if isinstance(module, SpikeDrivenMetaBlock):
             token = self.convert(module.token_mixer, f"{label}_token", terms)
             mixed = terms + token  # Eq. 2: x + SepConv(x)
