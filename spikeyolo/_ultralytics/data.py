@@ -169,26 +169,42 @@ def close_dataset_mosaic(loader: torch.utils.data.DataLoader) -> None:
 
 
 def loader_state(loader: torch.utils.data.DataLoader) -> dict[str, Any]:
-    """What an exact resume needs of a training loader: the shuffle generator and the mosaic buffer.
+    """What an exact resume needs of a training loader, taken between epochs.
 
-    ultralytics shuffles with the loader's own generator (not the global RNG) and picks mosaic
-    partners from a buffer of recently loaded image indices.
+    The shuffle generator (ultralytics shuffles with the loader's own generator, not the global RNG), the mosaic
+    buffer (mosaic partners are drawn from the indices loaded last) and whether mosaic was closed.
     """
     generator = getattr(loader, "generator", None)
     return {"generator": generator.get_state() if generator is not None else None,
-            "mosaic_buffer": [int(i) for i in getattr(loader.dataset, "buffer", [])]}
+            "mosaic_buffer": [int(i) for i in getattr(loader.dataset, "buffer", [])],
+            "mosaic_closed": bool(getattr(loader.dataset, "mosaic_closed", False))}
 
 
 def restore_loader_state(loader: torch.utils.data.DataLoader, state: dict[str, Any]) -> None:
-    """Restore :func:`loader_state` into a freshly built loader (single-process loading is exact)."""
-    if getattr(loader, "iterator", "absent") is None:
-        # 8.4 creates its persistent iterator lazily; creating it draws a base seed from the
-        # generator, which the original run did before its first epoch: do it now, then restore.
-        loader.iterator = loader._get_iterator()
+    """Put :func:`loader_state` into a freshly built loader, so that it goes on as the saved one would have.
+
+    Exact with ``num_workers == 0`` (docs/reliability.md). The saved run's InfiniteDataLoader kept one iterator
+    across epochs whose sampler stands at the end of an epoch: the next epoch resumes that sampler (torch's
+    RandomSampler then draws one more permutation, which it drops, when the dataset is a multiple of the batch
+    size) before it starts the next pass. A fresh iterator would skip that draw, so the fresh one is walked
+    through one epoch of indices (no images loaded) before the generator state is put back. Closing mosaic here
+    (when the saved run had) keeps the trainer from closing it again, which would restart the iterator.
+
+    With workers the iterator is left to the first epoch: its workers hold their own RNGs and prefetch into the
+    next epoch, neither of which a checkpoint holds, so the order and augmentation after a resume are new draws
+    from the saved generator (not a repeat of the first epoch's).
+    """
+    dataset = loader.dataset
+    if state.get("mosaic_closed") and not getattr(dataset, "mosaic_closed", True):
+        dataset.close_mosaic(hyp=copy(dataset.hyp))  # before any worker copies the dataset
+        dataset.mosaic_closed = True
     generator = getattr(loader, "generator", None)
+    if getattr(loader, "iterator", "absent") is None and loader.num_workers == 0:
+        loader.iterator = loader._get_iterator()  # draws its base seed from the generator, as the saved run did
+        for _ in range(len(loader)):
+            loader.iterator._next_index()  # index batches only: the sampler ends where the saved run's ended
     if generator is not None and state.get("generator") is not None:
         generator.set_state(state["generator"])
-    dataset = loader.dataset
     if state.get("mosaic_buffer") and hasattr(dataset, "buffer"):
         dataset.buffer.clear()
         for index in state["mosaic_buffer"]:  # replaying the loads rebuilds the buffer and its cached images

@@ -11,6 +11,8 @@ A spikeyolo checkpoint is a plain dict of tensors and primitives, so it loads wi
     epoch               last finished epoch (0-based); -1 before the first
     best_fitness        best validation fitness so far
     rng                 torch / numpy / python RNG states
+    loader              the training loader's shuffle generator, mosaic buffer and close-mosaic state
+    pending_grads       gradients accumulated since the last optimizer step (or None)
     train_config        the resolved run config as YAML text (or None)
     names, metrics      class names and the last metrics
 

@@ -139,6 +139,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.ema = ModelEMA(self.model, self.tcfg.ema_decay, self.tcfg.ema_tau) if self.tcfg.ema else None
         self.start_epoch = 0
+        self._saved_rng: dict[str, Any] | None = None  # a resumed run's RNG states, restored by fit()
         self.best_fitness = -1.0
         self.last_metrics: dict[str, float] = {}
         self.epochs_without_improvement = 0
@@ -168,6 +169,10 @@ class Trainer:
             "epochs_without_improvement": self.epochs_without_improvement,
             "rng": ckpt.rng_state(),
             "loader": loader_state(self.train_loader),
+            # gradients accumulated since the last optimizer step (warmup's accumulation can end an epoch between
+            # steps; they carry into the next epoch)
+            "pending_grads": {name: p.grad.detach().cpu() for name, p in self.model.named_parameters()
+                              if p.grad is not None} or None,
             "train_config": OmegaConf.to_yaml(self.cfg, resolve=True),
             "names": list(self.spec.names),
             "metrics": dict(self.last_metrics),
@@ -189,8 +194,10 @@ class Trainer:
         self.best_fitness = float(payload.get("best_fitness", -1.0))
         self.epochs_without_improvement = int(payload.get("epochs_without_improvement", 0))
         self.last_metrics = dict(payload.get("metrics") or {})
-        if payload.get("rng") is not None:
-            ckpt.set_rng_state(payload["rng"])
+        parameters = dict(self.model.named_parameters())
+        for name, grad in (payload.get("pending_grads") or {}).items():
+            parameters[name].grad = grad.to(self.device, parameters[name].dtype)
+        self._saved_rng = payload.get("rng")  # put back when fit() starts: nothing built before may draw from it
         if payload.get("loader") is not None:
             restore_loader_state(self.train_loader, payload["loader"])
         if self.start_epoch >= self.epochs:
@@ -292,6 +299,9 @@ class Trainer:
         """Train for the configured epochs (or until max_minutes / patience); returns the final metrics."""
         if self.is_main:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
+        if self._saved_rng is not None:
+            ckpt.set_rng_state(self._saved_rng)
+            self._saved_rng = None
         started = time.time()
         deadline = started + 60 * float(self.tcfg.max_minutes) if self.tcfg.max_minutes else None
         epoch = self.start_epoch
