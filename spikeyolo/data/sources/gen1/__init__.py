@@ -17,7 +17,7 @@ from spikeyolo.data.sources.prophesee import (CLAMP_MODES, GEN1, REPRESENTATIONS
                                               PropheseeSource, Recording, Representation, build_cache,
                                               build_event_dataloader, collate_events, event_dataloader_from_config,
                                               find_recordings, group_by_time, letterbox_clip, postprocess_boxes,
-                                              prophesee_spec, representation_from_config)
+                                              representation_from_config)
 from spikeyolo.data.spec import DatasetSpec
 
 __all__ = ["Gen1Source", "GEN1_NAMES", "gen1_spec", "representation_from_config", "ensure_synthetic_dataset",
