@@ -290,11 +290,15 @@ def iter_dat(path: str | os.PathLike, t_start_us: int | None = None, t_end_us: i
     if chunk_events < 1:
         raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
     header = read_dat_header(path)
-    records = _records(header)
-    lo, hi = _window(header.path, records["t"], t_start_us, t_end_us)
+    lo, hi = _window(header.path, _records(header)["t"], t_start_us, t_end_us)   # touches ~log2(N) pages
     previous_t = None
     for start in range(lo, hi, int(chunk_events)):
-        events, backwards = _decode(records[start:min(hi, start + int(chunk_events))])
+        # a mapping of this chunk only, dropped after decoding: the file pages read stay out of the process
+        stop = min(hi, start + int(chunk_events))
+        chunk = np.memmap(header.path, dtype=RECORD_DTYPE, mode="r", shape=(stop - start,),
+                          offset=header.data_offset + start * EVENT_SIZE)
+        events, backwards = _decode(chunk)
+        del chunk
         if backwards or (previous_t is not None and events["t"][0] < previous_t):
             raise _fail(header.path, f"timestamps step backwards inside the window [{t_start_us}, {t_end_us}): "
                                      "the events are unsorted or the clock wraps, so the window cannot be bisected; "
