@@ -1,7 +1,8 @@
 """NIR export (GitHub issue #18): the stage graphs run in snnTorch, norse, sinabs and nirtorch through the importer
-lines of docs/user-guide.md (executed here as they are written there), and their outputs, spike counts and
-detections equal the project's fixed-point spike-driven path (SpikeYOLO, T=1 and T=2) and the converted SNN
-(Spiking-YOLO) exactly; the graph conventions, the group modes, the typed form, the refusals and the command."""
+lines of docs/user-guide.md (executed here as they are written there), and every stage's outputs, the spike count
+of every neuron and the detections equal the project's fixed-point spike-driven path (SpikeYOLO, T=1 and T=2) and
+the converted SNN (Spiking-YOLO) exactly; the graph conventions, the group modes, the typed form, the refusals and
+the command."""
 
 from __future__ import annotations
 
@@ -73,23 +74,29 @@ def spikeyolo_model(time_steps: int, max_level: int, extra: tuple[str, ...] = ()
     return randomize_bn(spikeyolo.build_model(cfg, num_classes=2), 0).eval()
 
 
+def producer(model: nn.Module, value: str) -> nn.Module:
+    """The module of the spike-driven model whose output is the stage output ``value`` (l4, l9_reduce, head_cls0)."""
+    layer = re.fullmatch(r"l(\d+)(_reduce)?", value)
+    if layer:
+        module = model.layers[int(layer[1])]
+        return module.reduce if layer[2] else module
+    kind, level = re.fullmatch(r"head_(box|cls|pred)(\d+)", value).groups()
+    head = model.layers[-1]
+    return {"box": head.box_branches, "cls": head.cls_branches, "pred": getattr(head, "pred", None)}[kind][int(level)]
+
+
 def spikeyolo_reference(model: nn.Module, images: torch.Tensor, report) -> tuple:
-    """(decoded, maps, stage outputs [T*B, C, H, W], spikes of the exported neurons) of the fixed-point model."""
+    """(decoded, maps, stage outputs [T*B, C, H, W], the sum of every neuron's spikes) of the fixed-point model."""
     fixed = to_fixed_point(model)
     captured, spikes = {}, [0.0]
-    ends = [int(what.split()[1]) for what in report.stage_outputs]
-    for number, (index, what) in enumerate(zip(ends, report.stage_outputs)):
-        module = fixed.layers[index].reduce if what.endswith("reduce") else fixed.layers[index]
-        module.register_forward_hook(lambda _m, _i, out, number=number: captured.__setitem__(number, out))
-    exported = [fixed.layers[i] for i in report.exported_layers] + (
-        [fixed.layers[ends[-1]].reduce] if report.stage_outputs[-1].endswith("reduce") else [])
-    for part in exported:
-        for module in part.modules():
-            if isinstance(module, SpikeDrivenConv):
-                module.neuron.register_forward_hook(lambda _m, _i, out: spikes.__setitem__(0, spikes[0] + float(out.sum())))
+    for number, value in enumerate(report.stage_outputs):
+        producer(fixed, value).register_forward_hook(lambda _m, _i, out, number=number: captured.__setitem__(number, out))
+    for module in fixed.modules():
+        if isinstance(module, SpikeDrivenConv):  # every neuron of the network is in the graphs
+            module.neuron.register_forward_hook(lambda _m, _i, out: spikes.__setitem__(0, spikes[0] + float(out.sum())))
     with torch.no_grad():
         decoded, maps = fixed(images)
-    return decoded, maps, [captured[n] for n in range(len(ends))], spikes[0]
+    return decoded, maps, [captured[n] for n in range(len(report.stage_outputs))], spikes[0]
 
 
 @pytest.fixture(scope="module", params=[(1, 4), (2, 2)], ids=["T1D4", "T2D2"])
@@ -105,8 +112,9 @@ def spikeyolo_export(request, tmp_path_factory):
 @pytest.mark.parametrize("consumer", CONSUMERS)
 def test_spikeyolo_runs_in_each_importer_exactly(spikeyolo_export, consumer):
     path, report, images, (ref_decoded, ref_maps, ref_stages, ref_spikes) = spikeyolo_export
-    assert report.stage_outputs == ["layer 4", "layer 6", "layer 9 reduce"]
-    assert report.exported_layers == list(range(9)) and report.input_levels == 255
+    assert report.stage_outputs[:4] == ["l4", "l6", "l9_reduce", "l10"] and len(report.files) == 18
+    assert report.exported_layers == [0, *range(1, 9), 10, 12, 14, 16, 18, 19, 20, 22, 23, 25]
+    assert report.input_levels == 255
     found = run_documented(consumer, path, images)
     assert torch.equal(found["decoded"], ref_decoded)
     assert all(torch.equal(a, b) for a, b in zip(found["maps"], ref_maps))
@@ -135,7 +143,8 @@ def test_stage_graph_conventions(spikeyolo_export):
                             for node in lifs)
         assert not any(isinstance(node, (nir.Threshold, nir.IF)) for node in graph.nodes.values())
     report_text = report.message()
-    assert "max-pooling" in report_text and "layers 10-26" in report_text and "rest.pt" in report_text
+    for part in ("max-pooling", "layers 11, 15 Upsample", "layers 13, 17, 21, 24 Concat", "DFL", "rest.pt"):
+        assert part in report_text
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +282,7 @@ def test_export_command_on_a_multi_step_model(tmp_path):
                                   "names": ["a", "b"], "train_config": "data:\n  imgsz: 64\n"}, tmp_path / "best.pt")
     report = export(spikeyolo.compose([f"checkpoint={checkpoint}", f"run_dir={tmp_path / 'run'}", "format=nir"],
                                       config_name="export"))
-    assert report["time_steps"] == 2 and len(report["files"]) == 3
+    assert report["time_steps"] == 2 and len(report["files"]) == 18
     images = eight_bit(2, seed=5)
     with torch.no_grad():
         decoded, _ = to_fixed_point(model)(images)

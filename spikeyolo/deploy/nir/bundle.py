@@ -4,9 +4,9 @@
     stages = [norse.torch.from_nir(graph, dt=DT) for graph in exported.graphs]   # any consumer's importer
     decoded, maps = exported.run(stages, images)             # the model's eval contract
 
-``run`` feeds each stage one consumer step per time step (the same image every step, or frame t of an event clip
-[T, B, C, H, W]), passes each stage's output to the next through :meth:`RestOfNetwork.glue`, and gives every
-stage's outputs to the rest of the network. A loaded stage is called as ``out, state = stage(x, state)``, which is
+``run`` steps the stages and the glue between them in the rest's schedule, one consumer step per time step (the
+same image every step, or frame t of an event clip [T, B, C, H, W]), and gives the kept values of every step to
+the rest's finish (the head's mean over T and decoding, or the output neuron). A loaded stage is called as ``out, state = stage(x, state)``, which is
 how snnTorch's, norse's, sinabs' and nirtorch's modules all step.
 """
 
@@ -78,27 +78,35 @@ class NirBundle:
     @torch.no_grad()
     def run(self, stages: list[Callable], images: torch.Tensor,
             outputs: list[list[torch.Tensor]] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Run the loaded stages over the time steps and the rest of the network; returns (decoded, maps).
+        """Run the loaded stages and the glue between them over the time steps, then the rest of the network.
 
         Args:
             stages: one loaded module per graph, each called ``out, state = stage(x, state)``.
             images: [B, C, H, W] in [0, 1] (repeated every step) or an event clip [T, B, C, H, W].
             outputs: if a list is given, each stage's outputs per step are appended to it (one list per stage).
+
+        Returns:
+            (decoded [B, 4 + num_classes, A], raw maps), the model's eval contract.
         """
         if len(stages) != len(self.graphs):
             raise ExportError(f"{len(self.graphs)} stages exported, {len(stages)} given")
         collected: list[list[torch.Tensor]] = [[] for _ in stages]
         states: list[Any] = [None] * len(stages)
+        kept: list[dict[str, torch.Tensor]] = []
         self.rest.reset()
         for step in range(self.time_steps):
-            x = self.stage_input(images, step).float()
-            for number, stage in enumerate(stages):
-                x, states[number] = stage(x, states[number])
-                collected[number].append(x)
-                x = self.rest.glue(number, x)
+            values = {"images": self.stage_input(images, step).float()}
+            for item in self.rest.schedule:
+                if "stage" in item:
+                    number = item["stage"]
+                    values[item["output"]], states[number] = stages[number](values[item["input"]], states[number])
+                    collected[number].append(values[item["output"]])
+                else:
+                    values[item["output"]] = self.rest.glue(item, [values[name] for name in item["inputs"]])
+            kept.append({name: values[name] for name in self.rest.kept})
         if outputs is not None:
             outputs.extend(collected)
-        return self.rest(collected)
+        return self.rest.finish(kept)
 
 
 class _Memoryless(nn.Module):

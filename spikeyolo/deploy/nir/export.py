@@ -2,13 +2,14 @@
 
 What is in the graphs (docs/user-guide.md, "NIR"):
 
-- SpikeYOLO: the spike-driven path (fixed-point weights by default, as the ONNX export) from the input up to the
-  first layer NIR cannot express (spikeyolo_stages.py), split into stages at the outputs the rest reads; T >= 1
-  (one consumer step per time step, the I-LIF membrane on recurrent edges), any D (D channels per neuron).
+- SpikeYOLO: every conv and neuron of the spike-driven path (fixed-point weights by default, as the ONNX export),
+  in stages; upsampling, concatenation and SPPF's max-pooling run between them, the head's mean over T and its
+  decoding after them, in the rest (spikeyolo_stages.py); T >= 1 (one consumer step per time step, the I-LIF
+  membrane on recurrent edges), any D (D channels per neuron).
 - Spiking-YOLO (converted): every conv with its IF / signed / IBT neuron, one stage per conv; the gated max-pools
   between them, the output neuron and the decoding in the rest (spiking_yolo_stages.py).
 - Refused with one line (:class:`~spikeyolo.errors.ExportError`): an ANN (Tiny YOLO: convert it first), a model
-  whose first layer after the time expansion already has no mapping.
+  with a layer that neither NIR nor the rest of the network maps (e.g. the transformer block ablation).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import nn
 from spikeyolo.deploy.fixed_point import to_fixed_point
 from spikeyolo.deploy.nir.bundle import bundle_paths
 from spikeyolo.deploy.nir.graph import DT, GROUP_MODES, ConvStats
-from spikeyolo.deploy.nir.rest import compile_spiking_yolo_rest, compile_spikeyolo_rest
+from spikeyolo.deploy.nir.rest import spiking_yolo_program, spikeyolo_program
 from spikeyolo.deploy.nir.spiking_yolo_stages import build_spiking_stages, is_converted, spiking_stage_layers
 from spikeyolo.deploy.nir.spikeyolo_stages import build_stages, plan_stages, stem_levels
 from spikeyolo.deploy.spike_driven import to_spike_driven
@@ -45,7 +46,8 @@ class NirExportReport:
         family: ``spikeyolo`` or ``spiking_yolo``.
         exported_layers: model layers wholly in the graphs (SpikeYOLO: layer indices; Spiking-YOLO: indices into
             ``network.layers``, the convs).
-        stage_outputs: what each stage's Output holds.
+        stage_outputs: what each stage's Output holds (SpikeYOLO: ``l4`` layer 4's output, ``l9_reduce`` SPPF's first
+            conv, ``head_box0`` / ``head_cls0`` the head's branches at level 0; Spiking-YOLO: a layer's spikes).
         output_shapes: [C, H, W] of each stage's output.
         unsupported: one line per layer (or kind of layer) not in the graphs, with the reason.
         time_steps, max_level: T (consumer steps per input) and D (channels per neuron; None for Spiking-YOLO).
@@ -118,7 +120,7 @@ def to_nir(model: nn.Module, imgsz: int, groups: str = "compatible", typed: bool
         network = model.network
         graphs = build_spiking_stages(network, imgsz, model.in_chs, groups, typed)
         stages = spiking_stage_layers(network)
-        program = compile_spiking_yolo_rest(network, model.head, stages)
+        program = spiking_yolo_program(network, model.head, stages)
         shapes = [[int(s) for s in graph.nodes["output"].output_type["output"]] for graph in graphs]
         report = NirExportReport(
             None, [], None, "spiking_yolo", [s[0] for s in stages],
@@ -134,10 +136,8 @@ def to_nir(model: nn.Module, imgsz: int, groups: str = "compatible", typed: bool
         else:
             spike_model = to_spike_driven(model.float())
         plan = plan_stages(spike_model)
-        if not plan.stages or plan.stages == [[0]]:
-            raise ExportError(f"nothing to export to NIR: {plan.unsupported[0]}")
         graphs = build_stages(spike_model, plan, imgsz, groups, typed)
-        program = compile_spikeyolo_rest(spike_model, plan)
+        program = spikeyolo_program(spike_model, plan)
         shapes = [[int(s) for s in graph.nodes["output"].output_type["output"]] for graph in graphs]
         report = NirExportReport(None, [], None, "spikeyolo", plan.exported_layers, plan.outputs, shapes,
                                  plan.unsupported, time_steps=int(spike_model.time_steps),

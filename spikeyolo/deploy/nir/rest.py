@@ -1,12 +1,14 @@
-"""The rest of the network: what runs after the NIR stages, as a small weights-only program beside the .nir files.
+"""The rest of the network: what runs between and after the NIR stages, as a weights-only program beside them.
 
-SpikeYOLO: the layers from the cut on (SPPF's max-pooling, the neck, the head, the mean over T, the DFL decoding),
-compiled from the spike-driven model into a list of operations on named tensors (neuron, conv, add, max-pool,
-upsample, concat, mean over T, decode) and the tensors they read. Each neuron runs on the folded integer path,
-conv(S) + bias, which equals the spike-driven binary path bit for bit on fixed-point weights (docs/spike-driven.md).
+A program holds a **schedule**, the per-step order of the stages and of the glue between them, and a **finish**,
+what turns the per-step values into the model's ``(decoded, maps)``:
 
-Spiking-YOLO: the gated spiking max-pools between the NIR stages (:meth:`RestOfNetwork.glue`, one step at a time)
-and the output neuron with its decoding (vmem or spike) and the anchor head's box decoding.
+- SpikeYOLO: glue ``concat`` (channel concatenation), ``upsample`` (nearest) and ``sppf_pool`` (SPPF's three
+  chained max-pools of real values and their concatenation), each on one step's [B, C, H, W] values; the finish
+  concatenates each head level's box and class maps, takes the mean over T and decodes (DFL, anchor points).
+- Spiking-YOLO: glue ``gated_pool``, the gated spiking max-pool (stateful: it counts the spikes it has seen); the
+  finish runs the output layer's neuron over the T currents of the last stage and decodes (vmem or spike, then the
+  anchor boxes).
 
 The file is ``torch.save`` of plain dicts, lists, numbers, strings and tensors, read back with
 ``torch.load(weights_only=True)``: nothing in it is executed.
@@ -22,15 +24,12 @@ from torch import nn
 
 from spikeyolo.conversion.converter import SpikingConv, SpikingMaxPool, SpikingNetwork
 from spikeyolo.conversion.neurons import ConversionNeuron
-from spikeyolo.deploy.export import OnnxILIF
-from spikeyolo.deploy.spike_driven import SpikeDrivenConv, SpikeDrivenMetaBlock
 from spikeyolo.errors import ExportError
 from spikeyolo.nn.anchor_head import AnchorHead
-from spikeyolo.nn.blocks import SPPF, Concat, Upsample
-from spikeyolo.nn.heads import AnchorFreeHead, SpikingAnchorHead
+from spikeyolo.nn.heads import AnchorFreeHead
 from spikeyolo.nn.neurons import ReLUNeuron, SpikeCoding
 
-__all__ = ["FORMAT", "RestOfNetwork", "compile_spikeyolo_rest", "compile_spiking_yolo_rest"]
+__all__ = ["FORMAT", "RestOfNetwork", "spiking_yolo_program", "spikeyolo_program"]
 
 FORMAT = "spikeyolo-nir-rest"
 VERSION = 1
@@ -38,93 +37,18 @@ _PADS = {"ReplicationPad2d": nn.ReplicationPad2d, "ZeroPad2d": nn.ZeroPad2d, "Co
          "ReflectionPad2d": nn.ReflectionPad2d}
 
 
-class _Compiler:
-    """Emits the operations of the spike-driven modules after the cut."""
-
-    def __init__(self) -> None:
-        self.ops: list[dict[str, Any]] = []
-        self.tensors: dict[str, torch.Tensor] = {}
-
-    def name(self, what: str) -> str:
-        return f"t{len(self.ops)}_{what}"
-
-    def op(self, kind: str, inputs: list[str], **args: Any) -> str:
-        out = self.name(kind)
-        self.ops.append({"op": kind, "inputs": list(inputs), "output": out, **args})
-        return out
-
-    def emit(self, module: nn.Module, x: str) -> str:
-        if isinstance(module, SpikeDrivenConv):
-            neuron = module.neuron
-            spikes = self.op("neuron", [x], time_steps=neuron.time_steps, max_level=neuron.max_level,
-                             decay=float(neuron.step_decay), charge=neuron.charge,
-                             tau=None if neuron.lif_tau is None else float(neuron.lif_tau))
-            key = f"w{len(self.tensors)}"
-            self.tensors[f"{key}.weight"] = module.conv.weight.detach().clone()
-            self.tensors[f"{key}.bias"] = module.bias.detach().clone()
-            conv = module.conv
-            return self.op("conv", [spikes], key=key, stride=conv.stride[0], padding=conv.padding[0], groups=conv.groups)
-        if isinstance(module, SpikeDrivenMetaBlock):
-            mixed = self.op("add", [x, self.emit(module.token_mixer, x)])  # Eq. 2
-            return self.op("add", [mixed, self.emit(module.channel_mixer, mixed)])  # Eq. 3
-        if isinstance(module, nn.Sequential):
-            for child in module.children():
-                x = self.emit(child, x)
-            return x
-        if isinstance(module, SPPF):
-            return self.sppf_tail(module, self.emit(module.reduce, x))
-        if isinstance(module, Upsample):
-            return self.op("upsample", [x], scale_factor=int(module.scale_factor))
-        raise ExportError(f"the rest of the network has no mapping for {type(module).__name__}")
-
-    def sppf_tail(self, sppf: SPPF, reduced: str) -> str:
-        pool = sppf.pool
-        pooled = [reduced]
-        for _ in range(3):
-            pooled.append(self.op("maxpool", [pooled[-1]], kernel=int(pool.kernel_size), stride=int(pool.stride),
-                                  padding=int(pool.padding)))
-        return self.emit(sppf.fuse, self.op("concat", pooled))
-
-
-def compile_spikeyolo_rest(spike_model: nn.Module, plan: Any) -> dict[str, Any]:
-    """The rest-of-network program of a spike-driven SpikeYOLO after ``plan.cut`` (a StagePlan)."""
-    compiler = _Compiler()
-    layers, sources = list(spike_model.layers), spike_model.sources
-    values: dict[int, str] = {}
-    inputs = []
-    for stage, output in zip(plan.stages, plan.outputs):
-        name = f"stage{len(inputs)}"
-        inputs.append(name)
-        values[stage[-1] if stage else -1] = name
-    start = plan.cut
-    if plan.sppf_partial:
-        values[plan.cut] = compiler.sppf_tail(layers[plan.cut], inputs[-1])
-        start += 1
-    for index in range(start, len(layers) - 1):
-        layer = layers[index]
-        names = [values[s] for s in sources[index]]
-        values[index] = (compiler.op("concat", names) if isinstance(layer, Concat)
-                         else compiler.emit(layer, names[0]))
-    head = layers[-1]
-    feats = [values[s] for s in sources[-1]]
-    maps = []
+def spikeyolo_program(spike_model: nn.Module, plan: Any) -> dict[str, Any]:
+    """The rest-of-network program of a spike-driven SpikeYOLO for ``plan`` (a spikeyolo_stages.StagePlan)."""
+    head = spike_model.layers[-1]
+    in_chs = [int(spike_model.channels[s]) for s in spike_model.sources[-1]]
     if isinstance(head, AnchorFreeHead):
-        for level, x in enumerate(feats):
-            both = compiler.op("concat", [compiler.emit(head.box_branches[level], x),
-                                          compiler.emit(head.cls_branches[level], x)])
-            maps.append(compiler.op("mean_steps", [both], time_steps=spike_model.time_steps))
-        decode = {"kind": "anchor_free", "in_chs": [int(spike_model.channels[s]) for s in sources[-1]],
-                  "num_classes": int(head.num_classes), "reg_max": int(head.reg_max)}
-    elif isinstance(head, SpikingAnchorHead):
-        for level, x in enumerate(feats):
-            maps.append(compiler.op("mean_steps", [compiler.emit(head.pred[level], x)],
-                                    time_steps=spike_model.time_steps))
-        decode = _anchor_decode(head, [int(spike_model.channels[s]) for s in sources[-1]])
+        decode = {"kind": "anchor_free", "in_chs": in_chs, "num_classes": int(head.num_classes),
+                  "reg_max": int(head.reg_max)}
     else:
-        raise ExportError(f"the rest of the network has no mapping for the head {type(head).__name__}")
+        decode = _anchor_decode(head, in_chs)
     decode["strides"] = [float(s) for s in head.stride.tolist()]
-    return {"format": FORMAT, "version": VERSION, "family": "spikeyolo", "inputs": inputs, "ops": compiler.ops,
-            "maps": maps, "decode": decode, "tensors": compiler.tensors}
+    return {"format": FORMAT, "version": VERSION, "family": "spikeyolo", "schedule": plan.schedule(),
+            "finish": {"maps": plan.head}, "decode": decode, "tensors": {}}
 
 
 def _anchor_decode(head: AnchorHead, in_chs: list[int]) -> dict[str, Any]:
@@ -132,11 +56,14 @@ def _anchor_decode(head: AnchorHead, in_chs: list[int]) -> dict[str, Any]:
     return {"kind": "anchor", "in_chs": in_chs, "num_classes": int(head.num_classes), "anchors": anchors}
 
 
-def compile_spiking_yolo_rest(network: SpikingNetwork, head: AnchorHead, stage_layers: list[list[int]]) -> dict:
+def spiking_yolo_program(network: SpikingNetwork, head: AnchorHead, stage_layers: list[list[int]]) -> dict:
     """The glue (gated max-pools after each stage) and the output decoding of a converted Spiking-YOLO."""
-    glue = []
-    for stage in stage_layers:
-        pools = []
+    schedule: list[dict[str, Any]] = []
+    pools: list[dict[str, Any]] = []
+    value = "images"
+    for number, stage in enumerate(stage_layers):
+        schedule.append({"stage": number, "input": value, "output": f"stage{number}"})
+        value = f"stage{number}"
         for layer in network.layers[stage[-1] + 1:]:
             if isinstance(layer, SpikingConv):
                 break
@@ -146,14 +73,16 @@ def compile_spiking_yolo_rest(network: SpikingNetwork, head: AnchorHead, stage_l
                 **({"value": float(pad.value)} if hasattr(pad, "value") else {})}
             pools.append({"kernel": _pair(pool.kernel_size), "stride": _pair(pool.stride),
                           "padding": _pair(pool.padding), "pad": pad_spec})
-        glue.append(pools)
+            schedule.append({"op": "gated_pool", "index": len(pools) - 1, "inputs": [value],
+                             "output": f"pool{len(pools) - 1}"})
+            value = f"pool{len(pools) - 1}"
     neuron = network.output_neuron
     decode = _anchor_decode(head, [int(network.layers[-1].conv.out_channels)])
     decode["strides"] = [float(s) for s in head.stride.tolist()]
-    return {"format": FORMAT, "version": VERSION, "family": "spiking_yolo", "glue": glue,
-            "output_neuron": {"v_threshold": neuron.v_threshold, "v_threshold_neg": neuron.v_threshold_neg},
-            "decoding": network.decoding, "decode": decode,
-            "tensors": {"output_scale": network.output_scale.detach().clone()}}
+    return {"format": FORMAT, "version": VERSION, "family": "spiking_yolo", "schedule": schedule, "pools": pools,
+            "finish": {"current": value, "decoding": network.decoding,
+                       "v_threshold": neuron.v_threshold, "v_threshold_neg": neuron.v_threshold_neg},
+            "decode": decode, "tensors": {"output_scale": network.output_scale.detach().clone()}}
 
 
 def _pair(value: Any) -> list[int]:
@@ -161,10 +90,10 @@ def _pair(value: Any) -> list[int]:
 
 
 class RestOfNetwork:
-    """Runs a compiled rest-of-network program (see the module docstring).
+    """Runs a rest-of-network program (see the module docstring).
 
     Args:
-        program: the dict :func:`compile_spikeyolo_rest` / :func:`compile_spiking_yolo_rest` made (or read back).
+        program: the dict :func:`spikeyolo_program` / :func:`spiking_yolo_program` made (or read back).
     """
 
     def __init__(self, program: dict[str, Any]) -> None:
@@ -173,28 +102,48 @@ class RestOfNetwork:
         self.program = program
         self.family = program["family"]
         self.tensors = program["tensors"]
-        self._pools: list[list[SpikingMaxPool]] = []
+        self._pools: list[SpikingMaxPool] = []
         self.reset()
 
+    @property
+    def schedule(self) -> list[dict[str, Any]]:
+        """Per step, in order: ``{"stage": k, "input", "output"}`` (run stage k) or a glue op."""
+        return self.program["schedule"]
+
+    @property
+    def kept(self) -> list[str]:
+        """The values :meth:`finish` reads at every step."""
+        finish = self.program["finish"]
+        return [name for level in finish["maps"] for name in level] if "maps" in finish else [finish["current"]]
+
     def reset(self) -> None:
-        """Forget the gated max-pools' spike counts (Spiking-YOLO; call before each new input)."""
-        self._pools = [[self._pool(spec) for spec in pools] for pools in self.program.get("glue", [])]
+        """Forget the gated max-pools' spike counts (Spiking-YOLO); ``NirBundle.run`` calls it for each input."""
+        self._pools = [self._pool(spec) for spec in self.program.get("pools", [])]
 
     @staticmethod
     def _pool(spec: dict[str, Any]) -> SpikingMaxPool:
         pad = None
         if spec["pad"] is not None:
-            pad_type = _PADS[spec["pad"]["type"]]
             args = [tuple(spec["pad"]["padding"])] + ([spec["pad"]["value"]] if "value" in spec["pad"] else [])
-            pad = pad_type(*args)
+            pad = _PADS[spec["pad"]["type"]](*args)
         return SpikingMaxPool(nn.MaxPool2d(tuple(spec["kernel"]), tuple(spec["stride"]), tuple(spec["padding"])), pad)
 
-    def glue(self, stage: int, x: torch.Tensor) -> torch.Tensor:
-        """One step of what sits between stage ``stage`` and the next: the identity (SpikeYOLO) or the gated
-        spiking max-pools (Spiking-YOLO), x [B, C, H, W]."""
-        for pool in self._pools[stage] if self._pools else []:
-            x = pool(x.unsqueeze(0))[0]  # [B, C, H, W] -> [1, B, C, H, W] -> [B, C', H', W']
-        return x
+    @torch.no_grad()
+    def glue(self, op: dict[str, Any], inputs: list[torch.Tensor]) -> torch.Tensor:
+        """One step of a glue op on [B, C, H, W] values."""
+        kind, x = op["op"], inputs[0]
+        if kind == "concat":
+            return torch.cat(inputs, 1)
+        if kind == "upsample":
+            return F.interpolate(x, scale_factor=op["scale_factor"], mode="nearest")
+        if kind == "sppf_pool":
+            pooled = [x]
+            for _ in range(3):
+                pooled.append(F.max_pool2d(pooled[-1], op["kernel"], op["stride"], op["padding"]))
+            return torch.cat(pooled, 1)
+        if kind == "gated_pool":
+            return self._pools[op["index"]](x.unsqueeze(0))[0]  # [B, C, H, W] -> [1, B, C, H, W] -> [B, C', H', W']
+        raise ExportError(f"unknown rest-of-network operation {kind!r}")
 
     def _decoder(self) -> nn.Module:
         spec = self.program["decode"]
@@ -206,50 +155,16 @@ class RestOfNetwork:
         return head.eval()
 
     @torch.no_grad()
-    def __call__(self, outputs: list[list[torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Detections from the NIR stages' outputs.
-
-        Args:
-            outputs: per stage, its output at each consumer step, [B, C, H, W] each (T steps).
-
-        Returns:
-            (decoded [B, 4 + num_classes, A], raw maps), the model's eval contract.
-        """
+    def finish(self, steps: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Detections from the kept values of every step (``kept``); returns (decoded [B, 4 + C, A], raw maps)."""
+        finish = self.program["finish"]
         if self.family == "spiking_yolo":
-            return self._spiking_yolo(outputs[-1])
-        # T steps of [B, C, H, W] -> [T*B, C, H, W] (time-major)
-        values = {name: torch.cat(steps) for name, steps in zip(self.program["inputs"], outputs)}
-        for op in self.program["ops"]:
-            values[op["output"]] = self._run(op, [values[name] for name in op["inputs"]])
-        maps = [values[name] for name in self.program["maps"]]
+            neuron = ConversionNeuron(finish["v_threshold"], finish["v_threshold_neg"])
+            neuron(torch.stack([step[finish["current"]] for step in steps]))  # [T, B, C, H, W]: the output neuron
+            rate = neuron.vmem_rate() if finish["decoding"] == "vmem" else neuron.rate()
+            maps = [rate * self.tensors["output_scale"].to(rate.dtype).view(1, -1, 1, 1)]
+        else:
+            # per level: T steps of cat(box, cls) [B, no, H, W] -> [T, B, no, H, W] -> mean over T
+            maps = [torch.stack([torch.cat([step[name] for name in level], 1) for step in steps]).mean(0)
+                    for level in finish["maps"]]
         return self._decoder().decode(maps), maps
-
-    def _run(self, op: dict[str, Any], inputs: list[torch.Tensor]) -> torch.Tensor:
-        kind, x = op["op"], inputs[0]
-        if kind == "neuron":
-            neuron = OnnxILIF(op["time_steps"], op["max_level"], op["decay"], op["charge"], op["tau"])
-            return neuron(x)
-        if kind == "conv":
-            weight = self.tensors[f"{op['key']}.weight"].to(x.dtype)
-            bias = self.tensors[f"{op['key']}.bias"].to(x.dtype)
-            return F.conv2d(x, weight, None, op["stride"], op["padding"], 1, op["groups"]) + bias.view(1, -1, 1, 1)
-        if kind == "add":
-            return inputs[0] + inputs[1]
-        if kind == "concat":
-            return torch.cat(inputs, 1)
-        if kind == "maxpool":
-            return F.max_pool2d(x, op["kernel"], op["stride"], op["padding"])
-        if kind == "upsample":
-            return F.interpolate(x, scale_factor=op["scale_factor"], mode="nearest")
-        if kind == "mean_steps":
-            # [T*B, C, H, W] -> [T, B, C, H, W] -> mean over T
-            return x.view(op["time_steps"], -1, *x.shape[1:]).mean(0)
-        raise ExportError(f"unknown rest-of-network operation {kind!r}")
-
-    def _spiking_yolo(self, currents: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        spec = self.program["output_neuron"]
-        neuron = ConversionNeuron(spec["v_threshold"], spec["v_threshold_neg"])
-        neuron(torch.stack(currents))  # [T, B, C, H, W]: the output layer's neuron over the T steps
-        rate = neuron.vmem_rate() if self.program["decoding"] == "vmem" else neuron.rate()
-        raw = rate * self.tensors["output_scale"].to(rate.dtype).view(1, -1, 1, 1)
-        return self._decoder().decode([raw]), [raw]

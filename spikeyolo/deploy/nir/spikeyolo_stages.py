@@ -29,13 +29,18 @@ neuron fires within the step its input arrives.
 
 A real tensor (residual sums, Eq. 2-3) is a list of terms summed by the next node.
 
-Stages: the graph covers the layers from the input up to the first one NIR cannot express (the cut); every output
-of a layer before the cut that a later layer reads ends a stage (one Output per graph), e.g. for the reference
-layer list layers 0-4 | 5-6 | 7-8 and SPPF's first 1x1 conv, cut at SPPF's max-pooling.
+Stages: every conv and neuron of the network is in a graph; what NIR cannot express runs between the graphs, one
+step at a time, in the rest of the network (rest.py): nearest upsampling, channel concatenation (NIR sums a node's
+inputs, it has no concatenation) and SPPF's max-pooling of real values; after the last step, the head's mean over T
+and its decoding. A graph has one Input and one Output, so a stage ends wherever an output is read by more than the
+next unit (the skip connections, the head's levels). For the reference layer list: layers 1-4 | 5-6 | 7-8 and
+SPPF's first 1x1 conv | SPPF's second 1x1 conv and layer 10 | 12 | 14 | 16 | 18-19 | 20 | 22 | 23 | 25 | the box and
+class branch of each head level.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,10 +50,12 @@ from torch import nn
 from spikeyolo.deploy.fixed_point import FixedPointStem
 from spikeyolo.deploy.nir.graph import StageGraph
 from spikeyolo.deploy.spike_driven import SpikeDrivenConv, SpikeDrivenMetaBlock, StemConv
+from spikeyolo.errors import ExportError
 from spikeyolo.nn.blocks import SPPF, Concat, TimeExpand, Upsample
+from spikeyolo.nn.heads import AnchorFreeHead, SpikingAnchorHead
 from spikeyolo.nn.neurons import ILIF
 
-__all__ = ["StagePlan", "plan_stages", "build_stages", "neuron_coefficients", "level_offsets"]
+__all__ = ["Stage", "StagePlan", "Unit", "build_stages", "level_offsets", "neuron_coefficients", "plan_stages"]
 
 
 class Unsupported(Exception):
@@ -86,29 +93,68 @@ def unsupported_reason(module: nn.Module, is_head: bool = False) -> str:
 
 
 @dataclass
-class StagePlan:
-    """Where the graph stops and how it is split.
+class Unit:
+    """One piece of the network: a part NIR expresses (``module``) or glue between stages (``op``).
 
     Attributes:
-        stages: layer indices of each stage (layer 0, the time expansion, is one consumer step per original step).
-        outputs: per stage, what its Output holds: ``"layer N"`` (layer N's output) or ``"layer N reduce"`` (the
-            first 1x1 conv of SPPF layer N, the input of its max-pooling).
-        cut: index of the first layer not (wholly) in the graph.
-        unsupported: one line per layer at and after the cut, with the reason.
+        name: the value it produces (``l4``: layer 4's output; ``l9_reduce``, ``l9_pooled``: inside SPPF layer 9;
+            ``head_box0`` / ``head_cls0`` / ``head_pred0``: the head's branches at level 0).
+        inputs: the values it reads.
+        module: the spike-driven module written as NIR nodes (None for glue).
+        op: the glue operation on one step's [B, C, H, W] values (concat, upsample, sppf_pool), or None.
     """
 
-    stages: list[list[int]]
-    outputs: list[str]
-    cut: int
+    name: str
+    inputs: list[str]
+    module: nn.Module | None = None
+    op: dict | None = None
+
+
+@dataclass
+class Stage:
+    """Consecutive NIR units that form one graph: ``input`` -> units -> ``output`` (one Input, one Output)."""
+
+    units: list[Unit]
+    input: str
+
+    @property
+    def output(self) -> str:
+        return self.units[-1].name
+
+
+@dataclass
+class StagePlan:
+    """The network as NIR stages and the glue between them.
+
+    Attributes:
+        units: every unit in execution order.
+        stages: the NIR units grouped into graphs.
+        head: per output level, the values whose channel concatenation is the level's raw map (per step).
+        exported_layers: layers wholly in the graphs; ``unsupported``: one line per kind of part that is not.
+    """
+
+    units: list[Unit]
+    stages: list[Stage]
+    head: list[list[str]]
+    exported_layers: list[int]
     unsupported: list[str] = field(default_factory=list)
 
     @property
-    def exported_layers(self) -> list[int]:
-        return [index for stage in self.stages for index in stage]
+    def outputs(self) -> list[str]:
+        return [stage.output for stage in self.stages]
 
-    @property
-    def sppf_partial(self) -> bool:
-        return bool(self.outputs) and self.outputs[-1].endswith("reduce")
+    def schedule(self) -> list[dict]:
+        """The per-step order: ``{"stage": k, "input", "output"}`` or a glue op ``{"op", "inputs", "output", ...}``."""
+        first = {id(stage.units[0]): number for number, stage in enumerate(self.stages)}
+        inside = {id(unit) for stage in self.stages for unit in stage.units}
+        items = []
+        for unit in self.units:
+            if id(unit) in first:
+                stage = self.stages[first[id(unit)]]
+                items.append({"stage": first[id(unit)], "input": stage.input, "output": stage.output})
+            elif id(unit) not in inside:
+                items.append({**unit.op, "inputs": unit.inputs, "output": unit.name})
+        return items
 
 
 def _expressible(module: nn.Module) -> None:
@@ -129,53 +175,99 @@ def _expressible(module: nn.Module) -> None:
     raise Unsupported(unsupported_reason(module))
 
 
-def plan_stages(spike_model: nn.Module) -> StagePlan:
-    """The stages and the cut of a spike-driven SpikeYOLO (see the module docstring)."""
+def _units(spike_model: nn.Module) -> tuple[list[Unit], list[list[str]]]:
     layers, sources = list(spike_model.layers), spike_model.sources
-    cut, reason = len(layers) - 1, None
-    for index, layer in enumerate(layers):
-        if index == 0:
-            if not isinstance(layer, TimeExpand):
-                cut, reason = 0, f"{type(layer).__name__} as layer 0 has no NIR mapping"
-                break
-            continue
-        is_head = index == len(layers) - 1
+    if not isinstance(layers[0], TimeExpand):
+        raise ExportError(f"{type(layers[0]).__name__} as layer 0 has no NIR mapping")
+    value = {0: "images"}
+    units: list[Unit] = []
+    for index in range(1, len(layers) - 1):
+        layer, inputs = layers[index], [value[s] for s in sources[index]]
+        name = f"l{index}"
         try:
-            if is_head or sources[index] != [index - 1]:
-                raise Unsupported(unsupported_reason(layer, is_head))
-            _expressible(layer)
+            if isinstance(layer, Concat):
+                units.append(Unit(name, inputs, op={"op": "concat"}))
+            elif isinstance(layer, Upsample):
+                units.append(Unit(name, inputs, op={"op": "upsample", "scale_factor": int(layer.scale_factor)}))
+            elif isinstance(layer, SPPF):
+                _expressible(layer.reduce)
+                _expressible(layer.fuse)
+                pool = layer.pool
+                units += [Unit(f"{name}_reduce", inputs, layer.reduce),
+                          Unit(f"{name}_pooled", [f"{name}_reduce"],
+                               op={"op": "sppf_pool", "kernel": int(pool.kernel_size), "stride": int(pool.stride),
+                                   "padding": int(pool.padding)}),
+                          Unit(name, [f"{name}_pooled"], layer.fuse)]
+            else:
+                _expressible(layer)
+                units.append(Unit(name, inputs, layer))
         except Unsupported as err:
-            cut, reason = index, str(err)
-            break
-    needed = {s for i in range(cut + 1, len(layers)) for s in sources[i] if s < cut}
-    partial = (cut < len(layers) and isinstance(layers[cut], SPPF) and _reduce_expressible(layers[cut])
-               and cut - 1 not in needed)
-    if not partial:
-        needed.add(cut - 1)
-    ends = sorted(needed | {cut - 1})
-    stages, outputs, start = [], [], 0
-    for end in ends:
-        if end < start:
+            raise ExportError(f"layer {index} {type(layer).__name__}: {err}") from None
+        value[index] = name
+    head, feats = layers[-1], [value[s] for s in sources[-1]]
+    maps: list[list[str]] = []
+    if isinstance(head, AnchorFreeHead):
+        for level, x in enumerate(feats):
+            units += [Unit(f"head_box{level}", [x], head.box_branches[level]),
+                      Unit(f"head_cls{level}", [x], head.cls_branches[level])]
+            maps.append([f"head_box{level}", f"head_cls{level}"])
+    elif isinstance(head, SpikingAnchorHead):
+        for level, x in enumerate(feats):
+            units.append(Unit(f"head_pred{level}", [x], head.pred[level]))
+            maps.append([f"head_pred{level}"])
+    else:
+        raise ExportError(f"the head {type(head).__name__} has no NIR mapping")
+    for unit in units:
+        if unit.module is not None:
+            try:
+                _expressible(unit.module)
+            except Unsupported as err:
+                raise ExportError(f"{unit.name}: {err}") from None
+    return units, maps
+
+
+def plan_stages(spike_model: nn.Module) -> StagePlan:
+    """The stages and glue of a spike-driven SpikeYOLO (see the module docstring).
+
+    Consecutive NIR units share a graph while each reads the previous one's output and nothing else reads it.
+    """
+    units, maps = _units(spike_model)
+    readers: dict[str, int] = {}
+    for unit in units:
+        for name in unit.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    for level in maps:
+        for name in level:
+            readers[name] = readers.get(name, 0) + 1
+    stages: list[Stage] = []
+    previous: Unit | None = None
+    for unit in units:
+        if unit.module is None:
+            previous = unit
             continue
-        stages.append(list(range(start, end + 1)))
-        outputs.append(f"layer {end} reduce" if partial and end == cut - 1 else f"layer {end}")
-        start = end + 1
-    if partial:
-        outputs[-1] = f"layer {cut} reduce"
-    unsupported = [f"layer {cut} {type(layers[cut]).__name__}: {reason}"
-                   + (" (its first 1x1 conv is in the graph)" if partial else "")]
-    if cut + 1 < len(layers):
-        unsupported.append(f"layers {cut + 1}-{len(layers) - 1}: after the cut, in the rest of the network (the "
-                           "neck reads layers " + ", ".join(str(s) for s in sorted(needed)) + " from the stages)")
-    return StagePlan(stages, outputs, cut, unsupported)
-
-
-def _reduce_expressible(sppf: nn.Module) -> bool:
-    try:
-        _expressible(sppf.reduce)
-        return True
-    except Unsupported:
-        return False
+        joins = (previous is not None and previous.module is not None and stages and unit.inputs == [previous.name]
+                 and readers.get(previous.name, 0) == 1)
+        if joins:
+            stages[-1].units.append(unit)
+        else:
+            stages.append(Stage([unit], unit.inputs[0]))
+        previous = unit
+    layers = list(spike_model.layers)
+    glue = [unit for unit in units if unit.module is None]
+    whole = {int(u.name[1:]) for u in units if u.module is not None and re.fullmatch(r"l\d+", u.name)}
+    whole -= {int(u.name[1:].split("_")[0]) for u in glue if u.name.endswith("_pooled")}
+    unsupported = []
+    for kind, reason in ((Upsample, unsupported_reason(Upsample())), (Concat, "channel concatenation (NIR sums the inputs of a node)")):
+        found = [i for i, layer in enumerate(layers) if isinstance(layer, kind)]
+        if found:
+            unsupported.append(f"layers {', '.join(map(str, found))} {kind.__name__}: {reason}; runs between the stages")
+    for index, layer in enumerate(layers):
+        if isinstance(layer, SPPF):
+            unsupported.append(f"layer {index} SPPF: its max-pooling of real values has no NIR node (NIR has sum and "
+                               "average pooling only); runs between the stages, its two 1x1 convs are in the graphs")
+    unsupported.append(f"layer {len(layers) - 1} {type(layers[-1]).__name__}: its convs are in the graphs; the mean "
+                       "over T, the DFL softmax and the box decoding are the rest of the network")
+    return StagePlan(units, stages, maps, [0, *sorted(whole)], unsupported)
 
 
 class _Walker:
@@ -247,45 +339,47 @@ class _Walker:
         return self.graph.conv("sum", np.ones((chs, 1, 1, 1)), np.zeros(chs), chs, hw, terms)
 
 
-def record_conv_inputs(model: nn.Module, imgsz: int, in_chs: int) -> tuple[dict[int, tuple[int, ...]],
-                                                                            dict[int, tuple[int, ...]]]:
-    """(id(conv) -> [C, H, W] of its input, layer index -> [C, H, W] of its output) from one forward."""
+def record_shapes(model: nn.Module, plan: StagePlan, imgsz: int) -> tuple[dict[int, tuple], dict[str, tuple]]:
+    """(id(conv) -> [C, H, W] of its input, value name -> [C, H, W]) from one forward at the export size."""
     shapes: dict[int, tuple[int, ...]] = {}
-    outputs: dict[int, tuple[int, ...]] = {}
+    values: dict[str, tuple[int, ...]] = {"images": (model.in_chs, imgsz, imgsz)}
     handles = [m.register_forward_pre_hook(lambda m, args: shapes.__setitem__(id(m), tuple(args[0].shape[1:])))
                for m in model.modules() if isinstance(m, nn.Conv2d)]
-    for index, layer in enumerate(model.layers[:-1]):
-        handles.append(layer.register_forward_hook(
-            lambda _m, _a, out, index=index: outputs.__setitem__(index, tuple(out.shape[1:]))))
+
+    def keep(name):
+        return lambda _m, _a, out: values.__setitem__(name, tuple(out.shape[1:]))
+
+    for unit in plan.units:
+        if unit.module is not None:
+            handles.append(unit.module.register_forward_hook(keep(unit.name)))
+        elif unit.op["op"] == "sppf_pool":
+            fuse = model.layers[int(unit.name[1:].split("_")[0])].fuse
+            handles.append(fuse.register_forward_pre_hook(
+                lambda _m, args, name=unit.name: values.__setitem__(name, tuple(args[0].shape[1:]))))
+        else:
+            handles.append(model.layers[int(unit.name[1:])].register_forward_hook(keep(unit.name)))
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, in_chs, imgsz, imgsz, dtype=next(model.parameters()).dtype))
+            model.eval()(torch.zeros(1, model.in_chs, imgsz, imgsz, dtype=next(model.parameters()).dtype))
     finally:
         for handle in handles:
             handle.remove()
-    return shapes, outputs
+    return shapes, values
 
 
 def build_stages(spike_model: nn.Module, plan: StagePlan, imgsz: int, groups: str, typed: bool) -> list:
     """One :class:`StageGraph` per stage of ``plan`` (see the module docstring)."""
-    shapes, layer_shapes = record_conv_inputs(spike_model, imgsz, spike_model.in_chs)
+    shapes, values = record_shapes(spike_model, plan, imgsz)
     graphs = []
-    input_shape: tuple[int, ...] = (spike_model.in_chs, imgsz, imgsz)
-    for stage, output in zip(plan.stages, plan.outputs):
+    for stage in plan.stages:
         graph = StageGraph(groups=groups, typed=typed)
         walker = _Walker(graph, shapes)
-        terms = [graph.input(input_shape)]
-        for index in stage:
-            if index > 0:
-                terms = walker.convert(spike_model.layers[index], f"l{index}", terms)
-        out_shape = layer_shapes[stage[-1]] if stage else input_shape
-        if output.endswith("reduce"):
-            reduce = spike_model.layers[plan.cut].reduce
-            terms = walker.convert(reduce, f"l{plan.cut}_reduce", terms)
-            out_shape = (reduce.conv.out_channels, *out_shape[1:])
+        terms = [graph.input(values[stage.input])]
+        for unit in stage.units:
+            terms = walker.convert(unit.module, unit.name, terms)
+        out_shape = values[stage.output]
         graph.output(out_shape, walker.total(terms, out_shape[0], out_shape[1:]))
         graphs.append(graph)
-        input_shape = out_shape
     return graphs
 
 
