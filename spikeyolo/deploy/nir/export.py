@@ -14,6 +14,7 @@ What is in the graphs (docs/user-guide.md, "NIR"):
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -131,10 +132,8 @@ def to_nir(model: nn.Module, imgsz: int, groups: str = "compatible", typed: bool
                      "output neuron and decoding (vmem / spike, anchor boxes): in the rest of the network"],
             time_steps=int(model.time_steps), max_level=None, input_levels=1, groups=groups, typed=typed)
     elif isinstance(model, SpikeYOLO):
-        if fixed_point:
-            spike_model = to_fixed_point(model.float(), mantissa_bits)
-        else:
-            spike_model = to_spike_driven(model.float())
+        source = model if next(model.parameters()).dtype == torch.float32 else copy.deepcopy(model).float()
+        spike_model = to_fixed_point(source, mantissa_bits) if fixed_point else to_spike_driven(source)
         plan = plan_stages(spike_model)
         graphs = build_stages(spike_model, plan, imgsz, groups, typed)
         program = spikeyolo_program(spike_model, plan)

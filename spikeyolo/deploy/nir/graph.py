@@ -20,7 +20,8 @@ docs/user-guide.md, "NIR"):
   exp(-1 / tau) = 0; norse with ``dt=DT``), so it is a memoryless threshold, z = [input > v_threshold]. Membranes
   that must persist are explicit recurrent edges (see spikeyolo_stages / spiking_yolo_stages). ``nir.IF`` is not
   used: snnTorch builds it as Leaky(beta=0.9) returning a tuple, norse resets it to 0, sinabs fires several spikes
-  per step and floors its membrane at -v_threshold.
+  per step and floors its membrane at -v_threshold. (sinabs 2.0.3 builds nir.LIF with multi-spike output too,
+  floor(v / v_threshold) spikes: its layers need ``spike_fn = SingleSpike``, docs/user-guide.md.)
 - **Parameter shape** of a firing node: ``[1]`` (one threshold per node; per-channel values live in conv biases)
   unless ``typed``: nir 1.0.8 derives a neuron's type from its parameter shape, so a compact graph is read with
   ``nir.read(path, type_check=False)``; ``typed`` writes [C, H, W] arrays (and dense convs) that pass the check.
