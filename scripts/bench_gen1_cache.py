@@ -4,7 +4,7 @@
 
 Writes ``--recordings`` Gen1-format recordings (304x240, ``--seconds`` long, uniform random events at
 ``--rate`` million events per second, box labels at ``--label-hz`` label times per second) to a temp folder,
-then builds the training cache (:func:`spikeyolo.data.sources.gen1.cache.build_cache`: one window of 250 ms
+then builds the training cache (:func:`spikeyolo.data.sources.prophesee.cache.build_cache`: one window of 250 ms
 read and encoded per label time, one compressed-free ``.npz`` per recording) from scratch for each representation with
 1 and 2 worker processes, and prints seconds of build time per hour of recording. The files sit in the page
 cache, so this measures decoding and encoding, not disk reads. Gen1 has 39 hours of recordings with labels at
