@@ -20,7 +20,7 @@ nir = pytest.importorskip("nir")
 
 from spikeyolo.deploy.export import ExportError, export_onnx  # noqa: E402
 from spikeyolo.deploy.int_sim import compile_block, fire, quantize, snap_to_grid  # noqa: E402
-from spikeyolo.deploy.nir_export import export_nir  # noqa: E402
+from spikeyolo.deploy.nir import export_nir  # noqa: E402
 from tests.conftest import randomize_bn
 
 IMGSZ = 64

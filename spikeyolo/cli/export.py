@@ -3,13 +3,14 @@
 Examples:
     spikeyolo-export checkpoint=runs/demo_spikeyolo_n/.../weights/best.pt          # RUN_DIR/model_integer.onnx
     spikeyolo-export checkpoint=best.pt path=spike_driven data.imgsz=640 opset=17
-    spikeyolo-export checkpoint=best.pt format=nir output=model.nir
+    spikeyolo-export checkpoint=best.pt format=nir output=model.nir nir_groups=exact
 
 ``path`` names a deploy path (spikeyolo.deploy.DEPLOY_PATHS): integer, spike_driven, or fixed_point (the
 spike-driven path on the fixed-point grids, whatever ``fixed_point`` says). The input size is the one the checkpoint
-was trained at unless data.imgsz=N is given. Writes the model file and
-RUN_DIR/export.json (what was exported, the onnxruntime check, or for NIR the layers in the graph and those NIR
-cannot express).
+was trained at unless data.imgsz=N is given. Writes the model file(s) and RUN_DIR/export.json (what was exported,
+the onnxruntime check). NIR (spikeyolo.deploy.nir): the spike-driven network as stage graphs that snnTorch, norse,
+sinabs and nirtorch import (``model.stage<i>.nir``) plus the rest of the network (``model.rest.pt``: upsampling,
+concatenation, max-pooling, decoding), read back with ``NirBundle.load`` (docs/user-guide.md, "NIR").
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from spikeyolo.cli.common import UserError, friendly_errors, hydra_app, prepare_
 from spikeyolo.config import resolve_imgsz
 from spikeyolo.deploy import DEPLOY_PATHS
 from spikeyolo.deploy.export import ExportError, export_onnx
-from spikeyolo.deploy.nir_export import export_nir
+from spikeyolo.deploy.nir import export_nir
 from spikeyolo.engine.checkpoint import model_from_payload, read_model_checkpoint, trained_data_config
 
 FORMATS = {"onnx": "integer", "nir": "spike_driven"}   # format -> its default deploy path
@@ -64,7 +65,8 @@ def export(cfg: DictConfig) -> dict:
                       f"max abs diff {report['max_abs_diff']:.3g} (boxes in units of imgsz; "
                       f"{report['max_abs_diff_pixels']:.3g} in pixels; atol {cfg.atol:g})")
         else:
-            nir_report = export_nir(model, output, imgsz)
+            nir_report = export_nir(model, output, imgsz, groups=cfg.nir_groups, typed=cfg.nir_typed,
+                                    fixed_point=fixed_point, mantissa_bits=cfg.mantissa_bits)
             report = nir_report.to_dict()
             print(nir_report.message())
             checked = False

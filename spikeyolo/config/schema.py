@@ -227,11 +227,13 @@ class ExportConfig:
     data: ImageSizeConfig = field(default_factory=ImageSizeConfig)
     opset: int = 17                    # ONNX opset (>= 11 for Round)
     use_ema: bool = True
-    fixed_point: bool = True           # onnx: power-of-two weight grids (runtime = PyTorch spikes, bit for bit)
+    fixed_point: bool = True           # power-of-two weight grids (the runtime's spikes = PyTorch's, bit for bit)
     mantissa_bits: Optional[int] = None  # fixed-point grid; null: 20 - 2 (T - 1)
     check: bool = True                 # onnx: run onnxruntime on random images and compare with PyTorch
     check_batch: int = 2
     atol: float = 1.0e-4
+    nir_groups: str = "compatible"     # nir: compatible (every importer builds it) | exact (spikeyolo's nirtorch map) | dense
+    nir_typed: bool = False            # nir: per-neuron arrays and dense convs that pass nir's own type check
     output: Optional[str] = None       # default RUN_DIR/model_<path>.onnx or RUN_DIR/model_spike_driven.nir
     run_dir: str = "runs/export/" + TIMESTAMP
 
