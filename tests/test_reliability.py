@@ -243,11 +243,21 @@ def test_bad_datasets(tmp_path, monkeypatch, capsys):
 
 
 def test_checkpoint_of_another_scale_or_corrupt(tmp_path, monkeypatch, capsys):
+    from spikeyolo.cli.common import write_run_config
+
     run_dir = tmp_path / "run"
     tiny_checkpoint(run_dir / "weights" / "last.pt", width=0.0625)
     code, stderr = call_main("train", [*TINY_RUN, "model.width_multiple=0.125", "trainer.resume=true",
                                        f"run_dir={run_dir}"], monkeypatch, capsys)
+    assert_one_line_error(code, stderr, f"{run_dir}/config.yaml does not exist")
+    # a resume reads the run's config.yaml; a last.pt of another scale than it says is refused
+    write_run_config(run_dir / "config.yaml", spikeyolo.compose([*TINY_RUN, "model.width_multiple=0.125",
+                                                                 f"run_dir={run_dir}"]))
+    code, stderr = call_main("train", ["trainer.resume=true", f"run_dir={run_dir}"], monkeypatch, capsys)
     assert_one_line_error(code, stderr, "holds another architecture (depth 0.33 width 0.0625, 1 classes, T=1 D=4)")
+    code, stderr = call_main("train", [*TINY_RUN, "trainer.resume=true", f"run_dir={run_dir}"], monkeypatch, capsys)
+    assert_one_line_error(code, stderr, "refused: experiment=demo (a config group)",
+                          "model.width_multiple=0.0625 (the run has 0.125)")
 
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes((run_dir / "weights" / "last.pt").read_bytes()[:5000])

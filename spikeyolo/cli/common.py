@@ -32,14 +32,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode, StringNode
 
-from spikeyolo.config import CONFIG_DIR, compose, config_choices
+from spikeyolo.config import CONFIG_DIR, compose, config_choices, same_run_config
 from spikeyolo.errors import InputError, UserError
 from spikeyolo.io import write_json, write_text
 
 EXIT_BAD_INPUT = 2
 
 __all__ = ["EXIT_BAD_INPUT", "UserError", "friendly_errors", "hydra_app", "check_command_line", "command_help",
-           "one_line", "prepare_run_dir", "write_json", "setup_logging", "log_to_file"]
+           "one_line", "prepare_run_dir", "write_run_config", "write_json", "setup_logging", "log_to_file"]
 
 
 def one_line(err: BaseException) -> str:
@@ -310,8 +310,29 @@ def prepare_run_dir(cfg: DictConfig, min_free_gb: float | None = None) -> Path:
         if free_gb < float(min_free_gb):
             raise UserError(f"only {free_gb:.2f} GB free on the file system of run_dir {run_dir}; "
                             f"trainer.min_free_gb={min_free_gb} (checkpoints need room; lower it to run anyway)")
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_run_config(run_dir / "config.yaml", cfg)
     return run_dir
+
+
+def write_run_config(path: Path, cfg: DictConfig) -> None:
+    """Save the resolved ``cfg`` as ``path`` (RUN_DIR/config.yaml) without losing the one it replaces.
+
+    A config.yaml that describes the same run (:func:`spikeyolo.config.same_run_config`: ``run_dir`` and
+    ``trainer.resume`` aside) is left as it is; a different one is first copied to ``config.<N>.yaml`` (N = 1, 2, ...
+    in the order they were replaced), so config.yaml is always the config the run goes on with and the earlier ones
+    are its history.
+    """
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    if path.is_file():
+        previous = path.read_text()
+        if same_run_config(OmegaConf.create(previous), cfg):
+            return
+        numbers = [int(p.suffixes[0][1:]) for p in path.parent.glob(f"{path.stem}.*{path.suffix}")
+                   if len(p.suffixes) == 2 and p.suffixes[0][1:].isdigit()]
+        kept = path.with_name(f"{path.stem}.{max(numbers, default=0) + 1}{path.suffix}")
+        write_text(kept, previous)
+        logging.getLogger("spikeyolo").info("%s changed; the previous one is kept as %s", path, kept.name)
+    write_text(path, text)
 
 
 def setup_logging(keep_for_file: bool = False) -> None:

@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import os
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from spikeyolo.cli.common import friendly_errors, hydra_app, log_to_file, prepare_run_dir, setup_logging, write_json
+from spikeyolo.config import resume_config
 from spikeyolo.engine import checkpoint as ckpt
 from spikeyolo.engine.model_card import write_model_card
 from spikeyolo.engine.trainer import Trainer
@@ -32,10 +34,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train, evaluate the best weights, write RUN_DIR/metrics.json and plots; returns the final metrics.
 
     RUN_DIR is created once the data, model and loaders are built, so bad input leaves no run folder behind;
-    its train.log starts with what was logged before.
+    its train.log starts with what was logged before. ``trainer.resume=true`` continues the run in ``run_dir`` with
+    its own config.yaml (:func:`spikeyolo.config.resume_config`: only a few keys may change).
     """
     is_main = int(os.environ.get("RANK", "0")) == 0
     setup_logging(keep_for_file=is_main)
+    if cfg.trainer.resume:
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [f"run_dir={cfg.run_dir}"]
+        cfg = resume_config(overrides, composed=cfg)
     trainer = Trainer(cfg)
     if is_main:
         run_dir = prepare_run_dir(cfg)

@@ -37,10 +37,27 @@ class MetricsFile:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
 
+    def keep_epochs(self, last_epoch: int) -> None:
+        """Drop the records of epochs after ``last_epoch`` (1-based; a resumed run redoes them) and a torn last line."""
+        if not self.path.exists():
+            return
+        kept = [r for r in self.read() if not isinstance(r.get("epoch"), int) or r["epoch"] <= last_epoch]
+        with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(record) + "\n" for record in kept)
+
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        records = []
+        for index, line in enumerate(lines):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if index < len(lines) - 1:
+                    raise
+                # a run killed while appending leaves a torn last line: that epoch is redone on resume
+        return records
 
 
 class NullLogger:

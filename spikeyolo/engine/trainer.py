@@ -203,6 +203,8 @@ class Trainer:
         if self.start_epoch >= self.epochs:
             raise TrainingError(f"{path} already finished {self.start_epoch} of {self.epochs} epochs; "
                                 "raise trainer.epochs to train further")
+        if self.is_main:
+            self.metrics_file.keep_epochs(self.start_epoch)  # records written after the checkpoint are redone
         log.info("resuming %s from epoch %d", path, self.start_epoch)
 
     # ------------------------------------------------------------------ training
@@ -311,6 +313,7 @@ class Trainer:
             final = epoch == self.epochs - 1 or out_of_time
             if self.is_main:
                 record: dict[str, Any] = {"epoch": epoch + 1, **stats}
+                improved = False
                 if (epoch + 1) % int(self.tcfg.val_interval) == 0 or final:
                     metrics = self.validate()
                     self.last_metrics = metrics
@@ -320,18 +323,18 @@ class Trainer:
                     self.epochs_without_improvement = 0 if improved else self.epochs_without_improvement + 1
                     if improved:
                         self.best_fitness = score
-                    self._save(epoch, "last.pt")
-                    if improved:
-                        self._save(epoch, "best.pt")
                     final = final or self.epochs_without_improvement >= int(self.tcfg.patience)
-                else:
-                    self._save(epoch, "last.pt")
-                if self.tcfg.save_period and (epoch + 1) % int(self.tcfg.save_period) == 0:
-                    self._save(epoch, f"epoch{epoch + 1}.pt")
                 record["time/elapsed_s"] = time.time() - started
+                # last.pt, what a resume continues from, comes last: a kill before it redoes this epoch (exactly),
+                # and the resume drops this epoch's record and rewrites best.pt alike
                 self.metrics_file.write(record)
                 if self.logger is not None:
                     self.logger.log_metrics(record, step=epoch + 1)
+                if improved:
+                    self._save(epoch, "best.pt")
+                if self.tcfg.save_period and (epoch + 1) % int(self.tcfg.save_period) == 0:
+                    self._save(epoch, f"epoch{epoch + 1}.pt")
+                self._save(epoch, "last.pt")
                 self._log_epoch(record)
             if self.dist.enabled:
                 flag = torch.tensor([1.0 if final else 0.0], device=self.device)
