@@ -289,3 +289,26 @@ def test_a_dataset_of_the_wrong_label_rate_says_so(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="labels at 20 Hz"):
         PropheseeDataset(tmp_path / "test", NAMES, Representation(), camera=GEN4, other_classes="drop",
                          sample_times="rvt", progress=False)
+
+
+def test_streaming_prediction_feeds_the_model_what_the_loader_feeds_it(gen4, trained):
+    """spikeyolo-predict's window ending at a sample's time is encoded exactly as the val loader encodes that
+    sample (RVT's downsampling by 2, the stride-padded input with the padding at the corner, the time order)."""
+    from spikeyolo.engine.checkpoint import model_from_payload, read_model_checkpoint, trained_data_config
+    from spikeyolo.engine.event_stream import EventSettings, stream_recording
+    from spikeyolo.structures import model_input
+
+    checkpoint, _ = trained
+    payload = read_model_checkpoint(checkpoint)
+    model, data = model_from_payload(payload), trained_data_config(payload)
+    data.update(root=str(gen4), val_split="test", synthetic=None, preprocess_workers=1)
+    loader = dataloader_from_config(spec_from_config(data), data, "val", batch_size=1, workers=0, device="cpu",
+                                    time_steps=model.time_steps)
+    item, sample = loader.dataset[0], loader.dataset.samples[0]
+    captured = []
+    model.layers[0].register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
+    settings = EventSettings.of(model, data, int(data["imgsz"]))
+    recording = gen4 / "test" / f"{sample.recording}_td.dat"
+    window = next(stream_recording(model, recording, settings, [sample.t_us], torch.device("cpu"), conf=0.5))
+    assert window.t_us == sample.t_us and len(captured) == 1
+    assert torch.equal(captured[0], model_input(item["img"][None]))          # [T, 1, C, 64, 64], bit for bit

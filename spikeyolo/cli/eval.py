@@ -90,7 +90,7 @@ def evaluator_names(cfg: DictConfig) -> list[str]:
     if cfg.protocol == "all":
         return names
     if not protocols:
-        raise UserError(f"protocol={cfg.protocol} applies to Gen1 datasets only (data=gen1)")
+        raise UserError(f"protocol={cfg.protocol} applies to event datasets only (data=gen1, data=gen4)")
     if cfg.protocol not in protocols:
         raise UserError(f"protocol must be all or one of {', '.join(protocols)}, got {cfg.protocol!r}")
     return [name for name in names if name not in protocols or name == cfg.protocol]

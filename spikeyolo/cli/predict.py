@@ -136,7 +136,7 @@ def _event_model(cfg: DictConfig, recording: str):
     if source is not None and not get_source(str(source)).is_event_data:
         raise UserError(f"checkpoint={cfg.checkpoint} was trained on images (data.source={source}, "
                         f"{trained.get('name') or 'no name'}) but {recording} is an event recording: give a "
-                        "checkpoint trained on event data (data=gen1)")
+                        "checkpoint trained on event data (data=gen1, data=gen4)")
     if source is None:
         gen1 = OmegaConf.to_container(compose(["data=gen1"]).data, resolve=True)
         trained = {**gen1, **trained}

@@ -24,7 +24,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from spikeyolo._ultralytics.ops import non_max_suppression
-from spikeyolo.data import letterbox_clip, representation_from_config
+from spikeyolo.data import representation_from_config
+from spikeyolo.data.sources.prophesee import clip_input
 from spikeyolo.data.events import read_dat, read_dat_header, spikeyolo_frames
 from spikeyolo.errors import UserError
 from spikeyolo.evaluation.predictions import unletterbox_boxes
@@ -37,11 +38,16 @@ _COLOURS = [(0, 200, 255), (255, 90, 90), (120, 255, 120), (255, 220, 0)]
 
 @dataclass
 class EventSettings:
-    """How windows are encoded: the representation (with T and the window), the input size and time order."""
+    """How windows are encoded, as the run's loader encoded its samples: the representation (with T, the window and
+    the downsampling), the input size and shape (``square`` letterbox, or ``stride``: the short side padded to a
+    stride multiple), where the padding goes (``center`` or ``corner``) and the time order."""
 
     representation: Any
     imgsz: int
     most_recent_first: bool
+    input_shape: str = "square"
+    pad_position: str = "center"
+    stride: int = 32
 
     @classmethod
     def of(cls, model: torch.nn.Module, trained: Mapping[str, Any], imgsz: int, representation: str | None = None,
@@ -54,12 +60,14 @@ class EventSettings:
         rep = representation_from_config({
             "representation": representation or trained["representation"], "time_steps": model.time_steps,
             "window_us": window_us or trained["window_us"], "voxel_bins": trained.get("voxel_bins"),
-            "voxel_clip": trained.get("voxel_clip")})
+            "voxel_clip": trained.get("voxel_clip"), "downsample": trained.get("downsample"),
+            "downsample_mode": trained.get("downsample_mode")})
         if rep.channels != model.in_chs:
             raise UserError(f"representation {rep.kind!r} has {rep.channels} channels but the checkpoint's model "
                             f"takes {model.in_chs}")
         order = trained["most_recent_first"] if most_recent_first is None else most_recent_first
-        return cls(rep, int(imgsz), bool(order))
+        return cls(rep, int(imgsz), bool(order), str(trained.get("input_shape") or "square"),
+                   str(trained.get("pad_position") or "center"), int(max(model.strides)))
 
 
 @dataclass
@@ -112,8 +120,9 @@ def stream_recording(model: torch.nn.Module, path: str | Path, settings: EventSe
         for t_end in ends:
             events = read_dat(path, t_end - window, t_end)
             clip = rep.encode(events, t_end, header.width, header.height)                  # [T, Cs, H, W]
-            image, ratio_pad = letterbox_clip(clip, settings.imgsz, rep.empty_value, rep.channels,
-                                              settings.most_recent_first)
+            image, ratio_pad = clip_input(clip, (header.height, header.width), rep, settings.imgsz,
+                                          settings.most_recent_first, settings.input_shape, settings.pad_position,
+                                          settings.stride)
             decoded, _ = model(model_input(torch.from_numpy(image)[None], device))         # [T, 1, C, S, S] in
             dets = non_max_suppression(decoded.float(), conf, iou, max_det)[0].cpu()
             boxes = torch.cat((unletterbox_boxes(dets[:, :4], ratio_pad, (header.height, header.width)),
