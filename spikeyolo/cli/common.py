@@ -247,17 +247,74 @@ def _overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
     return overrides, flags
 
 
+def sweep_points(overrides: Sequence[str]) -> tuple[list[list[str]], list[str]]:
+    """The points of a sweep (``-m``) as Hydra's basic sweeper expands them, and the swept keys.
+
+    ``["neuron.max_level=1,2", "trainer.epochs=1"]`` -> ``([["neuron.max_level=1", "trainer.epochs=1"],
+    ["neuron.max_level=2", "trainer.epochs=1"]], ["neuron.max_level"])``. ``hydra.*`` overrides are left out.
+
+    Raises:
+        UserError: an override that does not parse, or a sweep the basic sweeper does not run (``range``, intervals).
+    """
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra.")])
+    except OverrideParseException as err:
+        raise UserError(f"cannot parse override {err.override!r}: {one_line(err)}") from None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    try:
+        points = [point for batch in BasicSweeper.split_arguments(parsed, None) for point in batch]
+    except HydraException as err:
+        raise UserError(one_line(err)) from None
+    return points, [override.get_key_element() for override in parsed if override.is_sweep_override()]
+
+
+def _sweep_overrides(config_name: str, overrides: Sequence[str]) -> list[str]:
+    """Check every point of a sweep as a command line of its own (bad input: UserError, before anything runs) and
+    return the Hydra overrides that lay it out: the sweep in one folder (the ``run_dir`` of the command line without
+    the swept values: ``runs/<name>/<time>``), each point in ``<number>_<its swept overrides>`` below it."""
+    points, swept = sweep_points(overrides)
+    for point in points:
+        check_command_line(config_name, point)
+    fixed = [o for o in overrides if not o.startswith("hydra.")
+             and OverridesParser.create().parse_override(o).get_key_element() not in swept]
+    extra = []
+    given = {o.partition("=")[0] for o in overrides}
+    run_dir = OmegaConf.select(check_command_line(config_name, fixed), "run_dir", default=None)
+    if run_dir is not None and "hydra.sweep.dir" not in given:
+        extra.append("hydra.sweep.dir='" + str(run_dir).replace("'", "\\'") + "'")
+    keys = [OverridesParser.create().parse_override(o).get_key_element() for o in fixed]
+    if keys and "hydra.job.config.override_dirname.exclude_keys" not in given:
+        extra.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(keys)}]")
+    return extra
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def hydra_app(config_name: str, task: Callable[[DictConfig], Any], doc: str | None = None) -> Callable[..., None]:
     """The console entry of a command: ``main = hydra_app("train", train, __doc__)``.
 
     ``main(argv=None)`` answers ``--help`` itself (``doc`` and the config groups the command uses), checks the
     command line (:func:`check_command_line`; bad input is one line and exit code 2), then runs ``task`` on the
     composed config as a Hydra app (``configs/<config_name>.yaml``; Hydra's flags, e.g. ``--cfg job``, work).
+
+    A sweep (``-m KEY=A,B ...``) checks every point first; then each point runs with its ``run_dir`` set to its own
+    folder, ``RUN_DIR/<number>_<swept overrides>`` (RUN_DIR: the sweep's, ``runs/<name>/<time>`` by default).
     """
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base=None)
-    def hydra_main(cfg: DictConfig) -> None:
-        task(cfg)
+    def hydra_main(cfg: DictConfig) -> Any:
+        if _is_multirun() and "run_dir" in cfg:
+            from hydra.core.hydra_config import HydraConfig
+
+            sweep = HydraConfig.get().sweep
+            cfg.run_dir = str(Path(str(sweep.dir)) / str(sweep.subdir))
+        return task(cfg)
 
     def main(argv: Sequence[str] | None = None) -> None:
         args = list(sys.argv[1:] if argv is None else argv)
@@ -266,11 +323,16 @@ def hydra_app(config_name: str, task: Callable[[DictConfig], Any], doc: str | No
             print(command_help(prog, config_name, doc))
             return
         overrides, flags = _overrides(args)
-        if not os.environ.get("SPIKEYOLO_DEBUG") and not {"-m", "--multirun"} & set(flags):
-            try:
+        debug = bool(os.environ.get("SPIKEYOLO_DEBUG"))
+        try:
+            if {"-m", "--multirun"} & set(flags):
+                args += _sweep_overrides(config_name, overrides)
+            elif not debug:
                 check_command_line(config_name, overrides)
-            except UserError as err:
-                _report(one_line(err))
+        except UserError as err:
+            if debug:
+                raise
+            _report(one_line(err))
         saved = sys.argv
         sys.argv = [saved[0] if saved else prog, *args]
         try:

@@ -28,6 +28,11 @@ __all__ = ["CONFIG_DIR", "compose", "config_choices", "build_model", "model_conf
 if not OmegaConf.has_resolver("spikeyolo.coalesce"):
     OmegaConf.register_new_resolver("spikeyolo.coalesce",
                                     lambda *values: next((value for value in values if value is not None), None))
+# ${spikeyolo.sweep_point:num,overrides}: the folder of a sweep point, "<num>_<overrides>" ("/" in a value -> "_")
+if not OmegaConf.has_resolver("spikeyolo.sweep_point"):
+    OmegaConf.register_new_resolver("spikeyolo.sweep_point",
+                                    lambda num, overrides: f"{num}_{overrides}".replace("/", "_") if overrides
+                                    else str(num))
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
