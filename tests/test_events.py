@@ -18,7 +18,7 @@ from spikeyolo.data.events import (BOX_DTYPE, BOX_FILE_DTYPE, BOX_FILE_DTYPE_LEG
                                    EventFileError, event_histogram, read_boxes, read_dat, read_dat_header,
                                    spikeyolo_frames, voxel_grid, write_boxes, write_dat)
 from spikeyolo.data.events import dat as dat_module
-from spikeyolo.data.events import synthetic
+from spikeyolo.data.events import make_synthetic, synthetic
 
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
 GEN4 = FIXTURES / "gen4_truncated.dat"
@@ -356,7 +356,7 @@ def test_representations_refuse_events_outside_the_sensor():
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("gen1")
-    synthetic.main([str(root), "--recordings", "1", "--duration-s", "1.0", "--seed", "3"])
+    make_synthetic.main([str(root), "--recordings", "1", "--duration-s", "1.0", "--seed", "3"])
     return root
 
 

@@ -19,7 +19,6 @@ labels at 60 Hz, as the 1 Megapixel dataset::
 
 from __future__ import annotations
 
-import argparse
 import math
 import zlib
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ from spikeyolo.data.events.boxes import BOX_DTYPE, write_boxes
 from spikeyolo.data.events.dat import EVENT_DTYPE, EVENT_TYPE_CD, EVENT_TYPE_TD, write_dat
 
 __all__ = ["ObjectClass", "GEN1_CLASSES", "GEN4_CLASSES", "SceneConfig", "GEN1_SCENE", "GEN4_SCENE", "SCENES",
-           "simulate_recording", "write_recording", "generate_dataset", "main"]
+           "simulate_recording", "write_recording", "generate_dataset"]
 
 
 @dataclass(frozen=True)
@@ -298,23 +297,3 @@ def generate_dataset(out_dir: str | Path, recordings_per_split: int, duration_s:
             written.append(write_recording(Path(out_dir) / split, f"synthetic_{split}_{index:04d}", duration_s,
                                            (seed, zlib.crc32(split.encode()), index), scene))
     return written
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m spikeyolo.data.events.synthetic",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("out_dir", type=Path, help="folder to create train/ val/ test/ in")
-    parser.add_argument("--recordings", type=int, default=2, help="recordings per split (default 2)")
-    parser.add_argument("--duration-s", type=float, default=2.0, help="seconds per recording (default 2)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--splits", nargs="+", default=["train", "val", "test"])
-    parser.add_argument("--camera", choices=sorted(SCENES), default="gen1",
-                        help="gen1 (304x240, the default) or gen4 (1280x720, the 1 Megapixel format)")
-    args = parser.parse_args(argv)
-    for dat_path, box_path in generate_dataset(args.out_dir, args.recordings, args.duration_s, args.seed, args.splits,
-                                               SCENES[args.camera]):
-        print(f"{dat_path}  {box_path}")
-
-
-if __name__ == "__main__":
-    main()

@@ -2,8 +2,8 @@
 
 Gen1 is the 304x240 camera of the Prophesee family (:mod:`spikeyolo.data.sources.prophesee`, which holds the
 shared code: representation, cache, labels, dataset); this package names its camera and keeps the Gen1 names
-(``Gen1Dataset``, ``gen1_spec``, ...) of that code. ``synthetic`` generates the synthetic stand-ins into the cache
-(``data=gen1_synthetic``; ``data=gen4_synthetic`` uses it with the 1Mpx scenes).
+(``Gen1Dataset``, ``gen1_spec``, ...) of that code. The synthetic stand-in (``data=gen1_synthetic``) is generated into
+the cache by :func:`~spikeyolo.data.sources.prophesee.synthetic.ensure_synthetic_dataset`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from spikeyolo.data.sources.gen1.synthetic import ensure_synthetic_dataset
+from spikeyolo.data.sources.prophesee.synthetic import ensure_synthetic_dataset
 from spikeyolo.data.sources.prophesee import (CLAMP_MODES, GEN1, REPRESENTATIONS, EventSample, PropheseeDataset,
                                               PropheseeSource, Recording, Representation, build_cache,
                                               build_event_dataloader, collate_events, event_dataloader_from_config,

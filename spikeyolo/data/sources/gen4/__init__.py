@@ -8,7 +8,7 @@ The same family as Gen1 (:mod:`spikeyolo.data.sources.prophesee`); the camera an
 
 from __future__ import annotations
 
-from spikeyolo.data.sources.gen1.synthetic import ensure_synthetic_dataset
+from spikeyolo.data.sources.prophesee.synthetic import ensure_synthetic_dataset
 from spikeyolo.data.sources.prophesee import GEN4, PropheseeSource
 
 __all__ = ["Gen4Source", "GEN4_NAMES"]

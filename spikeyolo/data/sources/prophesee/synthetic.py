@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from spikeyolo.data.cache import cache_key, cache_root
+from spikeyolo.data.events.synthetic import SCENES, write_recording
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +24,6 @@ __all__ = ["ensure_synthetic_dataset"]
 
 
 def _synthetic_job(job: tuple[Path, str, int, float, int, int, str]) -> str:
-    # Imported here, not at the top: spikeyolo.data imports this module, and `python -m
-    # spikeyolo.data.events.synthetic` (docs/events.md) must not find its module imported already (runpy warns).
-    from spikeyolo.data.events.synthetic import SCENES, write_recording
-
     out_dir, split, index, duration_s, seed, label_period_us, camera = job
     name = f"synthetic_{split}_{index:04d}"
     # the seed sequence of synthetic.generate_dataset: a file depends only on (seed, split, index)
