@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -55,9 +56,10 @@ def yolo_set(root: Path, num_train: int = 16, num_val: int = 2) -> Path:
     return root / "data.yaml"
 
 
-def train_process(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "spikeyolo.cli.train", *args], cwd=REPO, env=ENV,
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+def launch(command: list[str], log: Path) -> subprocess.Popen:
+    """``python <command>`` in the repository, output to ``log``."""
+    return subprocess.Popen([sys.executable, *command], cwd=REPO, env=ENV, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT)
 
 
 def epoch_of(path: Path) -> int | None:
@@ -68,43 +70,74 @@ def epoch_of(path: Path) -> int | None:
         return None
 
 
-def test_sigkill_then_resume_in_a_new_process_equals_an_uninterrupted_run(tmp_path):
+def kill_after_first_checkpoint(process: subprocess.Popen, last: Path, log: Path) -> None:
+    """SIGKILL ``process`` and its children (workers, torchrun's ranks) once ``last`` holds the first epoch."""
+    deadline = time.time() + 240
+    while not last.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.005)   # the first last.pt a run writes is its first epoch's (written atomically)
+    assert process.poll() is None, "the run ended before it could be killed: " + log.read_text()[-2000:]
+    tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    for member in tree:
+        member.send_signal(signal.SIGSTOP)   # held where they are (in the second epoch) while last.pt is read
+    assert epoch_of(last) == 0
+    for member in tree:
+        member.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL and epoch_of(last) == 0
+
+
+def assert_same_weights(expected_path: Path, got_path: Path) -> None:
+    """Every tensor of the model and the EMA of two checkpoints equal bit for bit, at the same epoch."""
+    expected, got = ckpt.read_checkpoint(expected_path), ckpt.read_checkpoint(got_path)
+    assert expected["epoch"] == got["epoch"] and expected["ema_updates"] == got["ema_updates"] > 0
+    for part in ("model", "ema"):
+        assert expected[part].keys() == got[part].keys()
+        unequal = [key for key in expected[part] if not torch.equal(expected[part][key], got[part][key])]
+        assert not unequal, f"{part}: {len(unequal)} tensors differ, e.g. {unequal[:3]}"
+
+
+TRAIN = ["-m", "spikeyolo.cli.train"]
+
+
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_sigkill_then_resume_in_a_new_process_equals_an_uninterrupted_run(tmp_path, workers):
     data = yolo_set(tmp_path / "set")
-    args = [*RUN, "data=yolo", f"data.yaml={data}"]
+    args = [*RUN, "data=yolo", f"data.yaml={data}", f"trainer.workers={workers}"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    uninterrupted = train_process([*args, f"run_dir={straight}"], tmp_path / "straight.log")  # alongside the others
-    victim = train_process([*args, f"run_dir={killed}"], tmp_path / "killed.log")
-    last = killed / "weights" / "last.pt"
-    try:
-        deadline = time.time() + 240
-        while not last.exists() and victim.poll() is None and time.time() < deadline:
-            time.sleep(0.005)   # the first last.pt a run writes is its first epoch's (written atomically)
-        assert victim.poll() is None, "the run ended before it could be killed: " + \
-            (tmp_path / "killed.log").read_text()[-2000:]
-        os.kill(victim.pid, signal.SIGSTOP)   # held where it is (in the second epoch) while last.pt is read
-        assert epoch_of(last) == 0
-        os.kill(victim.pid, signal.SIGKILL)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-        victim.wait(timeout=60)
-    assert victim.returncode == -signal.SIGKILL and epoch_of(last) == 0
+    uninterrupted = launch([*TRAIN, *args, f"run_dir={straight}"], tmp_path / "straight.log")  # alongside the others
+    kill_after_first_checkpoint(launch([*TRAIN, *args, f"run_dir={killed}"], tmp_path / "killed.log"),
+                                killed / "weights" / "last.pt", tmp_path / "killed.log")
     config = (killed / "config.yaml").read_bytes()
 
     # a new process, given only the run folder: the packaged defaults (300 epochs, batch 40, ...) do not apply
-    resumed = subprocess.run([sys.executable, "-m", "spikeyolo.cli.train", f"run_dir={killed}", "trainer.resume=true"],
+    resumed = subprocess.run([sys.executable, *TRAIN, f"run_dir={killed}", "trainer.resume=true"],
                              cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert uninterrupted.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-2000:]
 
     assert (killed / "config.yaml").read_bytes() == config and not list(killed.glob("config.*.yaml"))
     assert [record["epoch"] for record in MetricsFile(killed).read()] == [1, 2]
-    expected, got = ckpt.read_checkpoint(straight / "weights" / "last.pt"), ckpt.read_checkpoint(last)
-    assert expected["epoch"] == got["epoch"] == 1 and expected["ema_updates"] == got["ema_updates"] > 0
-    for part in ("model", "ema"):
-        assert expected[part].keys() == got[part].keys()
-        unequal = [key for key in expected[part] if not torch.equal(expected[part][key], got[part][key])]
-        assert not unequal, f"{part}: {len(unequal)} tensors differ, e.g. {unequal[:3]}"
+    assert ckpt.read_checkpoint(killed / "weights" / "last.pt")["epoch"] == 1   # the run's 2 epochs, not 300
+    assert_same_weights(straight / "weights" / "last.pt", killed / "weights" / "last.pt")
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_ddp_run_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """torchrun, 2 ranks (gloo, CPU): each rank continues from its own RNG and loader state."""
+    data = yolo_set(tmp_path / "set")
+    args = [*RUN, "data=yolo", f"data.yaml={data}", "trainer.batch_size=2"]
+
+    def torchrun(port: int) -> list[str]:
+        return ["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", *TRAIN]
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    uninterrupted = launch([*torchrun(29611), *args, f"run_dir={straight}"], tmp_path / "straight.log")
+    kill_after_first_checkpoint(launch([*torchrun(29612), *args, f"run_dir={killed}"], tmp_path / "killed.log"),
+                                killed / "weights" / "last.pt", tmp_path / "killed.log")
+    resumed = subprocess.run([sys.executable, *torchrun(29613), f"run_dir={killed}", "trainer.resume=true"],
+                             cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert uninterrupted.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-2000:]
+    assert_same_weights(straight / "weights" / "last.pt", killed / "weights" / "last.pt")
 
 
 # --------------------------------------------------------------------------- the run's config

@@ -190,9 +190,9 @@ def restore_loader_state(loader: torch.utils.data.DataLoader, state: dict[str, A
     through one epoch of indices (no images loaded) before the generator state is put back. Closing mosaic here
     (when the saved run had) keeps the trainer from closing it again, which would restart the iterator.
 
-    With workers the iterator is left to the first epoch: its workers hold their own RNGs and prefetch into the
-    next epoch, neither of which a checkpoint holds, so the order and augmentation after a resume are new draws
-    from the saved generator (not a repeat of the first epoch's).
+    With workers the iterator is left to the first epoch, which creates it from the restored generator. That is
+    exact when the trainer restarts the workers at every epoch (spikeyolo's does), as persistent workers hold RNGs and
+    a prefetch into the next epoch that no checkpoint has.
     """
     dataset = loader.dataset
     if state.get("mosaic_closed") and not getattr(dataset, "mosaic_closed", True):

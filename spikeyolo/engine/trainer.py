@@ -140,6 +140,7 @@ class Trainer:
         self.ema = ModelEMA(self.model, self.tcfg.ema_decay, self.tcfg.ema_tau) if self.tcfg.ema else None
         self.start_epoch = 0
         self._saved_rng: dict[str, Any] | None = None  # a resumed run's RNG states, restored by fit()
+        self._rank_states: list[dict[str, Any] | None] | None = None  # DDP: every rank's RNG and loader state
         self.best_fitness = -1.0
         self.last_metrics: dict[str, float] = {}
         self.epochs_without_improvement = 0
@@ -169,6 +170,7 @@ class Trainer:
             "epochs_without_improvement": self.epochs_without_improvement,
             "rng": ckpt.rng_state(),
             "loader": loader_state(self.train_loader),
+            "ranks": self._rank_states,  # DDP: the other ranks' "rng" and "loader" (index = rank; 0: the above)
             # gradients accumulated since the last optimizer step (warmup's accumulation can end an epoch between
             # steps; they carry into the next epoch)
             "pending_grads": {name: p.grad.detach().cpu() for name, p in self.model.named_parameters()
@@ -197,9 +199,17 @@ class Trainer:
         parameters = dict(self.model.named_parameters())
         for name, grad in (payload.get("pending_grads") or {}).items():
             parameters[name].grad = grad.to(self.device, parameters[name].dtype)
-        self._saved_rng = payload.get("rng")  # put back when fit() starts: nothing built before may draw from it
-        if payload.get("loader") is not None:
-            restore_loader_state(self.train_loader, payload["loader"])
+        own = payload
+        if self.dist.rank > 0:
+            ranks = payload.get("ranks") or []
+            if len(ranks) == self.dist.world_size:
+                own = ranks[self.dist.rank]
+            else:
+                log.warning("rank %d: %s holds no state for it (trained with another world size): its RNG and loader "
+                            "continue from rank 0's", self.dist.rank, path)
+        self._saved_rng = own.get("rng")  # put back when fit() starts: nothing built before may draw from it
+        if own.get("loader") is not None:
+            restore_loader_state(self.train_loader, own["loader"])
         if self.start_epoch >= self.epochs:
             raise TrainingError(f"{path} already finished {self.start_epoch} of {self.epochs} epochs; "
                                 "raise trainer.epochs to train further")
@@ -232,6 +242,11 @@ class Trainer:
         if maybe_close_mosaic(self.train_loader, epoch, self.epochs, self.cfg.data.augment.close_mosaic
                               if self.tcfg.close_mosaic is None else int(self.tcfg.close_mosaic)):
             log.info("epoch %d: mosaic closed", epoch)
+        if self.train_loader.num_workers > 0 and hasattr(self.train_loader, "reset"):
+            # fresh workers each epoch (ultralytics keeps them): seeded from the loader's generator, what they draw
+            # (order, augmentation, mosaic partners) is then a function of state a checkpoint holds, so a resumed run
+            # with workers is exact too; persistent ones would carry RNGs and a prefetch no checkpoint has
+            self.train_loader.reset()
         sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
@@ -284,6 +299,14 @@ class Trainer:
         stats["train/images_per_s"] = images_seen * self.dist.world_size / max(elapsed, 1e-9)
         return stats
 
+    def _gather_rank_states(self) -> list[dict[str, Any] | None]:
+        """Every rank's RNG and loader state after an epoch (all ranks call it); rank 0's entry is None (its own is
+        taken when the checkpoint is written, after validation)."""
+        states: list[Any] = [None] * self.dist.world_size
+        state = None if self.is_main else {"rng": ckpt.rng_state(), "loader": loader_state(self.train_loader)}
+        torch.distributed.all_gather_object(states, state)
+        return states
+
     def _save(self, epoch: int, name: str) -> Path:
         return ckpt.save_checkpoint(self._payload(epoch), self.weights_dir / name)
 
@@ -309,6 +332,8 @@ class Trainer:
         epoch = self.start_epoch
         for epoch in range(self.start_epoch, self.epochs):
             stats = self.train_epoch(epoch, deadline)
+            if self.dist.enabled:
+                self._rank_states = self._gather_rank_states()
             out_of_time = deadline is not None and time.time() > deadline
             final = epoch == self.epochs - 1 or out_of_time
             if self.is_main:
