@@ -12,6 +12,7 @@ A spikeyolo checkpoint is a plain dict of tensors and primitives, so it loads wi
     best_fitness        best validation fitness so far
     rng                 torch / numpy / python RNG states
     loader              the training loader's shuffle generator, mosaic buffer and close-mosaic state
+    ranks               DDP: every rank's rng and loader (index = rank; rank 0's are the two above), or None
     pending_grads       gradients accumulated since the last optimizer step (or None)
     train_config        the resolved run config as YAML text (or None)
     names, metrics      class names and the last metrics

@@ -4,14 +4,17 @@
 validating the EMA weights every ``trainer.val_interval`` epochs and writing
 RUN_DIR/weights/{last,best}.pt atomically after every epoch. ``trainer.resume=true``
 continues from RUN_DIR/weights/last.pt at the next epoch with the same schedule, EMA,
-optimizer, scaler and RNG state, so a killed run ends with the same weights as an
-uninterrupted one. ``model.weights=PATH`` starts from the weights of a spikeyolo or reference
-checkpoint (fine-tuning; class layers re-initialised when the class count differs).
+optimizer, scaler, pending gradients, RNG and loader state (every rank's under DDP), so a run
+killed at any moment and resumed by a new process ends with the same weights as an uninterrupted
+one, bit for bit on CPU (docs/reliability.md, "Exact resume"). ``model.weights=PATH`` starts from
+the weights of a spikeyolo or reference checkpoint (fine-tuning; class layers re-initialised when
+the class count differs).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -71,10 +74,15 @@ def _reporting_loader_errors(batches: Any, epoch: int) -> Any:
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch (CPU and CUDA); ``deterministic``: also deterministic cuDNN / cuBLAS kernels
+    (ops without a deterministic CUDA kernel only warn), as ultralytics' ``deterministic=True``."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts (first matmul)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
