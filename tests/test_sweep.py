@@ -32,7 +32,7 @@ def test_multirun_writes_a_run_folder_per_point_and_a_summary(tmp_path):
     # no run_dir given: the sweep is one folder, runs/<name>/<time>, as a single run would be
     (sweep,) = (tmp_path / "runs" / "spikeyolo_n_trees").iterdir()
     points = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert points == ["0_neuron.max_level=1", "1_neuron.max_level=2"]
+    assert points == ["0_neuron.max_level-1", "1_neuron.max_level-2"]
     for level, name in ((1, points[0]), (2, points[1])):
         config = OmegaConf.load(sweep / name / "config.yaml")
         assert config.neuron.max_level == level and config.run_dir == str(Path("runs") / "spikeyolo_n_trees" /
@@ -51,6 +51,11 @@ def test_multirun_writes_a_run_folder_per_point_and_a_summary(tmp_path):
     assert table[0] == "| point | neuron.max_level | map50 | map50_95 | epochs | run_dir |" and len(table) == 4
     assert table[2].startswith("| 0 | 1 | ") and table[3].startswith("| 1 | 2 | ")
     assert f"sweep summary: {sweep.relative_to(tmp_path) / 'summary.md'}" in result.stdout
+    # a point's folder is a run folder that resumes as written (no quotes: its name has no '=' or ',')
+    from spikeyolo.config import resume_config
+
+    resumed = resume_config([f"run_dir={sweep / points[1]}", "trainer.resume=true", "trainer.epochs=2"])
+    assert resumed.neuron.max_level == 2 and resumed.trainer.epochs == 2
 
 
 def test_a_bad_point_is_one_line_before_any_point_runs(tmp_path, monkeypatch, capsys):
