@@ -256,7 +256,7 @@ def test_checkpoint_of_another_scale_or_corrupt(tmp_path, monkeypatch, capsys):
     code, stderr = call_main("train", ["trainer.resume=true", f"run_dir={run_dir}"], monkeypatch, capsys)
     assert_one_line_error(code, stderr, "holds another architecture (depth 0.33 width 0.0625, 1 classes, T=1 D=4)")
     code, stderr = call_main("train", [*TINY_RUN, "trainer.resume=true", f"run_dir={run_dir}"], monkeypatch, capsys)
-    assert_one_line_error(code, stderr, "refused: experiment=demo (a config group)",
+    assert_one_line_error(code, stderr, "refused: experiment=demo (a config group that changes the run)",
                           "model.width_multiple=0.0625 (the run has 0.125)")
 
     truncated = tmp_path / "truncated.pt"

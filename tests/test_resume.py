@@ -162,12 +162,18 @@ def test_resume_continues_the_saved_config(tmp_path):
     # allowed: trainer.epochs upward, the device; a repeated value of the run is no change
     cfg = resume_config([f"run_dir={run}", "trainer.epochs=5", "trainer.device=0", "model.width_multiple=0.0625"])
     assert cfg.trainer.epochs == 5 and cfg.trainer.device == "0"
+    # the original command line repeated (its config groups too) changes nothing either
+    cfg = resume_config(["experiment=demo", "trainer.epochs=2", "model.width_multiple=0.0625", "model=spikeyolo_n",
+                         f"run_dir={run}", "trainer.resume=true", "trainer.workers=2"])
+    assert cfg.trainer.epochs == 2 and cfg.trainer.workers == 2
 
 
 @pytest.mark.parametrize("overrides, refused", [
     (["model.width_multiple=0.125"], "model.width_multiple=0.125 (the run has 0.0625)"),
     (["trainer.epochs=1"], "trainer.epochs=1 (below the run's 2: epochs may only go up)"),
-    (["experiment=demo", "optim.lr0=0.1"], "experiment=demo (a config group), optim.lr0=0.1 (the run has 0.002)"),
+    (["model=spikeyolo_s", "optim.lr0=0.1"],
+     "model=spikeyolo_s (a config group that changes the run), optim.lr0=0.1 (the run has 0.002)"),
+    (["experiment=demo"], "experiment=demo (a config group that changes the run)"),  # its 28 epochs, width 0.25
     (["trainer.amp=false"], "trainer.amp=false (the run has true)"),
 ])
 def test_resume_refuses_what_would_change_the_run(tmp_path, overrides, refused):

@@ -113,7 +113,14 @@ def resume_config(overrides: Sequence[str], composed: DictConfig | None = None) 
             continue
         new = OmegaConf.select(composed, key, default=None)
         if (_CONFIG_DIR / key).is_dir() or isinstance(new, DictConfig):  # model=..., experiment=..., a mapping
-            refused.append(f"{text} (a config group)")
+            # the run's own choice (the original command line repeated) changes nothing: its node, or for a group
+            # that sets keys all over (experiment), the whole config, is what the run has
+            if isinstance(new, DictConfig):
+                same = _plain(new) == _plain(OmegaConf.select(cfg, key, default={}))
+            else:
+                same = same_run_config(composed, cfg, ignore=(*SESSION_KEYS, *ALLOWED_ON_RESUME))
+            if not same:
+                refused.append(f"{text} (a config group that changes the run)")
             continue
         old = OmegaConf.select(cfg, key, default=_ABSENT)
         if old is _ABSENT:
@@ -135,17 +142,21 @@ def resume_config(overrides: Sequence[str], composed: DictConfig | None = None) 
     return cfg
 
 
-def same_run_config(first: DictConfig | dict, second: DictConfig | dict) -> bool:
-    """Whether two resolved configs describe the same run (:data:`SESSION_KEYS` aside)."""
-    def plain(cfg: DictConfig | dict) -> dict:
-        container = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
-        for key in SESSION_KEYS:
-            parent, _, leaf = key.rpartition(".")
-            node = container
-            for part in filter(None, parent.split(".")):
-                node = node.get(part, {}) if isinstance(node, dict) else {}
-            if isinstance(node, dict):
-                node.pop(leaf, None)
-        return container
+def _plain(cfg: Any, ignore: Sequence[str] = ()) -> Any:
+    """A resolved config as plain containers, without the dotted keys in ``ignore``."""
+    container = OmegaConf.to_container(cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg), resolve=True)
+    for key in ignore:
+        parent, _, leaf = key.rpartition(".")
+        node = container
+        for part in filter(None, parent.split(".")):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return container
 
-    return plain(first) == plain(second)
+
+def same_run_config(first: DictConfig | dict, second: DictConfig | dict,
+                    ignore: Sequence[str] = SESSION_KEYS) -> bool:
+    """Whether two resolved configs describe the same run: equal but for the keys in ``ignore`` (where this session
+    runs and whether it resumes)."""
+    return _plain(first, ignore) == _plain(second, ignore)
