@@ -121,6 +121,23 @@ def test_sigkill_then_resume_in_a_new_process_equals_an_uninterrupted_run(tmp_pa
 
 
 @pytest.mark.slow
+def test_sigkill_of_an_event_run_with_workers_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """Gen1 (synthetic recordings): a plain torch loader with persistent workers, not ultralytics'."""
+    args = ["experiment=gen1_synthetic", "data.synthetic.recordings={train:2,test:1}", "trainer.epochs=2",
+            "trainer.batch_size=8", "trainer.workers=2", "trainer.max_minutes=null", "trainer.progress=false",
+            "logger=none"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert subprocess.run([sys.executable, *TRAIN, *args, f"run_dir={straight}"], cwd=REPO, env=ENV,
+                          capture_output=True, timeout=300).returncode == 0   # also makes the recordings
+    kill_after_first_checkpoint(launch([*TRAIN, *args, f"run_dir={killed}"], tmp_path / "killed.log"),
+                                killed / "weights" / "last.pt", tmp_path / "killed.log")
+    resumed = subprocess.run([sys.executable, *TRAIN, f"run_dir={killed}", "trainer.resume=true"],
+                             cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert_same_weights(straight / "weights" / "last.pt", killed / "weights" / "last.pt")
+
+
+@pytest.mark.slow
 def test_sigkill_of_a_ddp_run_then_resume_equals_an_uninterrupted_run(tmp_path):
     """torchrun, 2 ranks (gloo, CPU): each rank continues from its own RNG and loader state."""
     data = yolo_set(tmp_path / "set")

@@ -192,13 +192,19 @@ def restore_loader_state(loader: torch.utils.data.DataLoader, state: dict[str, A
 
     With workers the iterator is left to the first epoch, which creates it from the restored generator. That is
     exact when the trainer restarts the workers at every epoch (spikeyolo's does), as persistent workers hold RNGs and
-    a prefetch into the next epoch that no checkpoint has.
+    a prefetch into the next epoch that no checkpoint has. A plain torch DataLoader with persistent workers (the
+    event sources', which draw nothing at random in their workers) gets its iterator here, before the generator is
+    put back, as the saved run got it in its first epoch: later epochs only reset it (no new base seed).
     """
     dataset = loader.dataset
     if state.get("mosaic_closed") and not getattr(dataset, "mosaic_closed", True):
         dataset.close_mosaic(hyp=copy(dataset.hyp))  # before any worker copies the dataset
         dataset.mosaic_closed = True
     generator = getattr(loader, "generator", None)
+    if getattr(loader, "_iterator", "absent") is None and loader.num_workers > 0 and loader.persistent_workers:
+        # a torch DataLoader with persistent workers (the event sources') made its iterator in its first epoch and
+        # only resets it since: make it now, from the fresh generator as the saved run did
+        loader._iterator = loader._get_iterator()
     if getattr(loader, "iterator", "absent") is None and loader.num_workers == 0:
         loader.iterator = loader._get_iterator()  # draws its base seed from the generator, as the saved run did
         for _ in range(len(loader)):
