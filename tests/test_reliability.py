@@ -243,7 +243,7 @@ def test_bad_datasets(tmp_path, monkeypatch, capsys):
 
 
 def test_checkpoint_of_another_scale_or_corrupt(tmp_path, monkeypatch, capsys):
-    from spikeyolo.cli.common import write_run_config
+    from spikeyolo.config import write_run_config
 
     run_dir = tmp_path / "run"
     tiny_checkpoint(run_dir / "weights" / "last.pt", width=0.0625)

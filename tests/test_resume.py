@@ -20,8 +20,7 @@ import torch
 from omegaconf import OmegaConf
 
 import spikeyolo
-from spikeyolo.cli.common import write_run_config
-from spikeyolo.config import resume_config
+from spikeyolo.config import resume_config, write_run_config
 from spikeyolo.data import embedded_root
 from spikeyolo.engine import checkpoint as ckpt
 from spikeyolo.engine.loggers import MetricsFile

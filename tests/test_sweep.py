@@ -77,7 +77,7 @@ def test_a_bad_point_is_one_line_before_any_point_runs(tmp_path, monkeypatch, ca
 
 
 def test_sweep_points_expand_as_hydra_does():
-    from spikeyolo.cli.common import sweep_points
+    from spikeyolo.engine.sweep import sweep_points
 
     points, swept = sweep_points(["neuron.max_level=1,2", "trainer.epochs=1", "neuron.time_steps=1,4"])
     assert swept == ["neuron.max_level", "neuron.time_steps"]

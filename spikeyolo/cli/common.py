@@ -25,21 +25,24 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import (ConfigCompositionException, HydraException, InstantiationException,
                           MissingConfigException, OverrideParseException)
+from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode, StringNode
 
-from spikeyolo.config import CONFIG_DIR, compose, config_choices, same_run_config
+from spikeyolo.config import CONFIG_DIR, compose, config_choices, write_run_config
+from spikeyolo.engine.sweep import sweep_points
 from spikeyolo.errors import InputError, UserError
 from spikeyolo.io import write_json, write_text
 
 EXIT_BAD_INPUT = 2
 
 __all__ = ["EXIT_BAD_INPUT", "UserError", "friendly_errors", "hydra_app", "check_command_line", "command_help",
-           "one_line", "prepare_run_dir", "write_run_config", "write_json", "setup_logging", "log_to_file"]
+           "one_line", "prepare_run_dir", "write_json", "setup_logging", "log_to_file"]
 
 
 def one_line(err: BaseException) -> str:
@@ -247,28 +250,6 @@ def _overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
     return overrides, flags
 
 
-def sweep_points(overrides: Sequence[str]) -> tuple[list[list[str]], list[str]]:
-    """The points of a sweep (``-m``) as Hydra's basic sweeper expands them, and the swept keys.
-
-    ``["neuron.max_level=1,2", "trainer.epochs=1"]`` -> ``([["neuron.max_level=1", "trainer.epochs=1"],
-    ["neuron.max_level=2", "trainer.epochs=1"]], ["neuron.max_level"])``. ``hydra.*`` overrides are left out.
-
-    Raises:
-        UserError: an override that does not parse, or a sweep the basic sweeper does not run (``range``, intervals).
-    """
-    try:
-        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra.")])
-    except OverrideParseException as err:
-        raise UserError(f"cannot parse override {err.override!r}: {one_line(err)}") from None
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    try:
-        points = [point for batch in BasicSweeper.split_arguments(parsed, None) for point in batch]
-    except HydraException as err:
-        raise UserError(one_line(err)) from None
-    return points, [override.get_key_element() for override in parsed if override.is_sweep_override()]
-
-
 def _sweep_overrides(config_name: str, overrides: Sequence[str]) -> list[str]:
     """Check every point of a sweep as a command line of its own (bad input: UserError, before anything runs) and
     return the Hydra overrides that lay it out: the sweep in one folder (the ``run_dir`` of the command line without
@@ -290,9 +271,6 @@ def _sweep_overrides(config_name: str, overrides: Sequence[str]) -> list[str]:
 
 
 def _is_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -310,8 +288,6 @@ def hydra_app(config_name: str, task: Callable[[DictConfig], Any], doc: str | No
     @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base=None)
     def hydra_main(cfg: DictConfig) -> Any:
         if _is_multirun() and "run_dir" in cfg:
-            from hydra.core.hydra_config import HydraConfig
-
             sweep = HydraConfig.get().sweep
             cfg.run_dir = str(Path(str(sweep.dir)) / str(sweep.subdir))
         return task(cfg)
@@ -374,27 +350,6 @@ def prepare_run_dir(cfg: DictConfig, min_free_gb: float | None = None) -> Path:
                             f"trainer.min_free_gb={min_free_gb} (checkpoints need room; lower it to run anyway)")
     write_run_config(run_dir / "config.yaml", cfg)
     return run_dir
-
-
-def write_run_config(path: Path, cfg: DictConfig) -> None:
-    """Save the resolved ``cfg`` as ``path`` (RUN_DIR/config.yaml) without losing the one it replaces.
-
-    A config.yaml that describes the same run (:func:`spikeyolo.config.same_run_config`: ``run_dir`` and
-    ``trainer.resume`` aside) is left as it is; a different one is first copied to ``config.<N>.yaml`` (N = 1, 2, ...
-    in the order they were replaced), so config.yaml is always the config the run goes on with and the earlier ones
-    are its history.
-    """
-    text = OmegaConf.to_yaml(cfg, resolve=True)
-    if path.is_file():
-        previous = path.read_text()
-        if same_run_config(OmegaConf.create(previous), cfg):
-            return
-        numbers = [int(p.suffixes[0][1:]) for p in path.parent.glob(f"{path.stem}.*{path.suffix}")
-                   if len(p.suffixes) == 2 and p.suffixes[0][1:].isdigit()]
-        kept = path.with_name(f"{path.stem}.{max(numbers, default=0) + 1}{path.suffix}")
-        write_text(kept, previous)
-        logging.getLogger("spikeyolo").info("%s changed; the previous one is kept as %s", path, kept.name)
-    write_text(path, text)
 
 
 def setup_logging(keep_for_file: bool = False) -> None:

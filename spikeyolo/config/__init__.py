@@ -14,7 +14,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from spikeyolo.config.resume import resume_config, same_run_config, saved_run_config
+from spikeyolo.config.resume import resume_config, same_run_config, saved_run_config, write_run_config
 from spikeyolo.config.schema import register_schemas
 from spikeyolo.errors import UserError
 
@@ -22,7 +22,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 __all__ = ["CONFIG_DIR", "compose", "config_choices", "build_model", "model_config", "resolve_num_classes",
            "resolve_imgsz", "checked_imgsz", "register_schemas", "resume_config", "saved_run_config",
-           "same_run_config"]
+           "same_run_config", "write_run_config"]
 
 # ${spikeyolo.coalesce:a,b,...}: the first argument that is not null (the run name: data.name, else data.source)
 if not OmegaConf.has_resolver("spikeyolo.coalesce"):

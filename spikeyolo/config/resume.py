@@ -10,6 +10,7 @@ config is checked against the schema (:mod:`spikeyolo.config.schema`) as a compo
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,8 +23,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from spikeyolo.config.schema import TrainConfig
 from spikeyolo.errors import UserError
+from spikeyolo.io import write_text
 
-__all__ = ["ALLOWED_ON_RESUME", "SESSION_KEYS", "resume_config", "saved_run_config", "same_run_config"]
+__all__ = ["ALLOWED_ON_RESUME", "SESSION_KEYS", "resume_config", "saved_run_config", "same_run_config",
+           "write_run_config"]
 
 # what a resume may change: where and how the run goes on, not what it computes (trainer.epochs: upward only; it sets
 # the length of the lr schedule, so the epochs already trained follow another schedule than a longer run's)
@@ -160,3 +163,25 @@ def same_run_config(first: DictConfig | dict, second: DictConfig | dict,
     """Whether two resolved configs describe the same run: equal but for the keys in ``ignore`` (where this session
     runs and whether it resumes)."""
     return _plain(first, ignore) == _plain(second, ignore)
+
+
+def write_run_config(path: str | Path, cfg: DictConfig) -> None:
+    """Save the resolved ``cfg`` as ``path`` (RUN_DIR/config.yaml) without losing the one it replaces.
+
+    A config.yaml that describes the same run (:func:`same_run_config`: ``run_dir`` and
+    ``trainer.resume`` aside) is left as it is; a different one is first copied to ``config.<N>.yaml`` (N = 1, 2, ...
+    in the order they were replaced), so config.yaml is always the config the run goes on with and the earlier ones
+    are its history.
+    """
+    path = Path(path)
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    if path.is_file():
+        previous = path.read_text()
+        if same_run_config(OmegaConf.create(previous), cfg):
+            return
+        numbers = [int(p.suffixes[0][1:]) for p in path.parent.glob(f"{path.stem}.*{path.suffix}")
+                   if len(p.suffixes) == 2 and p.suffixes[0][1:].isdigit()]
+        kept = path.with_name(f"{path.stem}.{max(numbers, default=0) + 1}{path.suffix}")
+        write_text(kept, previous)
+        logging.getLogger("spikeyolo").info("%s changed; the previous one is kept as %s", path, kept.name)
+    write_text(path, text)

@@ -13,23 +13,40 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
+from hydra.errors import HydraException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from spikeyolo.errors import UserError
 from spikeyolo.io import write_text
 
-__all__ = ["SweepSummary", "point_row", "write_summary", "METRIC_COLUMNS"]
+__all__ = ["SweepSummary", "sweep_points", "point_row", "write_summary"]
 
-log = logging.getLogger("spikeyolo.sweep")
+def sweep_points(overrides: Sequence[str]) -> tuple[list[list[str]], list[str]]:
+    """The points of a sweep (``-m``) as Hydra's basic sweeper expands them, and the swept keys.
 
-METRIC_COLUMNS = ("map50", "map50_95", "epochs", "run_dir")
+    ``["neuron.max_level=1,2", "trainer.epochs=1"]`` -> ``([["neuron.max_level=1", "trainer.epochs=1"],
+    ["neuron.max_level=2", "trainer.epochs=1"]], ["neuron.max_level"])``. ``hydra.*`` overrides are left out.
+
+    Raises:
+        UserError: an override that does not parse, or a sweep the basic sweeper does not run (``interval(...)``).
+    """
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra.")])
+    except OverrideParseException as err:
+        raise UserError(f"cannot parse override {err.override!r}: {str(err).strip().splitlines()[0]}") from None
+    try:
+        points = [point for batch in BasicSweeper.split_arguments(parsed, None) for point in batch]
+    except HydraException as err:
+        raise UserError(str(err).strip().splitlines()[0]) from None
+    return points, [override.get_key_element() for override in parsed if override.is_sweep_override()]
 
 
 def point_row(number: int, overrides: list[str], swept: list[str], run_dir: Path) -> dict[str, Any]:
