@@ -156,6 +156,20 @@ def test_sigkill_of_a_ddp_run_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert_same_weights(straight / "weights" / "last.pt", killed / "weights" / "last.pt")
 
 
+def test_a_resume_drops_the_records_after_its_checkpoint(tmp_path):
+    """A kill after an epoch's record but before its last.pt: the resume redoes that epoch and writes its record again."""
+    metrics = MetricsFile(tmp_path)
+    for epoch in (1, 2, 3):
+        metrics.write({"epoch": epoch, "train/box": float(epoch)})
+    with open(metrics.path, "a") as handle:
+        handle.write('{"epoch": 4, "train/b')                      # killed while appending
+    assert [r["epoch"] for r in metrics.read()] == [1, 2, 3]
+    metrics.keep_epochs(2)                                        # last.pt of epoch 2 (0-based 1): start at 3
+    metrics.write({"epoch": 3, "train/box": 3.5})
+    assert metrics.read() == [{"epoch": 1, "train/box": 1.0}, {"epoch": 2, "train/box": 2.0},
+                              {"epoch": 3, "train/box": 3.5}]
+
+
 # --------------------------------------------------------------------------- the run's config
 
 
