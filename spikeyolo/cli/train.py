@@ -4,7 +4,8 @@ Examples:
     spikeyolo-train experiment=demo                   # the CPU demo: SpikeYOLO-n on the embedded trees, ~10 min
     spikeyolo-train model=spikeyolo_s data=coco trainer.epochs=300 neuron.max_level=4 trainer.device=0
     spikeyolo-train data=yolo data.yaml=PATH/TO/dataset.yaml
-    spikeyolo-train run_dir=runs/x trainer.resume=true
+    spikeyolo-train run_dir=runs/x trainer.resume=true   # continue the run in runs/x as its config.yaml says
+    spikeyolo-train -m neuron.max_level=1,2,4            # a sweep: a run folder per point and summary.md
     torchrun --nproc_per_node 2 -m spikeyolo.cli.train run_dir=runs/ddp trainer.device=cuda   (one GPU per process)
 
 A run lands in runs/<name>/<time> (name: <model config>_<dataset>, or the experiment's) unless run_dir is given.
