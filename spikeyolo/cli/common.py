@@ -37,7 +37,7 @@ from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode, StringNode
 from spikeyolo.config import CONFIG_DIR, compose, config_choices, write_run_config
 from spikeyolo.engine.sweep import sweep_points
 from spikeyolo.errors import InputError, UserError
-from spikeyolo.io import write_json, write_text
+from spikeyolo.io import write_json
 
 EXIT_BAD_INPUT = 2
 

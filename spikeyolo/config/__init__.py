@@ -3,57 +3,21 @@ models from them."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from spikeyolo.config.composing import CONFIG_DIR, compose, config_choices
 from spikeyolo.config.resume import resume_config, same_run_config, saved_run_config, write_run_config
 from spikeyolo.config.schema import register_schemas
 from spikeyolo.errors import UserError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-
 __all__ = ["CONFIG_DIR", "compose", "config_choices", "build_model", "model_config", "resolve_num_classes",
            "resolve_imgsz", "checked_imgsz", "register_schemas", "resume_config", "saved_run_config",
            "same_run_config", "write_run_config"]
-
-# ${spikeyolo.coalesce:a,b,...}: the first argument that is not null (the run name: data.name, else data.source)
-if not OmegaConf.has_resolver("spikeyolo.coalesce"):
-    OmegaConf.register_new_resolver("spikeyolo.coalesce",
-                                    lambda *values: next((value for value in values if value is not None), None))
-# ${spikeyolo.sweep_point:num,overrides}: the folder of a sweep point, "<num>_<overrides>" ("/" in a value -> "_")
-if not OmegaConf.has_resolver("spikeyolo.sweep_point"):
-    OmegaConf.register_new_resolver("spikeyolo.sweep_point",
-                                    lambda num, overrides: f"{num}_{overrides}".replace("/", "_") if overrides
-                                    else str(num))
-
-
-def compose(overrides: Sequence[str] = (), config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
-    """Compose a packaged config (``train``, ``eval``, ...) with command-line style overrides.
-
-    Example: ``compose(["model=spikeyolo_s", "neuron.max_level=4"])``.
-    """
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return hydra_compose(config_name=config_name, overrides=list(overrides),
-                             return_hydra_config=return_hydra_config)
-
-
-def config_choices(config_name: str = "train", overrides: Sequence[str] = ()) -> dict[str, str | None]:
-    """The config groups a packaged config uses and the option chosen in each (``{"model": "spikeyolo_n", ...}``)."""
-    cfg = compose(overrides, config_name, return_hydra_config=True)
-    order = [str(key) for key in cfg.keys()]   # the defaults list's order; a group with no choice (null) last
-    groups = [str(group) for group in cfg.hydra.runtime.choices if "/" not in str(group)]
-    return {group: cfg.hydra.runtime.choices[group]
-            for group in sorted(groups, key=lambda g: order.index(g) if g in order else len(order))}
 
 
 def resolve_num_classes(cfg: DictConfig) -> int:

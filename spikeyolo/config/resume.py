@@ -21,6 +21,7 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from spikeyolo.config.composing import CONFIG_DIR, compose
 from spikeyolo.config.schema import TrainConfig
 from spikeyolo.errors import UserError
 from spikeyolo.io import write_text
@@ -36,7 +37,6 @@ ALLOWED_ON_RESUME = ("trainer.epochs", "trainer.device", "trainer.workers", "tra
 SESSION_KEYS = ("run_dir", "trainer.resume")
 _TYPED_GROUPS = ("trainer", "optim", "logger", "neuron")  # the groups the schema types (data, model: yaml only)
 _ABSENT = object()
-_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 def _group_schema(group: str, node: DictConfig) -> DictConfig:
@@ -105,8 +105,6 @@ def resume_config(overrides: Sequence[str], composed: DictConfig | None = None) 
     if "run_dir" not in keys:
         raise UserError("trainer.resume=true needs run_dir=RUN, the folder of the run to continue")
     if composed is None:
-        from spikeyolo.config import compose
-
         composed = compose(list(overrides))
     run_dir = str(composed.run_dir)
     cfg = saved_run_config(run_dir)
@@ -115,7 +113,7 @@ def resume_config(overrides: Sequence[str], composed: DictConfig | None = None) 
         if key in SESSION_KEYS or key.startswith("hydra."):
             continue
         new = OmegaConf.select(composed, key, default=None)
-        if (_CONFIG_DIR / key).is_dir() or isinstance(new, DictConfig):  # model=..., experiment=..., a mapping
+        if (CONFIG_DIR / key).is_dir() or isinstance(new, DictConfig):  # model=..., experiment=..., a mapping
             # the run's own choice (the original command line repeated) changes nothing: its node, or for a group
             # that sets keys all over (experiment), the whole config, is what the run has
             if isinstance(new, DictConfig):

@@ -26,7 +26,7 @@ from torch import nn
 
 from spikeyolo.config import compose, model_config
 from spikeyolo.errors import ReferenceCheckpointError, ReferenceKeyError
-from spikeyolo.nn.reference_checkpoint import ReferenceCheckpoint, load_reference_checkpoint
+from spikeyolo.nn.reference_checkpoint import load_reference_checkpoint
 from spikeyolo.nn.reference_pickle import is_reference_checkpoint
 
 __all__ = ["ReferenceKeyError", "ReferenceCheckpointError", "reference_to_spikeyolo_key", "translate_reference_keys",
