@@ -8,7 +8,8 @@ exit with code 2 (``spikeyolo.cli.common.friendly_errors``); nothing already wri
 from __future__ import annotations
 
 __all__ = ["InputError", "UserError", "DatasetError", "EventFileError", "CheckpointError",
-           "ReferenceCheckpointError", "ReferenceKeyError", "TrainingError", "ExportError"]
+           "ReferenceCheckpointError", "ReferenceKeyError", "TrainingError", "ExportError",
+           "DeployError"]
 
 
 class InputError(ValueError):
@@ -54,3 +55,7 @@ class TrainingError(InputError):
 
 class ExportError(InputError):
     """An export that cannot be done as asked (bad image size, missing package, unknown path)."""
+
+
+class DeployError(InputError):
+    """A deploy path asked of a model that does not have it (the spike-driven path of an ANN, ...)."""

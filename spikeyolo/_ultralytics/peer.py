@@ -12,11 +12,11 @@ from ultralytics.utils.loss import v8DetectionLoss
 __all__ = ["yolov8_detection_model", "yolov8_loss"]
 
 
-def yolov8_detection_model(scale: str = "s", num_classes: int = 80) -> torch.nn.Module:
+def yolov8_detection_model(scale: str = "s", num_classes: int = 80, in_chs: int = 3) -> torch.nn.Module:
     """An untrained ultralytics YOLOv8 DetectionModel of a scale (built from its bundled yaml, no download)."""
     from ultralytics.nn.tasks import DetectionModel
 
-    model = DetectionModel(f"yolov8{scale}.yaml", nc=num_classes, verbose=False)
+    model = DetectionModel(f"yolov8{scale}.yaml", ch=in_chs, nc=num_classes, verbose=False)
     model.args = hyperparameters()
     return model
 

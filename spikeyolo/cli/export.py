@@ -25,6 +25,7 @@ from spikeyolo.config import resolve_imgsz
 from spikeyolo.deploy import DEPLOY_PATHS
 from spikeyolo.deploy.export import ExportError, export_onnx
 from spikeyolo.deploy.nir import export_nir
+from spikeyolo.deploy.spike_driven import require_spike_levels
 from spikeyolo.engine.checkpoint import model_from_payload, read_model_checkpoint, trained_data_config
 
 FORMATS = {"onnx": "integer", "nir": "spike_driven"}   # format -> its default deploy path
@@ -49,6 +50,8 @@ def export(cfg: DictConfig) -> dict:
     payload = read_model_checkpoint(cfg.checkpoint)  # a spikeyolo or a reference checkpoint
     model = model_from_payload(payload, cfg.use_ema, str(cfg.checkpoint)).float()
     imgsz = resolve_imgsz(cfg, model, trained_data_config(payload))
+    if fixed_point or path == "spike_driven":
+        require_spike_levels(model)   # an ANN: refused before the run folder exists
     run_dir = prepare_run_dir(cfg)
     output = Path(cfg.output) if cfg.output else run_dir / f"model_{path}.{cfg.format}"
     try:

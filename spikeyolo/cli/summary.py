@@ -31,7 +31,8 @@ def layer_table(model: torch.nn.Module, imgsz: int = 640) -> list[tuple[int, str
     for index, (layer, sources) in enumerate(zip(model.layers, model.sources)):
         name = type(layer[0] if isinstance(layer, torch.nn.Sequential) else layer).__name__
         repeats = len(layer) if isinstance(layer, torch.nn.Sequential) else 1
-        rows.append((index, ",".join(map(str, sources)) if index else "input", f"{name} x{repeats}",
+        source = ",".join(map(str, sources)) if isinstance(sources, (list, tuple)) else str(sources)
+        rows.append((index, source if index else "input", f"{name} x{repeats}",
                      sum(p.numel() for p in layer.parameters()), shapes.get(index, "-")))
     return rows
 

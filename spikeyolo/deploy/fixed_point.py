@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from spikeyolo.deploy.spike_driven import StemConv, spike_driven_convs, to_spike_driven
+from spikeyolo.deploy.spike_driven import StemConv, require_spike_levels, spike_driven_convs, to_spike_driven
 from spikeyolo.nn.neurons import ILIF, SpikingNeuron
 
 __all__ = ["FixedPointStem", "ExactnessReport", "auto_mantissa_bits", "to_fixed_point", "check_exact", "grid_quantize"]
@@ -135,6 +135,7 @@ def to_fixed_point(model: nn.Module, mantissa_bits: int | None = None, levels: i
         expand: True runs each post-neuron conv on the T x D binary maps (spike-driven path); False on
             the integer spikes directly (the folded integer path). Both are exact, so they agree bit for bit.
     """
+    require_spike_levels(model)
     if mantissa_bits is None:
         mantissa_bits = auto_mantissa_bits(model)
     if not 1 <= int(mantissa_bits) <= FLOAT32_SIGNIFICAND_BITS:

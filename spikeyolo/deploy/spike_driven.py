@@ -34,12 +34,13 @@ import torch
 from torch import nn
 
 from spikeyolo.deploy.fold import fold_conv_bn, fuse_repconv, fuse_seprepconv
+from spikeyolo.errors import DeployError
 from spikeyolo.nn.blocks import AllConvBlock, ConvBlock, DownSampling
 from spikeyolo.nn.layers import SepConv, SpikeConv, SpikeConvOut
 from spikeyolo.nn.neurons import SpikingNeuron
 
 __all__ = ["BinaryCheck", "SpikeDrivenConv", "SpikeDrivenMetaBlock", "StemConv", "thermometer_expand",
-           "to_spike_driven", "set_binary_check", "spike_driven_convs"]
+           "to_spike_driven", "set_binary_check", "spike_driven_convs", "require_spike_levels"]
 
 
 def thermometer_expand(spikes: torch.Tensor, time_steps: int, max_level: int) -> torch.Tensor:
@@ -222,10 +223,25 @@ def to_spike_driven(model: nn.Module) -> nn.Module:
     Args:
         model: a SpikeYOLO (any dtype); it is not modified.
     """
+    require_spike_levels(model)
     converted = copy.deepcopy(model).eval()
     with torch.no_grad():
         converted = _convert(converted)
     return converted.eval()
+
+
+def require_spike_levels(model: nn.Module) -> None:
+    """Refuse a model without integer spike levels D (an ANN, the converted Spiking-YOLO): the spike-driven path,
+    its fixed-point form and spike counting are SpikeYOLO's.
+
+    Raises:
+        DeployError: naming the model and the path it runs on instead.
+    """
+    if getattr(model, "max_level", None) is None:
+        name = type(model).__name__
+        raise DeployError(f"{name} has no integer spike levels (D): the spike-driven path, its fixed-point form and "
+                          f"spike counting (spikeyolo-energy) are SpikeYOLO's; {name} runs on the integer path "
+                          f"(spikeyolo-eval deploy=integer, spikeyolo-export fixed_point=false)")
 
 
 def spike_driven_convs(model: nn.Module) -> list[tuple[str, SpikeDrivenConv]]:

@@ -20,7 +20,7 @@ from spikeyolo.nn.blocks import Scale
 from spikeyolo.nn.layers import NeuronFactory, SpikeConv, SpikeConvOut
 from spikeyolo.nn.neurons import SpikeCoding
 
-__all__ = ["DFL", "AnchorFreeHead", "SpikingAnchorHead", "make_anchors"]
+__all__ = ["DFL", "AnchorFreeHead", "SpikingAnchorHead", "decode_dfl", "make_anchors"]
 
 
 def make_anchors(feats: list[torch.Tensor], strides: torch.Tensor, offset: float = 0.5):
@@ -125,20 +125,26 @@ class AnchorFreeHead(nn.Module):
 
     def decode(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """Raw maps -> [B, 4 + num_classes, A]: xywh (input pixels) and sigmoid class scores."""
-        batch = maps[0].shape[0]
-        # [B, no, H, W] per level -> [B, no, A]
-        flat = torch.cat([m.view(batch, self.num_outputs, -1) for m in maps], 2)
-        box_dist, cls_logits = flat.split((4 * self.reg_max, self.num_classes), 1)
-        points, stride_per_anchor = make_anchors(maps, self.stride)
-        points = points.transpose(0, 1).unsqueeze(0)  # [1, 2, A]
-        distances = self.dfl(box_dist)  # [B, 4, A] = (left, top, right, bottom)
-        left_top, right_bottom = distances.chunk(2, 1)
-        top_left = points - left_top
-        bottom_right = points + right_bottom
-        centre = (top_left + bottom_right) / 2
-        size = bottom_right - top_left
-        boxes = torch.cat((centre, size), 1) * stride_per_anchor.transpose(0, 1)
-        return torch.cat((boxes, cls_logits.sigmoid()), 1)
+        return decode_dfl(maps, self.num_classes, self.reg_max, self.dfl, self.stride)
+
+
+def decode_dfl(maps: list[torch.Tensor], num_classes: int, reg_max: int, dfl: DFL, strides: torch.Tensor) -> torch.Tensor:
+    """Raw anchor-free maps (per level [B, 4*reg_max + num_classes, H, W]) -> [B, 4 + num_classes, A]: xywh in input
+    pixels (DFL expectation of the distances around each grid-cell centre) and sigmoid class scores."""
+    batch = maps[0].shape[0]
+    # [B, no, H, W] per level -> [B, no, A]
+    flat = torch.cat([m.view(batch, 4 * reg_max + num_classes, -1) for m in maps], 2)
+    box_dist, cls_logits = flat.split((4 * reg_max, num_classes), 1)
+    points, stride_per_anchor = make_anchors(maps, strides)
+    points = points.transpose(0, 1).unsqueeze(0)  # [1, 2, A]
+    distances = dfl(box_dist)  # [B, 4, A] = (left, top, right, bottom)
+    left_top, right_bottom = distances.chunk(2, 1)
+    top_left = points - left_top
+    bottom_right = points + right_bottom
+    centre = (top_left + bottom_right) / 2
+    size = bottom_right - top_left
+    boxes = torch.cat((centre, size), 1) * stride_per_anchor.transpose(0, 1)
+    return torch.cat((boxes, cls_logits.sigmoid()), 1)
 
 
 class SpikingAnchorHead(AnchorHead):
