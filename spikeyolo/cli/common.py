@@ -334,6 +334,16 @@ def prepare_run_dir(cfg: DictConfig, min_free_gb: float | None = None) -> Path:
         UserError: RUN_DIR cannot be created or written, or its file system has less free space than required.
     """
     run_dir = Path(cfg.run_dir)
+    if min_free_gb is None:
+        min_free_gb = OmegaConf.select(cfg, "trainer.min_free_gb", default=None)
+    if min_free_gb:   # measured where run_dir is or will be, before it is created (a refusal leaves no folder)
+        existing = run_dir.absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        free_gb = shutil.disk_usage(existing).free / 1e9
+        if free_gb < float(min_free_gb):
+            raise UserError(f"only {free_gb:.2f} GB free on the file system of run_dir {run_dir}; "
+                            f"trainer.min_free_gb={min_free_gb} (checkpoints need room; lower it to run anyway)")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write_test"
@@ -341,13 +351,6 @@ def prepare_run_dir(cfg: DictConfig, min_free_gb: float | None = None) -> Path:
         probe.unlink()
     except OSError as err:
         raise UserError(f"run_dir {run_dir} is not writable: {err.strerror or err}") from None
-    if min_free_gb is None:
-        min_free_gb = OmegaConf.select(cfg, "trainer.min_free_gb", default=None)
-    if min_free_gb:
-        free_gb = shutil.disk_usage(run_dir).free / 1e9
-        if free_gb < float(min_free_gb):
-            raise UserError(f"only {free_gb:.2f} GB free on the file system of run_dir {run_dir}; "
-                            f"trainer.min_free_gb={min_free_gb} (checkpoints need room; lower it to run anyway)")
     write_run_config(run_dir / "config.yaml", cfg)
     return run_dir
 
