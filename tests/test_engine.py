@@ -152,3 +152,28 @@ def test_loggers_write_their_files(tmp_path, monkeypatch):
     wandb_logger.finish()
     offline_runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1 and any(offline_runs[0].iterdir())
+
+
+def test_max_minutes_is_a_guard_that_says_what_it_cut(tmp_path, monkeypatch, capsys):
+    """GitHub issue #20: the schedule is trainer.epochs; trainer.max_minutes only guards it, and a run it stops says
+    so (log, stdout, metrics.json) instead of passing a shortened run off as the configured one."""
+    import json
+
+    from test_reference_cli import call_main
+
+    monkeypatch.chdir(tmp_path)
+    args = [*TINY_RUN, "trainer.epochs=3", "trainer.max_minutes=0.000001", "run_dir=cut",
+            "trainer.yardstick=the figure to compare with"]
+    code, out, err = call_main("train", args, monkeypatch, capsys)
+    assert code == 0, err[-2000:]
+    note = ("note: trainer.max_minutes=1e-06 stopped the run after epoch 1 of 3 (cut short): the schedule was not "
+            "completed, so its result is not the configured run's (trainer.max_minutes=null lifts the cap; "
+            "trainer.resume=true run_dir=cut continues)")
+    assert note in out.splitlines() and "yardstick: the figure to compare with" in out.splitlines()
+    summary = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert summary["epochs_trained"] == 1 and summary["epochs_planned"] == 3
+    assert summary["cut_by_max_minutes"] == note.removeprefix("note: ")
+    # the configured schedule, uncut: nothing to say
+    code, out, _ = call_main("train", [*TINY_RUN, "trainer.epochs=1", "run_dir=whole"], monkeypatch, capsys)
+    assert code == 0 and "note:" not in out and "yardstick:" not in out
+    assert json.loads((tmp_path / "whole" / "metrics.json").read_text())["cut_by_max_minutes"] is None

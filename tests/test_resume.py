@@ -203,7 +203,7 @@ def test_resume_continues_the_saved_config(tmp_path):
     (["trainer.epochs=1"], "trainer.epochs=1 (below the run's 2: epochs may only go up)"),
     (["model=spikeyolo_s", "optim.lr0=0.1"],
      "model=spikeyolo_s (a config group that changes the run), optim.lr0=0.1 (the run has 0.002)"),
-    (["experiment=demo"], "experiment=demo (a config group that changes the run)"),  # its 28 epochs, width 0.25
+    (["experiment=demo"], "experiment=demo (a config group that changes the run)"),  # its own epochs and width
     (["trainer.amp=false"], "trainer.amp=false (the run has true)"),
 ])
 def test_resume_refuses_what_would_change_the_run(tmp_path, overrides, refused):
@@ -221,8 +221,8 @@ def test_resume_needs_a_run_folder(tmp_path):
         resume_config(["trainer.resume=true"])
     with pytest.raises(UserError, match=f"{tmp_path / 'nope' / 'config.yaml'} does not exist"):
         resume_config([f"run_dir={tmp_path / 'nope'}", "trainer.resume=true"])
-    run = saved_run(tmp_path / "run")
-    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("epochs: 28", "epochs: many"))
+    run = saved_run(tmp_path / "run", "trainer.epochs=7")
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("epochs: 7", "epochs: many"))
     with pytest.raises(UserError, match="config.yaml: trainer.epochs: Value 'many'"):
         resume_config([f"run_dir={run}"])
 
@@ -242,7 +242,7 @@ def test_config_yaml_is_never_overwritten_by_another(tmp_path):
 def test_resume_refusal_is_one_line_before_anything_runs(tmp_path, monkeypatch, capsys):
     from spikeyolo.cli import train
 
-    run = saved_run(tmp_path / "run", "trainer.epochs=2")
+    run = saved_run(tmp_path / "run", "trainer.epochs=2", "data.imgsz=320")
     before = sorted(run.iterdir())
     monkeypatch.setattr(sys, "argv", ["spikeyolo-train", f"run_dir={run}", "trainer.resume=true", "data.imgsz=96"])
     with pytest.raises(SystemExit) as exit_:

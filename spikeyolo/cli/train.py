@@ -74,7 +74,9 @@ def finish_run(trainer, logger) -> dict[str, float]:
                                           len(trainer.metrics_file.read()),
                                           "parameters": trainer.model.num_parameters(),
                                           "time_steps": trainer.model.time_steps,  # None: ANN
-                                          "max_level": trainer.model.max_level})
+                                          "max_level": trainer.model.max_level,
+                                          "epochs_planned": trainer.epochs,
+                                          "cut_by_max_minutes": trainer.cut})
     if result.coco is not None:   # the data config's evaluators include coco (the default)
         (run_dir / "per_class_ap.md").write_text(result.coco.table(markdown=True) + "\n")
     write_model_card(trainer, metrics)
@@ -97,6 +99,10 @@ def finish_run(trainer, logger) -> dict[str, float]:
     labels = {"map50": "mAP@50", "map50_95": "mAP@50:95", "yolo_map50": "ultralytics protocol: mAP@50"}
     scores = "  ".join(f"{label} {metrics[key]:.4f}" for key, label in labels.items() if key in metrics)
     print(f"final evaluation ({best.name}): {scores}  -> {run_dir / 'metrics.json'}")
+    if trainer.cut:
+        print(f"note: {trainer.cut}")
+    if trainer.tcfg.yardstick:
+        print(f"yardstick: {trainer.tcfg.yardstick}")
     return metrics
 
 

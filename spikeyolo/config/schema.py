@@ -67,11 +67,13 @@ class TrainerConfig:
     close_mosaic: Optional[int] = 10     # epochs without mosaic at the end; null: data.augment.close_mosaic
     patience: int = 100                  # early stop after N validations without improvement
     resume: bool = False                 # true: continue the run in run_dir from weights/last.pt
-    max_minutes: Optional[float] = None  # stop after this wall time (the last epoch still validates)
+    max_minutes: Optional[float] = None  # a guard: stop after this wall time (the last epoch still validates) and say
+                                         # what it cut; the schedule is trainer.epochs
     save_period: int = 0                 # also keep epoch{N}.pt every N epochs (0: only last/best)
     min_free_gb: float = 1.0             # refuse to start with less free space where run_dir is (0: no check)
     log_images: bool = True              # validation mosaic with predicted boxes
     progress: bool = True                # tqdm progress bars
+    yardstick: Optional[str] = None      # printed after the final evaluation: what to compare its figure with
     loss: LossGains = field(default_factory=LossGains)
     nms: NmsConfig = field(default_factory=NmsConfig)
 

@@ -151,6 +151,7 @@ class Trainer:
         self._rank_states: list[dict[str, Any] | None] | None = None  # DDP: every rank's RNG and loader state
         self.best_fitness = -1.0
         self.last_metrics: dict[str, float] = {}
+        self.cut: str | None = None   # what trainer.max_minutes cut from the schedule (None: it ran as configured)
         self.epochs_without_improvement = 0
         self.logger = logger
         self.metrics_file = MetricsFile(self.run_dir)
@@ -303,6 +304,8 @@ class Trainer:
         elapsed = time.perf_counter() - started
         count = max(index + 1, 1)
         stats = {f"train/{k}": v / count for k, v in sums.items()}
+        if count < len(self.train_loader):
+            stats["train/cut_short"] = 1.0   # trainer.max_minutes ended this epoch before its last batch
         stats.update({f"lr/pg{i}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)})
         stats["train/images_per_s"] = images_seen * self.dist.world_size / max(elapsed, 1e-9)
         return stats
@@ -374,6 +377,14 @@ class Trainer:
                 torch.distributed.broadcast(flag, 0)
                 final = bool(flag.item())
             if final:
+                if out_of_time and (epoch < self.epochs - 1 or stats.get("train/cut_short")):
+                    self.cut = (f"trainer.max_minutes={self.tcfg.max_minutes:g} stopped the run after epoch "
+                                f"{epoch + 1} of {self.epochs}{' (cut short)' if stats.get('train/cut_short') else ''}:"
+                                f" the schedule was not completed, so its result is not the configured run's "
+                                f"(trainer.max_minutes=null lifts the cap; trainer.resume=true run_dir={self.run_dir} "
+                                f"continues)")
+                    if self.is_main:
+                        log.warning(self.cut)
                 break
         cleanup_distributed(self.dist)
         return dict(self.last_metrics)
