@@ -37,11 +37,11 @@ def page_name(path: Path) -> str:
 
 
 @dataclass(frozen=True)
-class Block:
+class Placed:
+    """Where on a page something was found."""
+
     page: str
-    line: int          # the line of the opening fence (1-based)
-    lang: str
-    text: str
+    line: int          # 1-based: the opening fence of a block, the first line of a command
 
     @property
     def where(self) -> str:
@@ -49,27 +49,21 @@ class Block:
 
 
 @dataclass(frozen=True)
-class Command:
-    page: str
-    line: int          # its first line
+class Block(Placed):
+    lang: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Command(Placed):
     text: str          # continuations joined, comment removed, whitespace as written inside the line
     comment: str       # the comment of its line(s), '' when none
     inline: bool = False
 
-    @property
-    def where(self) -> str:
-        return f"{self.page}:{self.line}"
-
 
 @dataclass(frozen=True)
-class Quote:
-    page: str
-    line: int
+class Quote(Placed):
     text: str          # the quoted message, whitespace normalised, without the backticks
-
-    @property
-    def where(self) -> str:
-        return f"{self.page}:{self.line}"
 
 
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w+-]*)[ \t]*$")
