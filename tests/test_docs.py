@@ -938,6 +938,8 @@ QUOTES: dict[str, Trigger | InSource | Direct] = {
     "run_dir /etc/hostname/sub cannot": Trigger("spikeyolo-train", ("run_dir={tmp}/file/sub",),
                                                 {"/etc/hostname/sub": "{tmp}/file/sub", "/etc/hostname": "{tmp}/file"},
                                                 setup=lambda tmp, ws: (tmp / "file").write_text("x") and {}),
+    "run_dir /runs/x already holds a run": Trigger("spikeyolo-train", ("run_dir={tmp}/run",), {"/runs/x": "{tmp}/run"},
+                                                   setup=lambda tmp, ws: _run_copy(tmp, ws, weights=True) and {}),
     "run_dir /x is not writable": InSource("a folder without write permission: not as root (this test runs as any "
                                            "user; tests/test_reliability.py tries the probe)"),
     "cannot read checkpoint evil.pt": Trigger("spikeyolo-eval", ("checkpoint=evil.pt",), setup=_weights_only_evil),

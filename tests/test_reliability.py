@@ -227,6 +227,23 @@ def test_run_dir_that_cannot_be_created(tmp_path, monkeypatch, capsys):
     assert_one_line_error(code, stderr, "cannot be created", "is not a folder")
 
 
+def test_a_new_run_never_overwrites_a_run_folder(tmp_path, monkeypatch, capsys):
+    """spikeyolo-train into a folder that holds a run (its config.yaml; also two runs started in the same second under
+    the default runs/<name>/<time>) is refused before anything is written: its checkpoints and results stay."""
+    from spikeyolo.config import write_run_config
+
+    run = tmp_path / "run"
+    (run / "weights").mkdir(parents=True)
+    write_run_config(run / "config.yaml", spikeyolo.compose([*TINY_RUN, f"run_dir={run}"]))
+    (run / "weights" / "last.pt").write_bytes(b"the earlier run's checkpoint")
+    (run / "metrics.json").write_text("{}")
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    code, stderr = call_main("train", [*TINY_RUN, f"run_dir={run}"], monkeypatch, capsys)
+    assert_one_line_error(code, stderr, f"run_dir {run} already holds a run (its config.yaml): trainer.resume=true "
+                                        f"run_dir={run} continues it; give another run_dir= to start a new one")
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before
+
+
 def test_bad_datasets(tmp_path, monkeypatch, capsys):
     yaml_path = yolo_set(tmp_path / "set")
     label = sorted((tmp_path / "set" / "labels" / "train").iterdir())[1]

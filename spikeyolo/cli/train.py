@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from spikeyolo.cli.common import friendly_errors, hydra_app, log_to_file, prepare_run_dir, setup_logging, write_json
+from spikeyolo.cli.common import (UserError, friendly_errors, hydra_app, log_to_file, prepare_run_dir, setup_logging,
+                                  write_json)
 from spikeyolo.config import resume_config
 from spikeyolo.engine import checkpoint as ckpt
 from spikeyolo.engine.model_card import write_model_card
@@ -43,6 +45,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.trainer.resume:
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [f"run_dir={cfg.run_dir}"]
         cfg = resume_config(overrides, composed=cfg)
+    elif (Path(cfg.run_dir) / "config.yaml").is_file():
+        # a new run would overwrite that run's checkpoints and results (also two runs started in the same second
+        # under the default runs/<name>/<time>)
+        raise UserError(f"run_dir {cfg.run_dir} already holds a run (its config.yaml): trainer.resume=true "
+                        f"run_dir={cfg.run_dir} continues it; give another run_dir= to start a new one")
     trainer = Trainer(cfg)
     if is_main:
         run_dir = prepare_run_dir(cfg)
