@@ -228,8 +228,8 @@ def test_run_dir_that_cannot_be_created(tmp_path, monkeypatch, capsys):
 
 
 def test_a_new_run_never_overwrites_a_run_folder(tmp_path, monkeypatch, capsys):
-    """spikeyolo-train into a folder that holds a run (its config.yaml; also two runs started in the same second under
-    the default runs/<name>/<time>) is refused before anything is written: its checkpoints and results stay."""
+    """spikeyolo-train into a folder that holds a run (its config.yaml) is refused before anything is written: its
+    checkpoints and results stay."""
     from spikeyolo.config import write_run_config
 
     run = tmp_path / "run"

@@ -46,8 +46,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [f"run_dir={cfg.run_dir}"]
         cfg = resume_config(overrides, composed=cfg)
     elif (Path(cfg.run_dir) / "config.yaml").is_file():
-        # a new run would overwrite that run's checkpoints and results (also two runs started in the same second
-        # under the default runs/<name>/<time>)
+        # a new run would overwrite that run's checkpoints and results
         raise UserError(f"run_dir {cfg.run_dir} already holds a run (its config.yaml): trainer.resume=true "
                         f"run_dir={cfg.run_dir} continues it; give another run_dir= to start a new one")
     trainer = Trainer(cfg)
