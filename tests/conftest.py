@@ -72,3 +72,23 @@ def image_checkpoint(tmp_path_factory) -> Path:
     ckpt.save_checkpoint({"model_config": spikeyolo.config.model_config(cfg, 1), "model": model.state_dict(),
                           "ema": None, "names": ["tree"], "train_config": train_config}, path)
     return path
+
+
+def yolo_set(root: Path, num_train: int = 3, num_val: int = 2, names: tuple[str, ...] = ("tree",),
+             extra_yaml: str = "") -> Path:
+    """A YOLO-layout copy of the first images (and labels) of the embedded trees set; returns its data.yaml
+    (class names ``names``, then ``extra_yaml`` lines)."""
+    from spikeyolo.data import embedded_root
+
+    source = embedded_root()
+    for split, count in (("train", num_train), ("val", num_val)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for image in sorted((source / "images" / split).iterdir())[:count]:
+            (root / "images" / split / image.name).write_bytes(image.read_bytes())
+            label = source / "labels" / split / f"{image.stem}.txt"
+            if label.exists():
+                (root / "labels" / split / label.name).write_text(label.read_text())
+    listed = "".join(f"  {index}: {name}\n" for index, name in enumerate(names))
+    (root / "data.yaml").write_text(f"path: .\ntrain: images/train\nval: images/val\nnames:\n{listed}{extra_yaml}")
+    return root / "data.yaml"

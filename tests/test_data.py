@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import yolo_set
 from spikeyolo.data import (
     AUGMENT_DEFAULTS,
     DatasetError,
@@ -66,13 +67,8 @@ def _copy_images(split: str, count: int, dest: Path, labels: Path | None = None)
 
 
 def _yolo_set(root: Path, num_train: int = 3, num_val: int = 2) -> Path:
-    """A small YOLO-layout copy of the trees set with its data.yaml."""
-    for split, count in (("train", num_train), ("val", num_val)):
-        _copy_images(split, count, root / "images" / split, root / "labels" / split)
-    yaml_path = root / "data.yaml"
-    yaml_path.write_text("path: .\ntrain: images/train\nval: images/val\nnames:\n  0: tree\n"
-                         "download: https://example.invalid/never-fetched.zip\n")
-    return yaml_path
+    """A small YOLO-layout copy of the trees set with its data.yaml (with a download: the loader must not fetch it)."""
+    return yolo_set(root, num_train, num_val, extra_yaml="download: https://example.invalid/never-fetched.zip\n")
 
 
 # --------------------------------------------------------------------------- embedded trees

@@ -60,7 +60,7 @@ import yaml
 
 import reference_fakes as fakes
 import spikeyolo
-from conftest import randomize_bn, tiny_model
+from conftest import randomize_bn, tiny_model, yolo_set
 from docs_extract import (ROOT, Command, Quote, all_blocks, doc_pages, error_quotes, inline_commands, is_shell,
                           shell_commands)
 from spikeyolo.cli.common import check_command_line, friendly_errors
@@ -69,7 +69,7 @@ from spikeyolo.data.events.synthetic import SceneConfig, write_recording
 from spikeyolo.engine.sweep import sweep_points
 from spikeyolo.errors import UserError
 from test_reference_security import call, checkpoint as reference_payload, op_str, zip_file
-from test_reliability import tiny_checkpoint, yolo_set
+from test_reliability import tiny_checkpoint
 
 # one torch thread (conftest.one_thread); the commands' third-party warnings (the NIR importers, ultralytics,
 # torch.load) are not what this test checks
@@ -896,21 +896,21 @@ def _run_copy(tmp: Path, ws: Workspace, weights: bool = False, **changes) -> Pat
 def _label_set(tmp: Path, line: str, at: int) -> dict:
     """A YOLO set (3 train / 2 val trees pictures, 2 class names) whose first train label file has ``line`` at
     line ``at`` (valid rows before it)."""
-    yaml_path = yolo_set(tmp / "set")
+    yaml_path = yolo_set(tmp / "set", names=("tree", "bush"))
     label = min((tmp / "set" / "labels" / "train").iterdir())
     label.write_text("".join(f"0 0.{10 + row} 0.5 0.05 0.05\n" for row in range(at - 1)) + line + "\n")
     return {"yaml": str(yaml_path), "label": str(label)}
 
 
 def _unreadable_train(tmp: Path, ws: Workspace) -> dict:
-    yaml_path = yolo_set(tmp / "set")
+    yaml_path = yolo_set(tmp / "set", names=("tree", "bush"))
     for image in (tmp / "set" / "images" / "train").iterdir():
         image.write_bytes(b"not an image")
     return {"yaml": str(yaml_path)}
 
 
 def _empty_val(tmp: Path, ws: Workspace) -> dict:
-    yaml_path = yolo_set(tmp / "set")
+    yaml_path = yolo_set(tmp / "set", names=("tree", "bush"))
     for image in (tmp / "set" / "images" / "val").iterdir():
         image.unlink()
     return {"yaml": str(yaml_path)}

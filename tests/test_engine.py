@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import spikeyolo
 from spikeyolo.engine import checkpoint as ckpt
 from spikeyolo.engine.optim import build_optimizer, lr_factor
 from spikeyolo.engine.trainer import Trainer, TrainingError
+from test_reference_cli import call_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,10 +159,6 @@ def test_loggers_write_their_files(tmp_path, monkeypatch):
 def test_max_minutes_is_a_guard_that_says_what_it_cut(tmp_path, monkeypatch, capsys):
     """GitHub issue #20: the schedule is trainer.epochs; trainer.max_minutes only guards it, and a run it stops says
     so (log, stdout, metrics.json) instead of passing a shortened run off as the configured one."""
-    import json
-
-    from test_reference_cli import call_main
-
     monkeypatch.chdir(tmp_path)
     args = [*TINY_RUN, "trainer.epochs=3", "trainer.max_minutes=0.000001", "run_dir=cut",
             "trainer.yardstick=the figure to compare with"]

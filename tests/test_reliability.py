@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import yolo_set
 import spikeyolo
-from spikeyolo.data import DatasetError, build_dataloader, embedded_root, load_dataset_spec
+from spikeyolo.data import DatasetError, build_dataloader, load_dataset_spec
 from spikeyolo.engine import checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,21 +70,6 @@ def assert_one_line_error(code: int, stderr: str, *expected: str) -> str:
     for text in expected:
         assert text in lines[0], lines[0]
     return lines[0]
-
-
-def yolo_set(root: Path, num_train: int = 3, num_val: int = 2) -> Path:
-    """A small YOLO-layout copy of the embedded trees set; returns its data.yaml."""
-    source = embedded_root()
-    for split, count in (("train", num_train), ("val", num_val)):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for image in sorted((source / "images" / split).iterdir())[:count]:
-            (root / "images" / split / image.name).write_bytes(image.read_bytes())
-            label = source / "labels" / split / f"{image.stem}.txt"
-            if label.exists():
-                (root / "labels" / split / label.name).write_text(label.read_text())
-    (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames:\n  0: tree\n  1: bush\n")
-    return root / "data.yaml"
 
 
 def tiny_checkpoint(path: Path, width: float = 0.0625) -> Path:
@@ -178,7 +164,7 @@ def test_checkpoints_are_read_weights_only(tmp_path):
 def test_loader_worker_failure_names_the_file(tmp_path):
     from spikeyolo.engine.trainer import Trainer, TrainingError
 
-    yaml_path = yolo_set(tmp_path / "set", num_train=4)
+    yaml_path = yolo_set(tmp_path / "set", num_train=4, names=("tree", "bush"))
     cfg = spikeyolo.compose([*TINY_RUN, "data=yolo", f"data.yaml={yaml_path}", "trainer.workers=1",
                              "trainer.batch_size=2", "trainer.epochs=1", f"run_dir={tmp_path / 'run'}"])
     trainer = Trainer(cfg)
@@ -245,7 +231,7 @@ def test_a_new_run_never_overwrites_a_run_folder(tmp_path, monkeypatch, capsys):
 
 
 def test_bad_datasets(tmp_path, monkeypatch, capsys):
-    yaml_path = yolo_set(tmp_path / "set")
+    yaml_path = yolo_set(tmp_path / "set", names=("tree", "bush"))
     label = sorted((tmp_path / "set" / "labels" / "train").iterdir())[1]
     label.write_text(label.read_text() + "5 0.5 0.5 0.1 0.1\n")
     args = [*TINY_RUN, "data=yolo", f"data.yaml={yaml_path}", f"run_dir={tmp_path / 'run'}"]

@@ -19,9 +19,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import yolo_set
 import spikeyolo
 from spikeyolo.config import resume_config, write_run_config
-from spikeyolo.data import embedded_root
 from spikeyolo.engine import checkpoint as ckpt
 from spikeyolo.engine.loggers import MetricsFile
 from spikeyolo.errors import CheckpointError, UserError
@@ -38,21 +38,6 @@ RUN = ["model.width_multiple=0.0625", "data.imgsz=64", "trainer.batch_size=4", "
        "trainer.device=cpu", "trainer.epochs=2", "trainer.close_mosaic=2", "trainer.max_minutes=null",
        "trainer.progress=false", "logger=none", "optim.nominal_batch_size=12", "optim.warmup_epochs=1",
        "optim.warmup_min_iters=2"]
-
-
-def yolo_set(root: Path, num_train: int = 16, num_val: int = 2) -> Path:
-    """A YOLO-layout copy of the first images of the embedded trees set; returns its data.yaml."""
-    source = embedded_root()
-    for split, count in (("train", num_train), ("val", num_val)):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for image in sorted((source / "images" / split).iterdir())[:count]:
-            (root / "images" / split / image.name).write_bytes(image.read_bytes())
-            label = source / "labels" / split / f"{image.stem}.txt"
-            if label.exists():
-                (root / "labels" / split / label.name).write_text(label.read_text())
-    (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames:\n  0: tree\n")
-    return root / "data.yaml"
 
 
 def launch(command: list[str], log: Path) -> subprocess.Popen:
@@ -99,7 +84,7 @@ TRAIN = ["-m", "spikeyolo.cli.train"]
 
 @pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_sigkill_then_resume_in_a_new_process_equals_an_uninterrupted_run(tmp_path, workers):
-    data = yolo_set(tmp_path / "set")
+    data = yolo_set(tmp_path / "set", num_train=16)
     args = [*RUN, "data=yolo", f"data.yaml={data}", f"trainer.workers={workers}"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     uninterrupted = launch([*TRAIN, *args, f"run_dir={straight}"], tmp_path / "straight.log")  # alongside the others
@@ -139,7 +124,7 @@ def test_sigkill_of_an_event_run_with_workers_then_resume_equals_an_uninterrupte
 @pytest.mark.slow
 def test_sigkill_of_a_ddp_run_then_resume_equals_an_uninterrupted_run(tmp_path):
     """torchrun, 2 ranks (gloo, CPU): each rank continues from its own RNG and loader state."""
-    data = yolo_set(tmp_path / "set")
+    data = yolo_set(tmp_path / "set", num_train=16)
     args = [*RUN, "data=yolo", f"data.yaml={data}", "trainer.batch_size=2"]
 
     def torchrun(port: int) -> list[str]:
