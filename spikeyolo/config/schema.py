@@ -45,6 +45,12 @@ class LossGains:
     cls: float = 0.5
     dfl: float = 1.5
     tal_topk: int = 10
+    # the assigner's small-box rule: ultralytics >= 8.4 enlarges ground-truth sides under 16 px (the middle stride) to
+    # 16 px when it picks candidate anchors, 8.0.197 (the reference's engine) does not. false: as the reference
+    # (twelve boxes of 6-30 px: 48 positive anchors against 8.4's 60; a 4 px box gets none 2 times in 3,
+    # tests/test_small_boxes.py); true: as ultralytics 8.4; null: by family, false for SpikeYOLO (the reference
+    # recipe), true for model=yolov8*
+    tal_small_box_floor: Optional[bool] = None
     anchor_box: float = 1.0  # YOLOv2-style loss of anchor-based heads (tiny_yolo, model.head=anchor_based)
     anchor_obj: float = 1.0
     anchor_cls: float = 1.0
@@ -55,8 +61,9 @@ class TrainerConfig:
     """``trainer``: the training loop (the reference recipe; experiments shorten it)."""
 
     epochs: int = 300
-    batch_size: int = 40                 # per process
-    val_batch_size: Optional[int] = None  # null: 2 x batch_size
+    batch_size: int = 40                 # over all processes, as the reference's batch (40 on 4 GPUs: 10 a GPU); each
+                                         # of N torchrun processes takes batch_size / N (refused unless it divides)
+    val_batch_size: Optional[int] = None  # null: 2 x the per-process batch (the reference's)
     workers: int = 4
     device: str = "auto"                 # auto | cpu | cuda | 0 | '0,1'
     amp: bool = True                     # mixed precision on CUDA (ignored on CPU)
@@ -169,7 +176,9 @@ class TrainConfig(GroupsOfAModel):
     # what the run is: <model config>_<dataset> (data.name, else data.source); experiments name themselves
     name: str = "${oc.select:model.name,model}_${spikeyolo.coalesce:${data.name},${data.source}}"
     seed: int = 0
-    deterministic: bool = False
+    # true as the reference (its default.yaml): deterministic cuDNN / cuBLAS kernels, so two GPU runs (and a resumed
+    # one) agree; it costs some GPU speed (no cuDNN autotuning): false trades that for speed. CPU runs are exact anyway.
+    deterministic: bool = True
     run_dir: str = "runs/${name}/" + TIMESTAMP
 
 

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "select_device"]
+from spikeyolo.errors import UserError
+
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "rank_batch_size", "select_device"]
 
 
 @dataclass
@@ -24,6 +26,15 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank in (-1, 0)
+
+
+def rank_batch_size(total: int, world_size: int, key: str = "trainer.batch_size") -> int:
+    """Each process's share of a batch given over all processes (the reference's ``batch``: 40 on 4 GPUs is 10 a
+    GPU), so one command trains the same recipe on 1 or N GPUs; a total the processes cannot share is refused."""
+    if total < 1 or total % world_size:
+        raise UserError(f"{key}={total} is the batch over all {world_size} processes and must be a positive "
+                        f"multiple of {world_size} (each process takes {key} / {world_size} images)")
+    return total // world_size
 
 
 def select_device(spec: str | int, local_rank: int = -1, key: str = "device") -> torch.device:

@@ -4,11 +4,12 @@
 validating the EMA weights every ``trainer.val_interval`` epochs and writing
 RUN_DIR/weights/{last,best}.pt atomically after every epoch. ``trainer.resume=true``
 continues from RUN_DIR/weights/last.pt at the next epoch with the same schedule, EMA,
-optimizer, scaler, pending gradients, RNG and loader state (every rank's under DDP), so a run
+optimizer, scaler, last optimizer step, RNG and loader state (every rank's under DDP), so a run
 killed at any moment and resumed by a new process ends with the same weights as an uninterrupted
 one, bit for bit on CPU (docs/reliability.md, "Exact resume"). ``model.weights=PATH`` starts from
 the weights of a spikeyolo or reference checkpoint (fine-tuning; class layers re-initialised when
-the class count differs).
+the class count differs). The step is the reference's (ultralytics 8.0.197; docs/architecture.md, "The training step
+as the reference"): ``trainer.batch_size`` is the total over all processes, the schedule is :class:`Schedule`.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from tqdm import tqdm
 from spikeyolo.config import build_model, model_config, resolve_imgsz, resolve_num_classes
 from spikeyolo.data import dataloader_from_config, maybe_close_mosaic, spec_from_config
 from spikeyolo.engine import checkpoint as ckpt
-from spikeyolo.engine.distributed import cleanup_distributed, init_distributed, select_device
+from spikeyolo.engine.distributed import cleanup_distributed, init_distributed, rank_batch_size, select_device
 from spikeyolo.engine.ema import ModelEMA
 from spikeyolo.engine.loggers import MetricsFile
-from spikeyolo.engine.optim import Warmup, build_optimizer, lr_factor
+from spikeyolo.engine.optim import Schedule, build_optimizer
 from spikeyolo.engine.validate import validate
 from spikeyolo.errors import TrainingError
 from spikeyolo.evaluation import flat_evaluators
+from spikeyolo.losses import build_training_loss
 from spikeyolo.structures import model_input
 from spikeyolo._ultralytics.data import loader_state, restore_loader_state
 
@@ -114,13 +116,14 @@ class Trainer:
             report = ckpt.init_from_weights(self.model, self.model_config, weights)
             if self.is_main:
                 log.info(report)
-        self.loss_fn = self.model.build_loss(**OmegaConf.to_container(self.tcfg.loss, resolve=True))
+        self.loss_fn = build_training_loss(self.model, OmegaConf.to_container(self.tcfg.loss, resolve=True))
         if hasattr(self.loss_fn, "to"):
             self.loss_fn.to(self.device)
 
         stride = max(self.model.strides)
         resolve_imgsz(cfg, self.model)   # data.imgsz, a multiple of the largest stride
-        batch_size = int(self.tcfg.batch_size)
+        self.total_batch = int(self.tcfg.batch_size)   # over all processes, as the reference's batch
+        batch_size = rank_batch_size(self.total_batch, self.dist.world_size)
         self.train_loader = dataloader_from_config(self.spec, cfg.data, "train", batch_size,
                                                    int(self.tcfg.workers), rank=self.dist.rank, stride=stride,
                                                    device=self.device)
@@ -131,18 +134,20 @@ class Trainer:
                                                      stride=stride, device=self.device)
 
         ocfg = cfg.optim
-        self.total_batch = batch_size * self.dist.world_size
         self.accumulate = max(round(ocfg.nominal_batch_size / self.total_batch), 1)
         weight_decay = ocfg.weight_decay * self.total_batch * self.accumulate / ocfg.nominal_batch_size
         self.optimizer = build_optimizer(self.model, ocfg.lr0, ocfg.momentum, weight_decay, ocfg.nesterov,
                                          name=ocfg.name)
         self.epochs = int(self.tcfg.epochs)
         self.batches_per_epoch = len(self.train_loader)
-        self.warmup = Warmup(
-            iterations=max(round(ocfg.warmup_epochs * self.batches_per_epoch), int(ocfg.warmup_min_iters))
+        self.schedule = Schedule(
+            epochs=self.epochs, batches_per_epoch=self.batches_per_epoch,
+            warmup_iterations=max(round(ocfg.warmup_epochs * self.batches_per_epoch), int(ocfg.warmup_min_iters))
             if ocfg.warmup_epochs > 0 else -1,
-            bias_lr=ocfg.warmup_bias_lr, start_momentum=ocfg.warmup_momentum, momentum=ocfg.momentum,
-            accumulate=self.accumulate)
+            lrf=ocfg.lrf, cos_lr=bool(ocfg.cos_lr), nominal_batch=int(ocfg.nominal_batch_size),
+            total_batch=self.total_batch, bias_lr=ocfg.warmup_bias_lr, start_momentum=ocfg.warmup_momentum,
+            momentum=ocfg.momentum)
+        self.last_step = -1   # the iteration of the last optimizer step, carried across epochs (as the reference)
         self.amp = bool(self.tcfg.amp) and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.ema = ModelEMA(self.model, self.tcfg.ema_decay, self.tcfg.ema_tau) if self.tcfg.ema else None
@@ -180,10 +185,8 @@ class Trainer:
             "rng": ckpt.rng_state(),
             "loader": loader_state(self.train_loader),
             "ranks": self._rank_states,  # DDP: the other ranks' "rng" and "loader" (index = rank; 0: the above)
-            # gradients accumulated since the last optimizer step (warmup's accumulation can end an epoch between
-            # steps; they carry into the next epoch)
-            "pending_grads": {name: p.grad.detach().cpu() for name, p in self.model.named_parameters()
-                              if p.grad is not None} or None,
+            "last_opt_step": self.last_step,   # carried across epochs, as the reference's last_opt_step
+            "pending_grads": None,   # an epoch's leftover gradients are dropped (as the reference): none to carry
             "train_config": OmegaConf.to_yaml(self.cfg, resolve=True),
             "names": list(self.spec.names),
             "metrics": dict(self.last_metrics),
@@ -205,9 +208,8 @@ class Trainer:
         self.best_fitness = float(payload.get("best_fitness", -1.0))
         self.epochs_without_improvement = int(payload.get("epochs_without_improvement", 0))
         self.last_metrics = dict(payload.get("metrics") or {})
-        parameters = dict(self.model.named_parameters())
-        for name, grad in (payload.get("pending_grads") or {}).items():
-            parameters[name].grad = grad.to(self.device, parameters[name].dtype)
+        self.last_step = int(payload["last_opt_step"]) if payload.get("last_opt_step") is not None else \
+            self.schedule.last_step_before(self.start_epoch)
         own = payload
         if self.dist.rank > 0:
             ranks = payload.get("ranks") or []
@@ -228,11 +230,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
 
-    def _lr_scale(self, epoch: int) -> float:
-        return lr_factor(epoch, self.epochs, self.cfg.optim.lrf, self.cfg.optim.cos_lr)
-
     def _set_epoch_lr(self, epoch: int) -> None:
-        scale = self._lr_scale(epoch)
+        scale = self.schedule.epoch_lr_scale(epoch)   # the reference's scheduler steps after an epoch: lf(e - 1)
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * scale
 
@@ -261,20 +260,19 @@ class Trainer:
             sampler.set_epoch(epoch)
         self.train_model.train()
         self._set_epoch_lr(epoch)
+        self.optimizer.zero_grad(set_to_none=True)   # the reference drops an epoch's leftover gradients
         sums: dict[str, float] = {}
         images_seen = 0
         started = time.perf_counter()
-        last_step = (epoch * self.batches_per_epoch) - 1 if epoch else -1
         progress = self.train_loader
         bar = None
         if self.is_main and self.tcfg.progress:
             bar = progress = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
                                   dynamic_ncols=True)
-        accumulate = self.accumulate
         for index, batch in enumerate(_reporting_loader_errors(progress, epoch)):
             iteration = index + self.batches_per_epoch * epoch
-            if iteration <= self.warmup.iterations:
-                accumulate = self.warmup.apply(self.optimizer, iteration, self._lr_scale(epoch))
+            if self.schedule.in_warmup(iteration):
+                self.schedule.warmup(self.optimizer, iteration, epoch)
             images = model_input(batch["img"], self.device)
             with torch.autocast(self.device.type, enabled=self.amp):
                 maps = self.train_model(images)
@@ -285,9 +283,9 @@ class Trainer:
                 raise TrainingError(f"non-finite loss at epoch {epoch + 1}, batch {index}: {terms} "
                                     "(last good checkpoint kept)")
             self.scaler.scale(total).backward()
-            if iteration - last_step >= accumulate:
+            if iteration - self.last_step >= self.schedule.accumulate_at(iteration):
                 self._optimizer_step()
-                last_step = iteration
+                self.last_step = iteration
             images_seen += batch["img"].shape[0]
             for name in ("box", "obj", "cls", "dfl"):  # obj: anchor-based heads
                 if name in losses:
@@ -301,6 +299,7 @@ class Trainer:
                 break
         if bar is not None:
             bar.close()
+        self.optimizer.zero_grad(set_to_none=True)   # what no step took is dropped
         elapsed = time.perf_counter() - started
         count = max(index + 1, 1)
         stats = {f"train/{k}": v / count for k, v in sums.items()}
