@@ -41,6 +41,9 @@ from spikeyolo.io import atomic_write
 from spikeyolo.nn.reference import (GEN1_LIF, convert_reference_state_dict, is_reference_checkpoint,
                                     load_reference_checkpoint, reference_model_config, translate_reference_keys)
 from spikeyolo.nn.reference_checkpoint import ReferenceCheckpoint
+from spikeyolo.nn.ultralytics_checkpoint import is_ultralytics_checkpoint, ultralytics_payload
+from spikeyolo.torchfile import Refusal, unpickle_torch_zip
+from spikeyolo.torchfile import read_error as torchfile_read_error
 
 FORMAT = "spikeyolo-checkpoint"
 VERSION = 1
@@ -62,21 +65,37 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read and validate a spikeyolo checkpoint (weights only)."""
+    """Read and validate a spikeyolo checkpoint: data only, within the bounds of :mod:`spikeyolo.torchfile`.
+
+    Raises:
+        CheckpointError: one line: a missing, legacy, foreign or hostile file, or a newer format.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):  # torch >= 1.6 writes zip archives; the legacy format is a bare pickle
         raise CheckpointError(f"cannot read checkpoint {path}: not a torch zip archive (truncated, or the "
                               "pre-1.6 legacy format, which is not read because unpickling it can run code)")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated file, foreign pickle, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {first[:200]}") from exc
+    try:  # the bounded, code-free reader (spikeyolo.torchfile): plain data and tensors, no stand-in classes
+        payload = unpickle_torch_zip(path)
+    except Refusal as refusal:
+        raise CheckpointError(f"cannot read checkpoint {path}: {refusal}") from None
+    except Exception as exc:  # truncated file, malformed pickle, out of memory, ...
+        raise torchfile_read_error(path, exc) from None
+    if torch.device(map_location).type != "cpu":  # tensors are read onto the CPU; move them (depth <= MAX_DEPTH)
+        def to_device(node: Any) -> Any:
+            if isinstance(node, torch.Tensor):
+                return node.to(map_location)
+            if isinstance(node, dict):
+                return type(node)((key, to_device(value)) for key, value in node.items())
+            return type(node)(map(to_device, node)) if type(node) in (list, tuple) else node
+
+        payload = to_device(payload)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a spikeyolo checkpoint (nor a reference SpikeYOLO/ultralytics one)")
-    if int(payload.get("version", 0)) > VERSION:
+    if type(payload.get("version", 0)) is not int:
+        raise CheckpointError(f"{path} has a format version that is not a number")
+    if payload.get("version", 0) > VERSION:
         raise CheckpointError(f"{path} was written by a newer spikeyolo (format version {payload['version']})")
     return payload
 
@@ -89,6 +108,8 @@ def read_model_checkpoint(path: str | Path, model: str | Any = None, time_steps:
     reference checkpoint (default: inferred from the weights; the reference's T and D); a spikeyolo
     checkpoint stores its own, so they are refused for it.
     """
+    if Path(path).is_file() and is_ultralytics_checkpoint(path):  # a stock YOLOv8 (yolo train's best.pt)
+        return {"format": FORMAT, "version": VERSION, **ultralytics_payload(path, model, time_steps, max_level)}
     if Path(path).is_file() and is_reference_checkpoint(path):
         return reference_payload(load_reference_checkpoint(path), model, time_steps, max_level)
     payload = read_checkpoint(path)

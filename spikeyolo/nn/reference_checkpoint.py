@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from spikeyolo.nn.reference_pickle import (ReferenceCheckpointError, ReferenceObject, Refusal, read_error,
-                                           unpickle_checkpoint)
+from spikeyolo.nn.reference_pickle import ReferenceCheckpointError, Refusal, read_error, unpickle_checkpoint
+from spikeyolo.torchfile import StandIn
 
-__all__ = ["ReferenceCheckpoint", "load_reference_checkpoint"]
+__all__ = ["ReferenceCheckpoint", "load_reference_checkpoint", "collect_state_dict", "class_names"]
 
 
 @dataclass
@@ -68,14 +68,14 @@ def _collect(module: Any, prefix: str, out: ReferenceCheckpoint, ancestors: list
     neuron) and is then visited under each name, as state_dict does; a module inside itself is refused.
     """
     where = prefix.rstrip(".") or "model"
-    if not isinstance(module, ReferenceObject):
+    if not isinstance(module, StandIn):
         raise Refusal(f"refusing module entry {where}: not a module")
     if id(module) in ancestors:
         raise Refusal(f"refusing module {where}, which contains itself")
     visits[0] += 1
     if visits[0] > _MAX_MODULE_VISITS:
         raise Refusal(f"refusing a module tree of more than {_MAX_MODULE_VISITS} modules")
-    short = module.reference_name.rsplit(".", 1)[-1]
+    short = module.pickled_name.rsplit(".", 1)[-1]
     if short in _NEURON_CLASSES:
         out.neurons[short] = out.neurons.get(short, 0) + 1
         if short == "MultiStepLIFNode":  # spikingjelly keeps v_reset among its registered memories
@@ -99,6 +99,19 @@ def _collect(module: Any, prefix: str, out: ReferenceCheckpoint, ancestors: list
             raise Refusal(f"refusing a non-string module name in {where}")
         if child is not None:
             _collect(child, f"{prefix}{name}.", out, [*ancestors, id(module)], visits)
+
+
+def collect_state_dict(module: StandIn) -> dict[str, torch.Tensor]:
+    """The state_dict of a pickled module tree of stand-ins (floating tensors as float32), as
+    ``nn.Module.state_dict`` orders it. Raises Refusal for a malformed tree."""
+    holder = ReferenceCheckpoint(Path(), "model", {})
+    _collect(module, "", holder, [], [0])
+    return holder.state_dict
+
+
+def class_names(raw: Any) -> list[str]:
+    """A pickled ``names`` ({index: name} or a list) in index order; empty if it is neither."""
+    return _names(raw)
 
 
 def _names(raw: Any) -> list[str]:
@@ -129,7 +142,7 @@ def load_reference_checkpoint(path: str | Path) -> ReferenceCheckpoint:
         module = obj.get(entry)
         if module is None:
             raise Refusal("refusing a dict without a 'model' or 'ema' entry")
-        if not isinstance(module, ReferenceObject) or module.reference_name != "ultralytics.nn.tasks.DetectionModel":
+        if not isinstance(module, StandIn) or module.pickled_name != "ultralytics.nn.tasks.DetectionModel":
             raise Refusal(f"refusing a {entry} entry that is not a DetectionModel")
         result = ReferenceCheckpoint(path, entry, {})
         _collect(module, "", result, [], [0])
