@@ -53,6 +53,9 @@ class Predictions:
         firing: firing rates recorded during the pass (mean output / D per spiking neuron by module name, and
             per layer group as ``group/<backbone|neck|head|all>``); empty when not recorded.
         seconds: wall time of the pass (loading, forward, NMS).
+        unclipped_boxes: per sample [N, 4] float64 xyxy, the detections' boxes in original-image pixels before
+            clipping (same rows as ``detections``): what ultralytics 8.4's validator matches (``yolo_ap``);
+            None when the pass did not keep them (``yolo_ap`` then matches ``detections`` as they are).
     """
 
     detections: list[torch.Tensor]
@@ -63,6 +66,7 @@ class Predictions:
     samples: list[Any] | None = None
     firing: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    unclipped_boxes: list[torch.Tensor] | None = None
 
     @property
     def images(self) -> int:

@@ -310,6 +310,104 @@ def test_reference_ap_loop_matches_ultralytics_with_its_own_sentinels(monkeypatc
     assert (closed[full] > reference[full]).all() and (closed[full] - reference[full] <= 0.005 + 1e-12).all()
 
 
+def _letterbox_case(seed: int = 5):
+    """Two images letterboxed to 160x160, labels on and off the image border and detections around them, some
+    reaching past the image into the padding and beyond: (network-frame detections per image [N, 6] float32,
+    labels per image (class [M], xyxy [M, 4] original pixels), original shapes, ratio_pads)."""
+    rng = np.random.default_rng(seed)
+    shapes = [(100, 160), (150, 90)]
+    labels = [(np.array([0, 1, 0, 2]), np.array([[0, 20, 30, 60], [120, 0, 160, 40], [50, 50, 90, 80],
+                                                 [10, 70, 70, 100]], np.float64)),
+              (np.array([1, 1, 2]), np.array([[0, 0, 40, 50], [60, 90, 90, 150], [20, 60, 50, 100]], np.float64))]
+    detections, ratio_pads = [], []
+    for (classes, boxes), shape in zip(labels, shapes):
+        ratio_pad = letterbox_ratio_pad(shape, (160, 160))
+        (gain_h, gain_w), (pad_w, pad_h) = ratio_pad
+        rows = []
+        for cls, box in zip(classes, boxes):
+            size = np.tile(box[2:] - box[:2], 2)
+            for _ in range(4):                              # jittered copies, some reaching outside the image
+                jitter = rng.normal(0, 0.25, 4) * size
+                rows.append([*(box + jitter), rng.random(), cls if rng.random() < 0.8 else rng.integers(0, 3)])
+        rows.append([-40, 20, 30, 60, 0.95, 0] if shape == (100, 160) else [-20, -30, 40, 50, 0.9, 1])   # IoU < 0.5
+        rows = np.array(rows, np.float64)                    # unclipped; 1.0 clipped
+        rows = rows[np.argsort(-rows[:, 4], kind="stable")]  # by descending score, as NMS gives them
+        gain, pad = np.array([gain_w, gain_h] * 2), np.array([pad_w, pad_h] * 2)
+        rows[:, :4] = rows[:, :4] * gain + pad              # original -> network-input pixels
+        detections.append(torch.tensor(rows, dtype=torch.float32))
+        ratio_pads.append(ratio_pad)
+    return detections, labels, shapes, ratio_pads
+
+
+def test_yolo_ap_equals_ultralytics_detection_validator(tmp_path):
+    """Same detections, same labels: spikeyolo's ultralytics protocol (score_yolo_ap on a pass as engine.predict
+    builds it) gives what ultralytics 8.4's DetectionValidator gives through update_metrics and get_stats, which
+    match the boxes unclipped in the padded frame; matching the clipped boxes reads higher (issue 25)."""
+    from spikeyolo._ultralytics import env  # noqa: F401  (offline environment before ultralytics)
+    from ultralytics.models.yolo.detect.val import DetectionValidator
+
+    from spikeyolo.evaluation import clip_boxes, score_yolo_ap
+
+    detections, labels, shapes, ratio_pads = _letterbox_case()
+    names = {0: "a", 1: "b", 2: "c"}
+    validator = DetectionValidator(save_dir=tmp_path, args={"plots": False, "save_json": False})
+    validator.device, validator.names, validator.nc, validator.seen = torch.device("cpu"), names, 3, 0
+    validator.is_custom_json = validator.build_gdict = False
+    validator.metrics.names = names
+    validator.metrics.clear_stats()
+    batch_idx, classes, boxes = [], [], []
+    for index, ((cls, xyxy), ratio_pad) in enumerate(zip(labels, ratio_pads)):
+        (gain_h, gain_w), (pad_w, pad_h) = ratio_pad
+        net = xyxy * np.array([gain_w, gain_h] * 2) + np.array([pad_w, pad_h] * 2)   # [M, 4] network pixels
+        # [M, 4] xyxy -> normalised cx cy w h of the 160x160 input, as the letterboxed dataset gives them
+        boxes.append(np.concatenate(((net[:, :2] + net[:, 2:]) / 2, net[:, 2:] - net[:, :2]), 1) / 160)
+        batch_idx.append(np.full(len(cls), index))
+        classes.append(cls)
+    batch = {"img": torch.zeros(2, 3, 160, 160), "batch_idx": torch.tensor(np.concatenate(batch_idx)),
+             "cls": torch.tensor(np.concatenate(classes), dtype=torch.float32)[:, None],
+             "bboxes": torch.tensor(np.concatenate(boxes), dtype=torch.float32), "ori_shape": shapes,
+             "ratio_pad": ratio_pads, "im_file": ["a.jpg", "b.jpg"]}
+    validator.update_metrics([{"bboxes": d[:, :4], "conf": d[:, 4], "cls": d[:, 5], "extra": d[:, 6:]}
+                              for d in detections], batch)
+    theirs = validator.get_stats()
+
+    unclipped = [unletterbox_boxes(d[:, :4], ratio_pad) for d, ratio_pad in zip(detections, ratio_pads)]
+    clipped = [torch.cat((clip_boxes(b, shape), d[:, 4:6].double()), 1)
+               for b, d, shape in zip(unclipped, detections, shapes)]
+    gt_boxes = [torch.tensor(np.concatenate(((xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]), 1)
+                             / np.array([shape[1], shape[0]] * 2)) for (_, xyxy), shape in zip(labels, shapes)]
+    predictions = Predictions(detections=clipped, im_files=["a.jpg", "b.jpg"], shapes=shapes, gt_boxes=gt_boxes,
+                              gt_classes=[torch.tensor(cls) for cls, _ in labels], unclipped_boxes=unclipped)
+    ours = score_yolo_ap(predictions).metrics
+    for mine, key in (("yolo_map50", "mAP50"), ("yolo_map50_95", "mAP50-95"), ("precision", "precision"),
+                      ("recall", "recall")):
+        assert ours[mine] == pytest.approx(theirs[f"metrics/{key}(B)"], abs=1e-12), mine
+    assert 0.2 < ours["yolo_map50"] < 0.9
+    old = evaluate_yolo_ap(clipped, predictions.gt_xyxy(), predictions.gt_classes)     # matching clipped boxes
+    assert old["map50"] > ours["yolo_map50"] + 0.01 and old["map50_95"] > ours["yolo_map50_95"]
+    # the reference's (8.0.197) matching clips, as its validator's scale_boxes does: unchanged by the unclipped boxes
+    assert ours["reference_map50"] == old["reference_map50"]
+
+
+def test_nms_keeps_every_image_when_slow(monkeypatch):
+    """ultralytics' NMS gives up after 2 s + 0.05 s per image and returns nothing for the rest of the batch; the
+    adapter's has no limit: with a clock that jumps 100 s per reading every image keeps its boxes."""
+    from ultralytics.utils import nms as ul_nms
+
+    from spikeyolo._ultralytics.ops import non_max_suppression
+
+    prediction = torch.zeros(4, 4 + 2, 3)                   # [B, 4 + C, A]: one box per image, class 1
+    prediction[:, :4, 0] = torch.tensor([20.0, 20.0, 10.0, 10.0])
+    prediction[:, 5, 0] = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    clock = iter(range(0, 10_000, 100))
+    monkeypatch.setattr(ul_nms, "time", type("SlowClock", (), {"time": staticmethod(lambda: float(next(clock)))}))
+    raw = ul_nms.non_max_suppression(prediction, 0.001, 0.7, multi_label=True)
+    assert [len(image) for image in raw] == [1, 0, 0, 0]     # the limit bites on this clock
+    kept = non_max_suppression(prediction)
+    assert [len(image) for image in kept] == [1, 1, 1, 1]
+    assert [round(float(image[0, 4]), 6) for image in kept] == [0.9, 0.8, 0.7, 0.6]
+
+
 # --------------------------------------------------------------------------- evaluators of one pass
 
 

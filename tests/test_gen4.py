@@ -26,7 +26,9 @@ from spikeyolo.data.events.synthetic import GEN4_SCENE, write_recording
 from spikeyolo.data.sources.prophesee import (GEN4, EventSample, PropheseeDataset, Representation, postprocess_boxes,
                                               rvt_frame_times)
 from spikeyolo.errors import DatasetError
-from spikeyolo.evaluation.gen1 import GEN4_PROTOCOLS, evaluate_gen1, protocol_ground_truth
+from spikeyolo.evaluation.coco import STAT_NAMES
+from spikeyolo.evaluation.gen1 import GEN4_PROTOCOLS, evaluate_gen1, protocol_ground_truth, score_gen1
+from spikeyolo.structures import Predictions
 from tests.conftest import FIXTURES
 
 EXPECTED = json.loads((FIXTURES / "events" / "expected.json").read_text())["gen4_truncated.dat"]
@@ -147,6 +149,23 @@ def test_rvt_frame_times():
         rvt_frame_times(np.arange(10) * 50_000)
 
 
+def test_rvt_frame_times_refuses_what_rvt_asserts():
+    """RVT asserts frames more than 98 ms apart (L401-402) and a frame at least one base step on (L383): one-line
+    DatasetErrors naming the label file. At 60 Hz with a median of 16,666 µs the base step is 99,996 µs, so a
+    time 97,996-98,000 µs after a frame is within the 2 ms of jitter and yet 98 ms or closer."""
+    times = 100_000 + 16_666 * np.arange(12)
+    for gap, frames in ((98_001, [100_000, 198_001]), (99_996, [100_000, 199_996])):
+        moved = np.sort(np.concatenate((times[times != 199_996], [100_000 + gap])))
+        assert rvt_frame_times(moved, source="rec_bbox.npy").tolist() == frames
+    short = np.sort(np.concatenate((times[times != 199_996], [198_000])))
+    with pytest.raises(DatasetError, match=r"^rec_bbox.npy: label frames at 100000 and 198000 µs are 98000 µs apart"
+                                           r" .*more than 98 ms: set data.sample_times=all$"):
+        rvt_frame_times(short, source="rec_bbox.npy")
+    close = np.sort(np.concatenate((times, [101_000])))      # within 2 ms of the first frame: 0 base steps on
+    with pytest.raises(DatasetError, match="^rec_bbox.npy: label frames at 100000 and 101000 µs are 1000 µs apart"):
+        rvt_frame_times(close, source="rec_bbox.npy")
+
+
 # --------------------------------------------------------------------------- the prophesee_gen4 protocol
 
 
@@ -200,6 +219,35 @@ def test_prophesee_gen4_ground_truth_is_rvts_at_640x360():
     later = EventSample("rec", 610_000, _boxes([]), 10, 1280, 720)
     result = evaluate_gen1("prophesee_gen4", [sample, later], [torch.zeros(0, 6), detections[0]], NAMES)
     assert result["detections"] == 0 and result["map50"] == 0.0
+
+
+def test_prophesee_gen4_without_a_frame_is_zero_as_rvt():
+    """No frame keeps a ground-truth box (all at t <= 0.5 s): RVT's evaluation returns 0.0 (its _coco_eval with
+    no detection, coco_eval.py L104-115), not pycocotools' -1; likewise a frame without detections."""
+    early = [EventSample("rec", t_us, _boxes([(t_us, 100, 100, 80, 80, 2, 1)]), 10, 1280, 720)
+             for t_us in (300_000, 400_000, 500_000)]
+    result = evaluate_gen1("prophesee_gen4", early, _perfect("prophesee_gen4", early))
+    assert result["images"] == 0 and all(result[name] == 0.0 for name in STAT_NAMES)
+    late = [EventSample("rec", 600_000, _boxes([(600_000, 100, 100, 80, 80, 2, 1)]), 10, 1280, 720)]
+    result = evaluate_gen1("prophesee_gen4", late, [torch.zeros(0, 6)])
+    assert result["images"] == 1 and all(result[name] == 0.0 for name in STAT_NAMES)   # map_small: not -1
+
+
+def test_gen4_protocols_take_the_cameras_names():
+    """Called without names, a Gen4 protocol scores Gen4's three classes (its camera's), not Gen1's two: a car
+    (class 2) left undetected halves the mAP, and a detected one scores."""
+    sample = EventSample("rec", 600_000, _boxes([(600_000, 100, 100, 80, 80, 0, 1), (600_000, 400, 100, 80, 80, 2, 2)]),
+                         10, 1280, 720)
+    pedestrian = torch.tensor([[100.0, 100.0, 180.0, 180.0, 0.9, 0.0]])
+    car = torch.tensor([[400.0, 100.0, 480.0, 180.0, 0.8, 2.0]])
+    assert GEN4_PROTOCOLS["prophesee_gen4"].camera.names == NAMES
+    assert evaluate_gen1("prophesee_gen4", [sample], [pedestrian])["map50"] == pytest.approx(0.5)
+    assert evaluate_gen1("prophesee_gen4", [sample], [torch.cat((pedestrian, car))])["map50"] == pytest.approx(1.0)
+    predictions = Predictions(detections=[pedestrian.double()], im_files=[sample.im_file], shapes=[(720, 1280)],
+                              gt_boxes=[torch.zeros(0, 4)], gt_classes=[torch.zeros(0, dtype=torch.int64)],
+                              samples=[sample])
+    assert score_gen1("prophesee_gen4", predictions).metrics["map50"] == pytest.approx(0.5)
+    assert score_gen1("spikeyolo_gen4", predictions).metrics["map50"] == pytest.approx(0.5)
 
 
 # --------------------------------------------------------------------------- synthetic 1Mpx end to end

@@ -66,7 +66,7 @@ def test_protocols_equal_the_original_evaluators(name):
     if isinstance(toolbox, str):   # the toolbox fails without detections (pycocotools loadRes([])); RVT gives 0
         assert name == "no_detections" and "IndexError" in toolbox
         assert expected["prophesee_rvt_evaluate_list"] == [0.0] * 6
-        assert prophesee["detections"] == 0 and prophesee["map50_95"] == prophesee["map50"] == 0.0
+        assert prophesee["detections"] == 0 and _stats(prophesee) == [0.0] * len(STAT_NAMES)   # RVT's six zeros
     else:
         np.testing.assert_allclose(_stats(prophesee), toolbox, rtol=0, atol=1e-12)
         np.testing.assert_allclose(_stats(prophesee), expected["prophesee_rvt_evaluate_list"], rtol=0, atol=1e-12)
@@ -111,6 +111,17 @@ def test_tied_scores_give_one_result_whatever_the_sample_order(name):
         results.append({protocol: evaluate_gen1(protocol, samples, detections)
                         for protocol in ("spikeyolo", "prophesee", "cordone")})
     assert results[1] == results[0] and results[2] == results[0]
+
+
+def test_prophesee_without_an_image_is_zero_as_rvt():
+    """Every ground-truth box at t <= 0.5 s: no COCO image. RVT's evaluate_list returns 0.0 whenever no detection
+    reaches an image (its _coco_eval, coco_eval.py L104-115), here too, where pycocotools alone gives -1; the
+    protocols that do not use the toolbox's evaluate_detection keep pycocotools' answer."""
+    boxes = np.array([(t, 50.0, 50.0, 40.0, 40.0, 0, 1.0, 1) for t in (200_000, 500_000)], dtype=BOX_DTYPE)
+    samples = [Gen1Sample("a", t, boxes[i:i + 1], 100, 304, 240) for i, t in enumerate((200_000, 500_000))]
+    detections = [torch.tensor([[50.0, 50.0, 90.0, 90.0, 0.9, 0.0]]) for _ in samples]
+    result = evaluate_gen1("prophesee", samples, detections)
+    assert result["images"] == 0 and _stats(result) == [0.0] * len(STAT_NAMES)
 
 
 # --------------------------------------------------------------------------- 8.0.197 matching, by hand

@@ -2,9 +2,10 @@
 
 Per batch: network input (:func:`~spikeyolo.structures.model_input`, in the model's dtype), the forward under
 autocast when asked, NMS (ultralytics' settings through :mod:`spikeyolo._ultralytics.ops`), the boxes mapped
-back to original-image pixels (:func:`~spikeyolo.evaluation.unletterbox_boxes`); firing rates are recorded
-around the pass (:class:`~spikeyolo.evaluation.FiringRecorder`) and the ground truth is read from the loader's
-dataset once. Scoring is the evaluators' business (:mod:`spikeyolo.evaluation.evaluators`).
+back to original-image pixels (:func:`~spikeyolo.evaluation.unletterbox_boxes`), clipped to the image and also kept
+unclipped (ultralytics 8.4's validator matches those: ``yolo_ap``); firing rates are recorded around the pass
+(:class:`~spikeyolo.evaluation.FiringRecorder`) and the ground truth is read from the loader's dataset once.
+Scoring is the evaluators' business (:mod:`spikeyolo.evaluation.evaluators`).
 
 A *read-out* maps a batch's network input to decoded outputs ``{key: [B, 4 + C, A]}`` (xywh pixels and class
 scores, what NMS takes). The default reads the model's eval output once (key None); a read-out that returns
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from spikeyolo._ultralytics.ops import non_max_suppression
 from spikeyolo.evaluation.firing import FiringRecorder
-from spikeyolo.evaluation.predictions import unletterbox_boxes
+from spikeyolo.evaluation.predictions import clip_boxes, unletterbox_boxes
 from spikeyolo.structures import Predictions, model_input
 
 __all__ = ["ReadOut", "model_read_out", "predict", "predict_each"]
@@ -80,6 +81,7 @@ def predict_each(model: nn.Module, loader, device: torch.device, read_out: ReadO
     recorder = FiringRecorder(model) if record_firing else None
     dtype = next(model.parameters()).dtype
     detections: dict[Hashable, list[torch.Tensor]] = {}
+    unclipped: dict[Hashable, list[torch.Tensor]] = {}
     shapes: list[tuple[int, int]] = []
     files: list[str] = []
     started = time.perf_counter()
@@ -88,9 +90,11 @@ def predict_each(model: nn.Module, loader, device: torch.device, read_out: ReadO
             images = model_input(batch["img"], device).to(dtype)  # float64 models: exact path comparisons
             for key, decoded in read_out(images).items():
                 per_image = non_max_suppression(decoded.float(), conf, iou, max_det)  # B x [N, 6]
-                detections.setdefault(key, []).extend(
-                    _in_pixels(image_dets.cpu(), ratio_pad, shape)
-                    for image_dets, ratio_pad, shape in zip(per_image, batch["ratio_pad"], batch["ori_shape"]))
+                for image_dets, ratio_pad, shape in zip(per_image, batch["ratio_pad"], batch["ori_shape"]):
+                    boxes = unletterbox_boxes(image_dets[:, :4].cpu(), ratio_pad)  # [N, 4] float64, unclipped
+                    detections.setdefault(key, []).append(
+                        torch.cat((clip_boxes(boxes, shape), image_dets[:, 4:6].cpu().double()), 1))  # [N, 6]
+                    unclipped.setdefault(key, []).append(boxes)
             shapes.extend((int(shape[0]), int(shape[1])) for shape in batch["ori_shape"])
             files.extend(batch["im_file"])
         seconds = time.perf_counter() - started
@@ -102,13 +106,9 @@ def predict_each(model: nn.Module, loader, device: torch.device, read_out: ReadO
     gt_boxes, gt_classes = _ground_truth(loader.dataset, files)
     samples = _samples(loader.dataset, files)
     return {key: Predictions(detections=dets, im_files=files, shapes=shapes, gt_boxes=gt_boxes,
-                             gt_classes=gt_classes, samples=samples, firing=firing, seconds=seconds)
+                             gt_classes=gt_classes, samples=samples, firing=firing, seconds=seconds,
+                             unclipped_boxes=unclipped[key])
             for key, dets in detections.items()}
-
-
-def _in_pixels(detections: torch.Tensor, ratio_pad, shape) -> torch.Tensor:
-    """[N, 6] network-input pixels -> [N, 6] float64, boxes in original pixels clipped to the image."""
-    return torch.cat((unletterbox_boxes(detections[:, :4], ratio_pad, shape), detections[:, 4:6].double()), 1)
 
 
 def _ground_truth(dataset, files: list[str]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -32,6 +32,7 @@ from spikeyolo.evaluation.gen1 import (
                                              score_gen1,
 )
 from spikeyolo.evaluation.predictions import (
+                                             clip_boxes,
                                              letterbox_ratio_pad,
                                              save_coco_results,
                                              to_coco_results,
@@ -53,6 +54,7 @@ __all__ = [
     "save_coco_results",
     "letterbox_ratio_pad",
     "unletterbox_boxes",
+    "clip_boxes",
     "GEN1_PROTOCOLS",
     "Gen1Protocol",
     "get_protocol",

@@ -24,6 +24,16 @@ went to a higher-scoring one is a false positive even when another label was fre
 by position (a stable sort in :func:`reference_ap_per_class`), where the reference's ``np.argsort`` leaves an
 order that depends on the numpy build and the CPU.
 
+The two versions also match in different frames. 8.0.197's validator maps the predictions back to the original
+image with ``scale_boxes``, which clips them to it, and matches there (BICLab/SpikeYOLO ``309ef5e5``,
+``ultralytics/models/yolo/detect/val.py`` L112, L120); 8.4.190's ``DetectionValidator`` matches
+the predictions *unclipped* in the padded network-input frame (``_process_batch`` on the NMS output, labels
+scaled to the input size). IoU does not change under the letterbox's per-axis scale and shift, so 8.4's matching
+here takes the unclipped boxes in original pixels (:attr:`~spikeyolo.structures.Predictions.unclipped_boxes`) and
+the reference's the clipped ones; clipping a box that reaches outside the image shrinks it towards a label at the
+border, so matching clipped boxes read 0.015-0.026 mAP@50 above ultralytics' own figure on the demo run (issue 25).
+tests/test_evaluation.py checks the equality with ultralytics' validator.
+
 Both versions score a perfect detector 0.995, not 1: the closing sentinel lands on the real point at recall
 1, and ``np.interp`` at the last of several equal abscissae returns the sentinel's 0, so the trapezoid loses
 half of the last 0.01 step. ``closed_end=True`` keeps the envelope's value at recall 1 when a class reaches
@@ -201,8 +211,8 @@ def _match_both(predictions: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: t
 
 
 def evaluate_yolo_ap(predictions: Sequence[torch.Tensor], gt_boxes: Sequence[torch.Tensor],
-                     gt_classes: Sequence[torch.Tensor],
-                     iou_thresholds: torch.Tensor = IOU_THRESHOLDS) -> dict[str, float | np.ndarray]:
+                     gt_classes: Sequence[torch.Tensor], iou_thresholds: torch.Tensor = IOU_THRESHOLDS,
+                     reference_predictions: Sequence[torch.Tensor] | None = None) -> dict[str, float | np.ndarray]:
     """Ultralytics-style detection metrics over a data set.
 
     Args:
@@ -211,6 +221,9 @@ def evaluate_yolo_ap(predictions: Sequence[torch.Tensor], gt_boxes: Sequence[tor
         gt_classes: per image [M_i] class indices.
         iou_thresholds: [T] IoU thresholds; index 0 must be 0.5 and index 5 0.75 for the
             ``map50`` / ``map75`` entries to mean what they say.
+        reference_predictions: per image the same detections (same rows) with their boxes clipped to the
+            image, for the reference's (8.0.197) matching, which clips (module docstring); ``predictions`` are
+            then the unclipped boxes 8.4 matches. None: ``predictions`` for both.
 
     Returns:
         dict with the scalars ``map50_95``, ``map50``, ``map75``, ``precision``, ``recall``
@@ -227,11 +240,26 @@ def evaluate_yolo_ap(predictions: Sequence[torch.Tensor], gt_boxes: Sequence[tor
     if not len(predictions) == len(gt_boxes) == len(gt_classes):
         raise ValueError(f"got {len(predictions)} prediction, {len(gt_boxes)} box and "
                          f"{len(gt_classes)} class entries; need one per image")
+    if reference_predictions is not None and len(reference_predictions) != len(predictions):
+        raise ValueError(f"got {len(reference_predictions)} reference prediction entries for "
+                         f"{len(predictions)} images")
     num_thresholds = iou_thresholds.shape[0]
     tp_parts, reference_parts = [np.zeros((0, num_thresholds), bool)], [np.zeros((0, num_thresholds), bool)]
     score_parts, class_parts, target_parts = [], [], []
-    for image_predictions, image_boxes, image_classes in zip(predictions, gt_boxes, gt_classes):
-        tp, reference_tp, scores, classes = _match_both(image_predictions, image_boxes, image_classes, iou_thresholds)
+    for index, (image_predictions, image_boxes, image_classes) in enumerate(zip(predictions, gt_boxes, gt_classes)):
+        if reference_predictions is None:
+            tp, reference_tp, scores, classes = _match_both(image_predictions, image_boxes, image_classes,
+                                                            iou_thresholds)
+        else:
+            clipped = reference_predictions[index]
+            if clipped.shape[0] != image_predictions.shape[0] or not torch.equal(
+                    clipped[:, 4:6].double().cpu(), image_predictions[:, 4:6].double().cpu()):
+                raise ValueError(f"image {index}: reference_predictions must hold the same detections (scores, "
+                                 "classes, rows) as predictions")
+            # the stable sort by score orders both alike, so the rows of the two tp matrices are the same detections
+            tp, _, scores, classes = _match_both(image_predictions, image_boxes, image_classes, iou_thresholds,
+                                                 reference=False)
+            _, reference_tp, _, _ = _match_both(clipped, image_boxes, image_classes, iou_thresholds, installed=False)
         tp_parts.append(tp)
         reference_parts.append(reference_tp)
         score_parts.append(scores)
@@ -277,13 +305,18 @@ def score_yolo_ap(predictions: Predictions, spec: object = None, backend: str = 
     ``reference_map50_95``, ``reference_map50`` (the reference's 8.0.197 matching and AP), ``precision``, ``recall``.
 
     Args:
-        predictions: the pass; scored against its ground truth in original pixels.
+        predictions: the pass; scored against its ground truth in original pixels, 8.4's figures with its
+            ``unclipped_boxes`` (when it kept them), the reference's with its clipped ``detections``.
         spec, backend: unused (the evaluator signature).
 
     Returns:
         Score with those metrics and the full :func:`evaluate_yolo_ap` dict (per-class arrays, PR curve).
     """
-    result = evaluate_yolo_ap(predictions.detections, predictions.gt_xyxy(), predictions.gt_classes)
+    detections, clipped = predictions.detections, None
+    if predictions.unclipped_boxes is not None:   # 8.4 matches the unclipped boxes, 8.0.197 the clipped ones
+        detections, clipped = [torch.cat((boxes.to(dets.dtype), dets[:, 4:6]), 1)
+                               for boxes, dets in zip(predictions.unclipped_boxes, predictions.detections)], detections
+    result = evaluate_yolo_ap(detections, predictions.gt_xyxy(), predictions.gt_classes, reference_predictions=clipped)
     metrics = {"yolo_map50_95": float(result["map50_95"]), "yolo_map50": float(result["map50"]),
                "reference_map50_95": float(result["reference_map50_95"]),
                "reference_map50": float(result["reference_map50"]),

@@ -60,6 +60,7 @@ import numpy as np
 import torch
 
 from spikeyolo.data import postprocess_boxes
+from spikeyolo.data.sources.prophesee.camera import GEN1, GEN4, Camera
 from spikeyolo.data.sources.prophesee.labels import drop_classes
 from spikeyolo.evaluation.ap import evaluate_yolo_ap
 from spikeyolo.evaluation.coco import STAT_NAMES, evaluate_coco
@@ -96,6 +97,8 @@ class Gen1Protocol:
             ground truth are multiplied by it, the ground truth's far corner clamped to ``size * scale - 1`` and
             boxes left flat dropped (RVT's ``ObjectLabels.scale_``); COCO's area ranges then count scaled pixels.
         keep_classes: ``rvt`` ground truth: class ids below it are kept (RVT's 1Mpx: 3).
+        camera: the camera the protocol scores: its class names (COCO categories 1..C) and its sensor size (the
+            COCO image size when no sample gives one).
     """
 
     name: str
@@ -109,6 +112,7 @@ class Gen1Protocol:
     float32_boxes: bool = False
     scale: float = 1.0
     keep_classes: int | None = None
+    camera: Camera = GEN1
 
 
 GEN1_PROTOCOLS: dict[str, Gen1Protocol] = {
@@ -122,10 +126,11 @@ GEN1_PROTOCOLS: dict[str, Gen1Protocol] = {
 #: downsampled_by_2=True: the toolbox's filter_boxes defaults (box_filtering.py L23: skip 0.5 s, diagonal 60,
 #: side 20) halved with the boxes) and the project's own metric on the same labels.
 GEN4_PROTOCOLS: dict[str, Gen1Protocol] = {
-    "spikeyolo_gen4": Gen1Protocol("spikeyolo_gen4", ground_truth="rvt", metric="ultralytics", keep_classes=3),
+    "spikeyolo_gen4": Gen1Protocol("spikeyolo_gen4", ground_truth="rvt", metric="ultralytics", keep_classes=3,
+                                   camera=GEN4),
     "prophesee_gen4": Gen1Protocol("prophesee_gen4", ground_truth="rvt", metric="coco", skip_us=500_000,
                                    min_diag=60.0, min_side=20.0, time_tol_us=0, float32_boxes=True, scale=0.5,
-                                   keep_classes=3),
+                                   keep_classes=3, camera=GEN4),
 }
 #: Every protocol by name (the evaluator registry serves each).
 PROTOCOLS: dict[str, Gen1Protocol] = {**GEN1_PROTOCOLS, **GEN4_PROTOCOLS}
@@ -261,14 +266,24 @@ def _images(protocol: Gen1Protocol, rows: list) -> list[tuple[str, int, tuple, t
     return images
 
 
-def _coco_metrics(images: list, names: Sequence[str], width: int, height: int, backend: str) -> dict[str, float]:
+def _coco_metrics(images: list, names: Sequence[str], width: int, height: int, backend: str,
+                  zero_without_detections: bool = False) -> dict[str, float]:
     """pycocotools over the images; annotation ids from 1 (pycocotools takes a match to id 0 for none).
+
+    With ``zero_without_detections`` (the toolbox's ``evaluate_detection``, i.e. the ``prophesee`` protocols), no
+    detection in any image gives every stat 0.0 without running COCOeval, as the toolbox's ``_coco_eval`` returns
+    its six APs (uzh-rpg/RVT ``b80f5683a6e2d5de65d4bde8105d796ccb50dbb1``,
+    ``utils/evaluation/prophesee/metrics/coco_eval.py`` L104-115: "Corner case at the very beginning of the
+    training"); this includes no image at all (no frame keeps a ground-truth box), where pycocotools' mAP would
+    be -1 ("undefined"). The six recalls, which RVT does not report, are 0.0 too.
 
     Areas are computed in the boxes' dtype: the ground truth's here (``w * h``), the detections' by pycocotools
     from the bbox values, which are passed as numpy scalars of that dtype (float32 for the COCO protocols, as the
     toolbox's box fields). faster-coco-eval gives the same numbers on tests/fixtures/events/protocol_cases.json
     (to 2.2e-16), float32 area bounds included.
     """
+    if zero_without_detections and not any(len(image[3][0]) for image in images):
+        return {name: 0.0 for name in STAT_NAMES}
     coco_images, annotations, results = [], [], []
     for image_id, (recording, t_us, (gt_xywh, gt_class), (det_xywh, det_score, det_class)) in enumerate(images, 1):
         coco_images.append({"id": image_id, "file_name": f"{recording}@{t_us}", "height": height, "width": width})
@@ -300,7 +315,7 @@ def _yolo_metrics(images: list) -> dict[str, float]:
 
 
 def evaluate_gen1(protocol: str | Gen1Protocol, samples: Sequence[Any], detections: Sequence[Any],
-                  names: Sequence[str] = ("car", "pedestrian"), backend: str = "pycocotools") -> dict[str, Any]:
+                  names: Sequence[str] | None = None, backend: str = "pycocotools") -> dict[str, Any]:
     """Score detections of event samples under one protocol.
 
     Args:
@@ -308,8 +323,8 @@ def evaluate_gen1(protocol: str | Gen1Protocol, samples: Sequence[Any], detectio
         samples: [S] ``EventSample`` (recording, t_us, raw boxes, num_events, size), e.g. an event loader's
             ``dataset.samples``; scored in (recording, t_us) order, whatever order they come in.
         detections: [S] per sample [N, 6] (x1, y1, x2, y2, score, class index) in sensor pixels.
-        names: class names (class index i is COCO category i + 1; for gen4, ``("pedestrian", "two-wheeler",
-            "car")``).
+        names: class names (class index i is COCO category i + 1); None: the protocol's camera's (Gen1: car,
+            pedestrian; Gen4: pedestrian, two-wheeler, car).
         backend: pycocotools or faster (``coco`` metric).
 
     Returns:
@@ -318,13 +333,15 @@ def evaluate_gen1(protocol: str | Gen1Protocol, samples: Sequence[Any], detectio
         reference_map50_95, reference_map50 (the reference's values bit for bit), precision, recall.
     """
     protocol = get_protocol(protocol)
+    names = tuple(names) if names is not None else protocol.camera.names
     images = _images(protocol, _frame_rows(protocol, samples, detections))
     counts = {"images": len(images), "gt_boxes": int(sum(len(image[2][0]) for image in images)),
               "detections": int(sum(len(image[3][0]) for image in images))}
     if protocol.metric == "coco":
-        width = round(max((s.width for s in samples), default=304) * protocol.scale)
-        height = round(max((s.height for s in samples), default=240) * protocol.scale)
-        metrics = _coco_metrics(images, names, width, height, backend)
+        width = round(max((s.width for s in samples), default=protocol.camera.width) * protocol.scale)
+        height = round(max((s.height for s in samples), default=protocol.camera.height) * protocol.scale)
+        metrics = _coco_metrics(images, names, width, height, backend,
+                                zero_without_detections=protocol.time_tol_us is not None)
     else:
         metrics = _yolo_metrics(images)
     return {"protocol": protocol.name, "metric": protocol.metric, **metrics, **counts}
@@ -337,7 +354,7 @@ def score_gen1(protocol: str | Gen1Protocol, predictions: Predictions, spec: Any
     Args:
         protocol: a name of :data:`PROTOCOLS` or a :class:`Gen1Protocol`.
         predictions: the pass; ``samples`` must hold the dataset's ``EventSample`` records.
-        spec: the dataset (its ``names``); default car, pedestrian.
+        spec: the dataset (its ``names``); None: the protocol's camera's names.
         backend: pycocotools or faster (``coco`` metric).
 
     Returns:
@@ -350,6 +367,6 @@ def score_gen1(protocol: str | Gen1Protocol, predictions: Predictions, spec: Any
         raise ValueError(f"the event protocol {get_protocol(protocol).name!r} scores Gen1 samples (or 1Mpx ones); "
                          f"this loader's dataset has none (list it among the evaluators of Gen1 / Gen4 data configs "
                          f"only)")
-    names = tuple(spec.names) if spec is not None else ("car", "pedestrian")
+    names = tuple(spec.names) if spec is not None else None
     metrics = evaluate_gen1(protocol, predictions.samples, predictions.detections, names, backend)
     return Score(metrics=metrics)

@@ -22,7 +22,7 @@ import torch
 
 from spikeyolo.io import atomic_write
 
-__all__ = ["RatioPad", "letterbox_ratio_pad", "unletterbox_boxes", "to_coco_results", "save_coco_results"]
+__all__ = ["RatioPad", "letterbox_ratio_pad", "unletterbox_boxes", "clip_boxes", "to_coco_results", "save_coco_results"]
 
 # ((gain_h, gain_w), (pad_w, pad_h)), as ultralytics 8.4 stores it per image.
 RatioPad = tuple[tuple[float, float], tuple[float, float]]
@@ -69,11 +69,22 @@ def unletterbox_boxes(boxes: torch.Tensor, ratio_pad: RatioPad,
     offset = boxes.new_tensor([pad_w, pad_h, pad_w, pad_h])  # [4]
     gain = boxes.new_tensor([gain_w, gain_h, gain_w, gain_h])  # [4]
     boxes = (boxes - offset) / gain  # [N, 4]
-    if orig_shape is not None:
-        orig_h, orig_w = float(orig_shape[0]), float(orig_shape[1])
-        upper = boxes.new_tensor([orig_w, orig_h, orig_w, orig_h])  # [4]
-        boxes = torch.minimum(boxes.clamp(min=0.0), upper)
-    return boxes
+    return clip_boxes(boxes, orig_shape) if orig_shape is not None else boxes
+
+
+def clip_boxes(boxes: torch.Tensor, orig_shape: Sequence[int]) -> torch.Tensor:
+    """xyxy boxes clipped to [0, w0] x [0, h0], as ultralytics' ``clip_boxes``.
+
+    Args:
+        boxes: [N, 4] (x1, y1, x2, y2) in original-image pixels; not modified.
+        orig_shape: (h0, w0).
+
+    Returns:
+        [N, 4] the clipped boxes, in ``boxes``' dtype.
+    """
+    orig_h, orig_w = float(orig_shape[0]), float(orig_shape[1])
+    upper = boxes.new_tensor([orig_w, orig_h, orig_w, orig_h])  # [4]
+    return torch.minimum(boxes.clamp(min=0.0), upper)
 
 
 def to_coco_results(detections: Sequence[torch.Tensor], image_ids: Sequence[Any], category_ids: Sequence[int],

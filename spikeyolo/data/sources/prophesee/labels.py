@@ -123,13 +123,15 @@ def _rvt_boxes(boxes: np.ndarray, width: int, height: int, min_size: float, max_
 
 
 def rvt_frame_times(times: np.ndarray, align_us: int = 100_000, jitter_us: int = 2000,
-                    source: str = "labels") -> np.ndarray:
+                    source: str = "labels", min_gap_us: int = 98_000) -> np.ndarray:
     """The label times RVT keeps as its ~10 Hz "frames" (``labels_and_ev_repr_timestamps``, L365-402).
 
     From the unique label times (of the boxes left after the clean-up): the label rate is the median step
     (it must be 30 or 60 Hz, L296-300), the base step 3 (30 Hz) or 6 (60 Hz) medians, about 100 ms (L302); the
     first frame is the first time at or after ``align_us`` (100 ms, L371, L556), and a later time is a frame when
     its distance to the previous frame is within ``jitter_us`` (2 ms, L382) of a whole number of base steps.
+    RVT then asserts that such a time is at least one base step on (L383) and that the frames are more than
+    98 ms apart (L401-402); both are errors here.
 
     Args:
         times: [S] unique label times (µs), sorted.
@@ -140,7 +142,8 @@ def rvt_frame_times(times: np.ndarray, align_us: int = 100_000, jitter_us: int =
         where RVT's median of no steps would fail).
 
     Raises:
-        DatasetError: the label rate is not 30 or 60 Hz (RVT asserts it).
+        DatasetError: the label rate is not 30 or 60 Hz, a label time within ``jitter_us`` of the previous frame,
+            or two frames ``min_gap_us`` (98 ms) apart or closer (RVT asserts each).
     """
     times = np.asarray(times, np.int64)
     first = int(np.searchsorted(times, align_us, side="left"))
@@ -158,8 +161,14 @@ def rvt_frame_times(times: np.ndarray, align_us: int = 100_000, jitter_us: int =
     frames = [int(times[first])]
     for t_us in times[first + 1:].tolist():
         steps = round((t_us - frames[-1]) / base_us)
-        if steps > 0 and abs(t_us - frames[-1] - steps * base_us) <= jitter_us:
-            frames.append(t_us)
+        if abs(t_us - frames[-1] - steps * base_us) > jitter_us:
+            continue
+        if steps == 0 or t_us - frames[-1] <= min_gap_us:
+            raise DatasetError(f"{source}: label frames at {frames[-1]} and {t_us} µs are {t_us - frames[-1]} µs "
+                               f"apart (labels at {rate_hz} Hz, base step {base_us} µs); RVT's frame selection "
+                               f"(data.sample_times=rvt) asserts more than {min_gap_us // 1000} ms: set "
+                               "data.sample_times=all")
+        frames.append(t_us)
     return np.asarray(frames, np.int64)
 
 
