@@ -6,6 +6,7 @@ with stand-ins (nothing it names runs), gives the same decoded boxes as ultralyt
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -65,7 +66,11 @@ def test_spikeyolo_eval_scores_a_yolo_train_checkpoint(trained, tmp_path, monkey
     code, out, err = call_main("eval", [f"checkpoint={best}", "data=yolo", f"data.yaml={data}",
                                         f"run_dir={tmp_path / 'eval'}"], monkeypatch, capsys)
     assert code == 0, err[-2000:]
-    assert "mAP" in out + err
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["images"] == 2 and metrics["checkpoint"] == str(best)
+    assert 0.0 <= metrics["map50_95"] <= metrics["map50"] <= 1.0  # one epoch on three images: ~0
+    predictions = json.loads((tmp_path / "eval" / "predictions.json").read_text())
+    assert predictions and {p["category_id"] for p in predictions} == {1}  # the stock model's boxes, scored
 
 
 def test_key_mapping_covers_yolov8_of_every_shape():
