@@ -94,7 +94,7 @@ class StandIn:
     __slots__ = ("state",)
     pickled_name = "?"
 
-    def __new__(cls, *args: Any) -> "StandIn":
+    def __new__(cls, *args: Any) -> StandIn:
         obj = object.__new__(cls)
         if args:
             raise Refusal(f"refusing constructor arguments for {obj.pickled_name}")
@@ -146,7 +146,7 @@ class _Storage:
 
     __slots__ = ("flat", "archive")
 
-    def __init__(self, flat: torch.Tensor, archive: "_Archive") -> None:
+    def __init__(self, flat: torch.Tensor, archive: _Archive) -> None:
         self.flat, self.archive = flat, archive
 
 
@@ -603,7 +603,7 @@ def _check_tree(root: Any) -> None:
             stack.extend((child, None, False) for child in children)
 
 
-def unpickle_torch_zip(path: str | Path, stand_ins: Mapping[str, type] = {}) -> Any:  # noqa: B006 - read only
+def unpickle_torch_zip(path: str | Path, stand_ins: Mapping[str, type] | None = None) -> Any:
     """The object in a torch zip file, read with the bounds of the module docstring.
 
     Raises:
@@ -611,12 +611,12 @@ def unpickle_torch_zip(path: str | Path, stand_ins: Mapping[str, type] = {}) -> 
         Exception: a malformed file (truncated zip, bad opcodes): the caller reports it in one line.
     """
     archive = _Archive(Path(path))
-    result = _Unpickler(archive.read(archive.prefix + "data.pkl"), archive, stand_ins).load()
+    result = _Unpickler(archive.read(archive.prefix + "data.pkl"), archive, stand_ins or {}).load()
     _check_tree(result)
     return result
 
 
-def read_torch_zip(path: str | Path, stand_ins: Mapping[str, type] = {},  # noqa: B006 - read only
+def read_torch_zip(path: str | Path, stand_ins: Mapping[str, type] | None = None,
                    error: type[Exception] = CheckpointError, what: str = "checkpoint") -> Any:
     """:func:`unpickle_torch_zip`, every failure as one line ``error``: ``<refusal> in a(n) <what>: <path>`` or
     ``cannot read <what> <path>: <exception type>: <first line, bounded>``."""

@@ -63,7 +63,7 @@ def test_yolo_train_best_pt_reads_into_yolov8_with_ultralytics_outputs(trained):
 
 def test_spikeyolo_eval_scores_a_yolo_train_checkpoint(trained, tmp_path, monkeypatch, capsys):
     best, data = trained
-    code, out, err = call_main("eval", [f"checkpoint={best}", "data=yolo", f"data.yaml={data}",
+    code, _, err = call_main("eval", [f"checkpoint={best}", "data=yolo", f"data.yaml={data}",
                                         f"run_dir={tmp_path / 'eval'}"], monkeypatch, capsys)
     assert code == 0, err[-2000:]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
