@@ -14,7 +14,8 @@ Reference checkpoints are read without running anything in them (spikeyolo.nn.re
 """
 
 from spikeyolo.api import Detector, ImageDetections
-from spikeyolo.config import build_model, compose
+from spikeyolo.config import compose
+from spikeyolo.models import build_model
 from spikeyolo.engine.checkpoint import load_checkpoint
 from spikeyolo.nn.reference import ReferenceCheckpointError, convert_reference_state_dict, load_reference_weights
 

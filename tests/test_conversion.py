@@ -257,7 +257,7 @@ def test_spiking_yolo_contract_and_checkpoint_round_trip(tmp_path):
         decoded, maps = snn(images)
     assert decoded.shape == ref_decoded.shape and maps[0].shape == ref_maps[0].shape
     cfg = spikeyolo.compose(TINY_YOLO)
-    neuron_node = {"_target_": "spikeyolo.conversion.IBTNeuron", "_partial_": True, "alpha": 0.1}
+    neuron_node = {"kind": "ibt", "alpha": 0.1}
     config = spiking_model_config(model_config(cfg, 3), neuron_node, 64, "vmem", 16, "channel", None)
     path = save_checkpoint({"model_config": config, "model": snn.state_dict(), "ema": None}, tmp_path / "snn.pt")
     loaded = spikeyolo.load_checkpoint(path)

@@ -100,3 +100,16 @@ def test_a_foreign_class_in_an_ultralytics_checkpoint_is_refused(trained, tmp_pa
     with pytest.raises(CheckpointError, match="apply to reference checkpoints only"):
         ultralytics_payload(best, time_steps=2)
     assert not os.path.exists(tmp_path / "system")
+
+
+def test_fine_tuning_starts_from_a_yolo_train_checkpoint(trained):
+    best, _ = trained
+    payload = ckpt.read_model_checkpoint(best)
+    same = YOLOv8(num_classes=1, scale="n")
+    report = ckpt.init_from_weights(same, payload["model_config"], best)
+    assert "(ultralytics)" in report and "0 re-initialised" in report
+    assert all(torch.equal(same.state_dict()[k], v) for k, v in payload["model"].items())
+    config = {"model": {"family": "yolov8", "scale": "n", "num_classes": 3, "in_chs": 3}, "neuron": {"kind": "relu"}}
+    other = YOLOv8(num_classes=3, scale="n")
+    report = ckpt.init_from_weights(other, config, best)
+    assert "for 1 -> 3 classes" in report   # the class branches keep their fresh initialisation, the rest loads

@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from spikeyolo.cli.common import friendly_errors, hydra_app
-from spikeyolo.config import build_model, resolve_imgsz
+from spikeyolo.config import resolve_imgsz
 from spikeyolo.conversion import DECODINGS, convert_detector, spiking_model_config
 from spikeyolo.conversion.normalize import NORM_MODES
 from spikeyolo.data import build_dataloader, spec_from_config
-from spikeyolo.engine.checkpoint import load_weights, read_checkpoint, save_checkpoint
+from spikeyolo.engine.checkpoint import load_weights, read_checkpoint, save_checkpoint, stored_model_config
 from spikeyolo.errors import UserError
+from spikeyolo.models import build_model, conversion_neuron
 
 log = logging.getLogger("spikeyolo.convert")
 
@@ -65,7 +65,8 @@ def convert(cfg: DictConfig) -> Path:
     torch.manual_seed(cfg.seed)
     path = Path(cfg.checkpoint)
     payload = read_checkpoint(path)
-    ann = build_model(payload["model_config"])
+    ann_config = stored_model_config(payload, str(path))
+    ann = build_model(ann_config, source=str(path))
     if not hasattr(ann, "conversion_layers"):
         raise UserError(f"{path}: holds a {type(ann).__name__}, not an ANN the converter maps (model=tiny_yolo)")
     load_weights(ann, payload, source=str(path))
@@ -78,13 +79,14 @@ def convert(cfg: DictConfig) -> Path:
                         f"the ANN's leaky slope {slope}")
     try:
         snn = convert_detector(ann, calibration_batches(cfg, max(ann.strides)), cfg.norm,
-                               instantiate(neuron_node), cfg.percentile, cfg.timesteps, cfg.decoding,
+                               conversion_neuron(neuron_node, f"spiking_neurons.{cfg.spiking_neuron}"),
+                               cfg.percentile, cfg.timesteps, cfg.decoding,
                                cfg.time_chunk)
     except TypeError as err:
         raise UserError(f"{path}: {err}") from None
     default_name = f"{path.stem}_snn_{cfg.norm}_{cfg.spiking_neuron}.pt"
     output = Path(cfg.output) if cfg.output else path.with_name(default_name)
-    config = spiking_model_config(payload["model_config"], neuron_node, cfg.timesteps, cfg.decoding,
+    config = spiking_model_config(ann_config, neuron_node, cfg.timesteps, cfg.decoding,
                                   cfg.time_chunk, cfg.norm, cfg.percentile)
     save_checkpoint({"model_config": config, "model": snn.state_dict(), "names": payload.get("names"),
                      "source_checkpoint": str(path), "ema": None,

@@ -20,11 +20,12 @@ import torch
 from omegaconf import DictConfig
 
 from spikeyolo.cli.common import UserError, friendly_errors, hydra_app, prepare_run_dir, setup_logging
-from spikeyolo.config import build_model, resolve_imgsz
+from spikeyolo.config import resolve_imgsz
 from spikeyolo.data import dataloader_from_config, get_source, spec_from_config
 from spikeyolo.deploy import to_spike_driven
 from spikeyolo.energy import EnergyPreset, build_report, measure, write_report
 from spikeyolo.engine.checkpoint import load_checkpoint
+from spikeyolo.models import build_model
 from spikeyolo.structures import model_input
 
 log = logging.getLogger("spikeyolo.energy")

@@ -13,7 +13,8 @@ import torch
 from omegaconf import DictConfig
 
 from spikeyolo.cli.common import friendly_errors, hydra_app
-from spikeyolo.config import build_model, resolve_imgsz, resolve_num_classes
+from spikeyolo.config import resolve_imgsz, resolve_num_classes
+from spikeyolo.models import build_model
 
 
 def layer_table(model: torch.nn.Module, imgsz: int = 640) -> list[tuple[int, str, str, int, str]]:

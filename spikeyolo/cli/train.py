@@ -18,13 +18,13 @@ import os
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from spikeyolo.cli.common import (UserError, friendly_errors, hydra_app, log_to_file, prepare_run_dir, setup_logging,
                                   write_json)
 from spikeyolo.config import resume_config
 from spikeyolo.engine import checkpoint as ckpt
+from spikeyolo.engine.loggers import build_logger
 from spikeyolo.engine.model_card import write_model_card
 from spikeyolo.engine.trainer import Trainer
 from spikeyolo.plots import plot_pr_curve, plot_training_curves, plot_val_mosaic
@@ -53,12 +53,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if is_main:
         run_dir = prepare_run_dir(cfg)
         log_to_file(run_dir / "train.log")
-        trainer.logger = instantiate(cfg.logger, _recursive_=False, run_dir=str(run_dir),
-                                     run_config=OmegaConf.to_container(cfg, resolve=True))
+        trainer.logger = build_logger(OmegaConf.to_container(cfg.logger, resolve=True), run_dir,
+                                      OmegaConf.to_container(cfg, resolve=True))
         steps = trainer.model.time_steps  # None: an ANN (tiny_yolo) has no T and D
         timing = f"T={steps} D={trainer.model.max_level}" if steps is not None else "ANN"
         log.info("run %s: %s on %s (%d train / %d val images), %s, %s, %.2fM parameters", trainer.run_dir,
-                 OmegaConf.select(cfg, "model._target_").rsplit(".", 1)[-1], trainer.spec.name,
+                 type(trainer.model).__name__, trainer.spec.name,
                  len(trainer.train_loader.dataset), len(trainer.val_loader.dataset), trainer.device,
                  timing, trainer.model.num_parameters() / 1e6)
     metrics = trainer.fit()

@@ -1,13 +1,11 @@
-"""Composing the packaged Hydra configs (spikeyolo/configs, typed by :mod:`spikeyolo.config.schema`) and building
-models from them."""
+"""Composing the packaged Hydra configs (spikeyolo/configs, typed by :mod:`spikeyolo.config.schema`) and the model
+description a composed config gives (:func:`model_config`; :func:`spikeyolo.models.build_model` builds it)."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from spikeyolo.config.composing import CONFIG_DIR, compose, config_choices
@@ -15,9 +13,11 @@ from spikeyolo.config.resume import resume_config, same_run_config, saved_run_co
 from spikeyolo.config.schema import register_schemas
 from spikeyolo.errors import UserError
 
-__all__ = ["CONFIG_DIR", "compose", "config_choices", "build_model", "model_config", "resolve_num_classes",
-           "resolve_imgsz", "checked_imgsz", "register_schemas", "resume_config", "saved_run_config",
+__all__ = ["CONFIG_DIR", "compose", "config_choices", "model_config", "resolve_num_classes",
+           "resolve_imgsz", "checked_imgsz", "MAX_IMGSZ", "register_schemas", "resume_config", "saved_run_config",
            "same_run_config", "write_run_config"]
+
+MAX_IMGSZ = 8192   # the largest square input size (data.imgsz, a checkpoint's trained size)
 
 
 def resolve_num_classes(cfg: DictConfig) -> int:
@@ -60,6 +60,8 @@ def checked_imgsz(imgsz: Any, model: torch.nn.Module, trained: Mapping[str, Any]
                         f"(an integer multiple of {stride})")
     if isinstance(imgsz, bool) or not isinstance(imgsz, int):
         raise UserError(f"{key} must be an integer multiple of {stride}, got {imgsz!r}")
+    if imgsz > MAX_IMGSZ:
+        raise UserError(f"{key}={imgsz} is larger than {MAX_IMGSZ} (the largest input size spikeyolo accepts)")
     if imgsz <= 0 or imgsz % stride:
         below = imgsz // stride * stride
         choices = f"{below} or {below + stride}" if below > 0 else f"{stride}"
@@ -68,7 +70,8 @@ def checked_imgsz(imgsz: Any, model: torch.nn.Module, trained: Mapping[str, Any]
 
 
 def model_config(cfg: DictConfig, num_classes: int | None = None) -> dict[str, Any]:
-    """The self-contained description of a model (stored in checkpoints): model and neuron nodes."""
+    """The self-contained description of a model (stored in checkpoints): the model and neuron nodes, names and
+    plain values only (``family``, ``kind``; :mod:`spikeyolo.models` checks and builds it)."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
     # run options, not the network: model.weights (where training starts from), model.name (the config's name)
     model.pop("weights", None)
@@ -76,21 +79,3 @@ def model_config(cfg: DictConfig, num_classes: int | None = None) -> dict[str, A
     model["num_classes"] = int(num_classes if num_classes is not None else resolve_num_classes(cfg))
     return {"model": model, "neuron": OmegaConf.to_container(cfg.neuron, resolve=True)}
 
-
-def build_model(cfg: DictConfig | dict, num_classes: int | None = None) -> torch.nn.Module:
-    """Build the detector of a composed config (or of a ``model_config`` dict from a checkpoint)."""
-    if isinstance(cfg, DictConfig):
-        description = model_config(cfg, num_classes)
-    else:
-        description = dict(cfg)
-        if num_classes is not None:
-            description["model"] = {**description["model"], "num_classes": int(num_classes)}
-    try:
-        neuron = instantiate(OmegaConf.create(description["neuron"]))
-        return instantiate(OmegaConf.create(description["model"]), neuron=neuron, _convert_="all")
-    except InstantiationException as err:
-        # surface the constructor's own message (e.g. "time_steps (T) must be >= 1") instead of Hydra's wrapper
-        cause = err.__cause__
-        if isinstance(cause, (ValueError, TypeError)):
-            raise type(cause)(str(cause)) from err
-        raise

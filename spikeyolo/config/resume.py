@@ -23,7 +23,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from spikeyolo.config.composing import CONFIG_DIR, compose
 from spikeyolo.config.schema import TrainConfig
-from spikeyolo.errors import UserError
+from spikeyolo.config.names import MAX_YAML_BYTES, refuse_hydra_keys, translate_run_config, yaml_data
+from spikeyolo.errors import InputError, UserError
 from spikeyolo.io import write_text
 
 __all__ = ["ALLOWED_ON_RESUME", "SESSION_KEYS", "resume_config", "saved_run_config", "same_run_config",
@@ -35,17 +36,19 @@ ALLOWED_ON_RESUME = ("trainer.epochs", "trainer.device", "trainer.workers", "tra
                      "trainer.min_free_gb", "trainer.save_period", "trainer.log_images")
 # where this session runs and whether it resumes: not part of what the run is
 SESSION_KEYS = ("run_dir", "trainer.resume")
-_TYPED_GROUPS = ("trainer", "optim", "logger", "neuron")  # the groups the schema types (data, model: yaml only)
+_TYPED_GROUPS = ("trainer", "optim", "logger", "neuron")
+MAX_RUN_CONFIG_BYTES = 1 << 20      # a run's config.yaml is a few KB
+MAX_RUN_CONFIG_NODES = 100_000  # the groups the schema types (data, model: yaml only)
 _ABSENT = object()
 
 
-def _group_schema(group: str, node: DictConfig) -> DictConfig:
-    """The schema of a typed group's node: the group's schema whose ``_target_`` is the node's, else ``_schema``."""
+def _group_schema(group: str, node: dict) -> DictConfig:
+    """The schema of a typed group's node: the group's schema whose ``kind`` is the node's, else ``_schema``."""
     entries = ConfigStore.instance().repo[group]
-    target = node.get("_target_") if "_target_" in node else None
+    kind = node.get("kind")
     for entry in entries.values():
         schema = entry.node
-        if "_target_" in schema and not OmegaConf.is_missing(schema, "_target_") and schema._target_ == target:
+        if "kind" in schema and not OmegaConf.is_missing(schema, "kind") and schema.kind == kind:
             return schema
     return entries["_schema.yaml"].node
 
@@ -61,10 +64,21 @@ def saved_run_config(run_dir: str | Path) -> DictConfig:
         raise UserError(f"trainer.resume=true but {path} does not exist: run_dir must be the folder of a run "
                         "spikeyolo-train started")
     try:
-        saved = OmegaConf.load(path)
-        groups = {group: _group_schema(group, saved[group]) for group in _TYPED_GROUPS
-                  if isinstance(saved.get(group), DictConfig)}
-        typed = OmegaConf.merge(OmegaConf.structured(TrainConfig), groups, saved)
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise UserError(f"{path}: {path.stat().st_size:,} bytes (a run's config.yaml is a few KB; at most "
+                            f"{MAX_YAML_BYTES:,})")
+        # older releases' Python paths as names; any other Hydra key refused
+        plain = translate_run_config(yaml_data(path.read_text(encoding="utf-8"), str(path)), str(path))
+        if not isinstance(plain, dict):
+            raise UserError(f"{path}: not a run config (a mapping of config groups)")
+        refuse_hydra_keys(plain, str(path))
+        groups = {group: _group_schema(group, plain[group]) for group in _TYPED_GROUPS
+                  if isinstance(plain.get(group), dict)}
+        typed = OmegaConf.merge(OmegaConf.structured(TrainConfig), groups, OmegaConf.create(plain))
+    except InputError as err:
+        raise UserError(f"{err}") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"cannot read {path}: {type(err).__name__}") from None
     except OmegaConfBaseException as err:
         where = f"{err.full_key}: " if getattr(err, "full_key", None) else ""
         raise UserError(f"{path}: {where}{str(err).strip().splitlines()[0]} (written by another spikeyolo version?)"

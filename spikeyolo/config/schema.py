@@ -108,12 +108,12 @@ class OptimConfig:
 class LoggerConfig:
     """``logger``: the experiment dashboard (RUN_DIR/metrics.jsonl is written in any case)."""
 
-    _target_: str = MISSING
+    kind: str = MISSING    # csv | none | wandb (spikeyolo.engine.loggers.LOGGERS)
 
 
 @dataclass
 class WandbLoggerConfig(LoggerConfig):
-    _target_: str = "spikeyolo.engine.loggers.WandbLogger"
+    kind: str = "wandb"
     project: str = "spikeyolo"
     entity: Optional[str] = None
     mode: str = "offline"             # online streams to the dashboard (needs WANDB_API_KEY)
@@ -122,10 +122,9 @@ class WandbLoggerConfig(LoggerConfig):
 
 @dataclass
 class NeuronConfig:
-    """``neuron``: the spiking neuron of every layer (a partial: each layer adds its own arguments)."""
+    """``neuron``: the spiking neuron of every layer (``kind``: a name of spikeyolo.models.NEURONS)."""
 
-    _target_: str = MISSING
-    _partial_: bool = True
+    kind: str = MISSING    # ilif | relu
     time_steps: int = 1    # T
     max_level: int = 4     # D
     decay: float = 0.25
@@ -134,7 +133,7 @@ class NeuronConfig:
 
 @dataclass
 class ILIFConfig(NeuronConfig):
-    _target_: str = "spikeyolo.nn.neurons.ILIF"
+    kind: str = "ilif"
     backend: str = "fused"  # T > 1: fused | spikingjelly | loop (same numbers; fused is fastest)
 
 

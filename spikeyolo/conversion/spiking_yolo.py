@@ -2,9 +2,9 @@
 
 ``SpikingYOLO`` wraps a :class:`~spikeyolo.conversion.converter.SpikingNetwork` (the converted
 backbone + detection conv) and the ANN's head, which only decodes (anchors, strides). It is
-rebuilt from a checkpoint by ``spikeyolo.load_checkpoint``: the stored ``model_config`` names
-:func:`build_spiking_yolo` with the ANN's own config nested in it, so the structure is rebuilt
-from the ANN description and the normalised weights are then loaded.
+rebuilt from a checkpoint by ``spikeyolo.load_checkpoint``: the stored ``model_config`` is the family
+``spiking_yolo`` with the ANN's own description nested in it (:func:`spiking_model_config`), which
+:mod:`spikeyolo.models` builds with :func:`build_spiking_yolo`; the normalised weights are then loaded.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def build_spiking_yolo(ann: nn.Module, spiking_neuron: Callable[[], ConversionNe
     """The (uncalibrated) Spiking-YOLO structure of ``ann``; weights come from a checkpoint.
 
     Args:
-        ann: the ANN detector (built by Hydra from the nested config).
+        ann: the ANN detector (built by spikeyolo.models from the nested description).
         spiking_neuron: hidden-neuron factory.
         time_steps, decoding, time_chunk: simulation settings.
         norm, percentile: how it was calibrated (recorded only).
@@ -118,10 +118,12 @@ def spiking_model_config(ann_config: dict[str, Any], spiking_neuron: dict[str, A
     """The ``model_config`` of a Spiking-YOLO checkpoint, from the ANN checkpoint's ``model_config``.
 
     Args:
-        ann_config: the ANN's ``{"model": {...}, "neuron": {...}}``.
-        spiking_neuron: a Hydra node with ``_target_`` and ``_partial_: true`` (e.g. IBTNeuron).
+        ann_config: the ANN's checked ``{"model": {"family": "tiny_yolo", ...}, "neuron": ...}``.
+        spiking_neuron: the hidden neuron by name and values (``{"kind": "ibt", "v_threshold": 1.0, "alpha": 0.1}``;
+            spikeyolo.models.CONVERSION_NEURONS).
     """
-    model = {"_target_": f"{__name__}.build_spiking_yolo", "ann": dict(ann_config["model"]),
-             "spiking_neuron": dict(spiking_neuron), "time_steps": int(time_steps), "decoding": decoding,
-             "time_chunk": int(time_chunk), "norm": norm, "percentile": percentile}
-    return {"model": model, "neuron": dict(ann_config.get("neuron") or {"_target_": "builtins.dict"})}
+    model = {"family": "spiking_yolo", "ann": dict(ann_config["model"]), "spiking_neuron": dict(spiking_neuron),
+             "time_steps": int(time_steps), "decoding": decoding, "time_chunk": int(time_chunk), "norm": norm,
+             "percentile": None if percentile is None else float(percentile)}
+    neuron = ann_config.get("neuron")
+    return {"model": model, "neuron": dict(neuron) if neuron else None}

@@ -1,10 +1,12 @@
-"""Checkpoints: atomic writes, safe (weights-only) reads, and model reconstruction.
+"""Checkpoints: atomic writes, bounded code-free reads, and model reconstruction from names.
 
-A spikeyolo checkpoint is a plain dict of tensors and primitives, so it loads with
-``torch.load(weights_only=True)`` (no pickled code is ever executed):
+A spikeyolo checkpoint is a plain dict of tensors and primitives, read by :func:`spikeyolo.torchfile.read_torch_zip`
+with no class allowed (no pickled code is ever executed; sizes bounded by the file), and the model it describes is
+built by :func:`spikeyolo.models.build_model` from names and checked values only:
 
     format, version     "spikeyolo-checkpoint", 1
-    model_config        {"model": {...}, "neuron": {...}}  (enough to rebuild the network)
+    model_config        {"model": {"family": ..., ...}, "neuron": {"kind": ..., ...}}  (enough to rebuild the network;
+                        older releases' Python paths are translated, spikeyolo.config.names)
     model               state_dict (float32)
     ema, ema_updates    EMA state_dict (or None) and its update count
     optimizer, scaler   state dicts (or None)
@@ -17,10 +19,11 @@ A spikeyolo checkpoint is a plain dict of tensors and primitives, so it loads wi
     train_config        the resolved run config as YAML text (or None)
     names, metrics      class names and the last metrics
 
-:func:`read_model_checkpoint` also takes a reference (BICLab/SpikeYOLO, ultralytics-format) checkpoint,
-recognised by the classes its pickle names and read by the restricted reader of
-``spikeyolo.nn.reference_pickle``, and returns it in the same payload form (model_config inferred from
-the weights); :func:`init_from_weights` starts a training run (fine-tuning) from either kind.
+:func:`read_model_checkpoint` also takes a reference (BICLab/SpikeYOLO, ultralytics-format) checkpoint and a stock
+ultralytics YOLOv8 one, recognised by the classes their pickles name and read by the same reader with an allow-list of
+inert stand-ins (``spikeyolo.nn.reference_pickle``, ``spikeyolo.nn.ultralytics_checkpoint``), and returns them in the
+same payload form (model_config inferred from the weights); :func:`init_from_weights` starts a training run
+(fine-tuning) from any of them.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ import torch
 import yaml
 from torch import nn
 
-from spikeyolo.config import build_model
-from spikeyolo.errors import CheckpointError, ReferenceCheckpointError
+from spikeyolo.errors import CheckpointError, InputError, ReferenceCheckpointError
 from spikeyolo.io import atomic_write
+from spikeyolo.config.names import refuse_hydra_keys, shown, yaml_data
+from spikeyolo.models import build_model, check_model_config
 from spikeyolo.nn.reference import (GEN1_LIF, convert_reference_state_dict, is_reference_checkpoint,
                                     load_reference_checkpoint, reference_model_config, translate_reference_keys)
 from spikeyolo.nn.reference_checkpoint import ReferenceCheckpoint
@@ -50,7 +54,7 @@ VERSION = 1
 
 __all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "read_model_checkpoint", "reference_payload",
            "load_checkpoint", "load_weights", "init_from_weights", "rng_state", "set_rng_state",
-           "describe_model_config"]
+           "describe_model_config", "stored_model_config"]
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
@@ -139,7 +143,7 @@ def reference_payload(reference: ReferenceCheckpoint, model: str | None = None, 
             f"{sorted(reference.lif_settings, key=str)}; spikeyolo reproduces only the reference's {GEN1_LIF} "
             "(charge=lif)")
     config = reference_model_config(reference.state_dict, reference.kind, model, time_steps, max_level)
-    network = build_model(config)
+    network = build_model(config, source=str(reference.path))
     state = convert_reference_state_dict(reference.state_dict, network)
     imgsz = reference.train_args.get("imgsz")
     num_classes = config["model"]["num_classes"]
@@ -152,17 +156,23 @@ def reference_payload(reference: ReferenceCheckpoint, model: str | None = None, 
 def trained_data_config(payload: dict[str, Any]) -> dict[str, Any]:
     """The ``data`` node of the run config a checkpoint was trained with ({} if it has none)."""
     text = payload.get("train_config")
-    config = yaml.safe_load(text) if text else {}
-    data = (config or {}).get("data") if isinstance(config, dict) else None
+    try:
+        config = yaml_data(text, "the checkpoint's train_config") if text else {}
+        data = (config or {}).get("data") if isinstance(config, dict) else None
+        refuse_hydra_keys(data, "the checkpoint's train_config.data")
+    except InputError as err:
+        raise CheckpointError(str(err)) from None
     return dict(data) if isinstance(data, dict) else {}
 
 
-def describe_model_config(model_config: dict[str, Any]) -> str:
-    """Short human description: 'depth 0.33 width 0.5, 80 classes, T=1 D=4'."""
-    model = model_config.get("model", {})
-    neuron = model_config.get("neuron", {})
-    return (f"depth {model.get('depth_multiple')} width {model.get('width_multiple')}, "
-            f"{model.get('num_classes')} classes, T={neuron.get('time_steps')} D={neuron.get('max_level')}")
+def describe_model_config(model_config: Any) -> str:
+    """Short human description: 'depth 0.33 width 0.5, 80 classes, T=1 D=4' (bounded, whatever it holds)."""
+    config = model_config if isinstance(model_config, dict) else {}
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    neuron = config.get("neuron") if isinstance(config.get("neuron"), dict) else {}
+    return (f"depth {shown(model.get('depth_multiple'))} width {shown(model.get('width_multiple'))}, "
+            f"{shown(model.get('num_classes'))} classes, T={shown(neuron.get('time_steps'))} "
+            f"D={shown(neuron.get('max_level'))}")
 
 
 def load_weights(model: nn.Module, payload: dict[str, Any], use_ema: bool = True,
@@ -182,9 +192,20 @@ def load_weights(model: nn.Module, payload: dict[str, Any], use_ema: bool = True
     return model
 
 
+def stored_model_config(payload: dict[str, Any], source: str = "checkpoint") -> dict[str, Any]:
+    """A read checkpoint's ``model_config``, checked (names and values; :func:`spikeyolo.models.check_model_config`).
+
+    Raises:
+        CheckpointError: none stored, or one that names what spikeyolo does not build or holds values out of range.
+    """
+    if "model_config" not in payload:
+        raise CheckpointError(f"{source}: no model_config (not a model checkpoint of spikeyolo)")
+    return check_model_config(payload["model_config"], source)
+
+
 def model_from_payload(payload: dict[str, Any], use_ema: bool = True, source: str = "checkpoint") -> nn.Module:
     """The model of a read checkpoint (:func:`read_checkpoint`) with its (EMA) weights and class names, eval mode."""
-    model = build_model(payload["model_config"])
+    model = build_model(stored_model_config(payload, source), source=source)
     load_weights(model, payload, use_ema=use_ema, source=source)
     model.names = list(payload.get("names") or [])
     return model.eval()
@@ -196,7 +217,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
 
 
 def init_from_weights(model: nn.Module, model_config: dict[str, Any], path: str | Path) -> str:
-    """Start training from a spikeyolo or reference checkpoint's weights (fine-tuning); returns a log line.
+    """Start training from a spikeyolo, reference or stock ultralytics checkpoint's weights (fine-tuning); returns a
+    log line.
 
     Every tensor of the same name and shape is copied. When the checkpoint predicts another number of
     classes, the tensors whose shape depends on it (the class branches of the head) keep ``model``'s
@@ -208,7 +230,12 @@ def init_from_weights(model: nn.Module, model_config: dict[str, Any], path: str 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights not found: {path}")
-    if is_reference_checkpoint(path):
+    if is_ultralytics_checkpoint(path):   # a stock YOLOv8 (yolo train's best.pt): read as a spikeyolo payload
+        payload = ultralytics_payload(path)
+        state, unexpected = payload["model"], []
+        their_classes = payload["model_config"]["model"]["num_classes"]
+        kind = "ultralytics"
+    elif is_reference_checkpoint(path):
         reference = load_reference_checkpoint(path)
         state, unexpected = translate_reference_keys(reference.state_dict, model)
         their_classes = int(reference.state_dict["model.26.cv3.0.2.conv.weight"].shape[0]) \
@@ -217,13 +244,13 @@ def init_from_weights(model: nn.Module, model_config: dict[str, Any], path: str 
     else:
         payload = read_checkpoint(path)
         state, unexpected = (payload["ema"] if payload.get("ema") is not None else payload["model"]), []
-        their_classes = payload["model_config"]["model"].get("num_classes")
+        their_classes = stored_model_config(payload, str(path))["model"].get("num_classes")
         kind = "spikeyolo"
     ours = model.state_dict()
     ours_classes = model_config["model"]["num_classes"]
     class_shaped: set[str] = set()
     if their_classes is not None and their_classes != ours_classes:  # the same network for their class count
-        other = build_model(model_config, num_classes=their_classes).state_dict()
+        other = build_model(model_config, num_classes=their_classes, source=str(path)).state_dict()
         class_shaped = {k for k in ours if k in other and other[k].shape != ours[k].shape}
     loaded, reinitialised, mismatched = {}, [], []
     for key, value in state.items():

@@ -14,9 +14,11 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from spikeyolo.config.names import shown
+from spikeyolo.errors import UserError
 from spikeyolo.io import atomic_path
 
-__all__ = ["MetricsFile", "NullLogger", "CSVLogger", "WandbLogger"]
+__all__ = ["MetricsFile", "NullLogger", "CSVLogger", "WandbLogger", "LOGGERS", "build_logger"]
 
 
 def _plain(value: Any) -> Any:
@@ -129,3 +131,16 @@ class WandbLogger(NullLogger):
 
     def finish(self) -> None:
         self.run.finish()
+
+
+# logger.kind -> class (spikeyolo.config.names.LOGGERS: the same names; a run's config.yaml names one of these)
+LOGGERS: dict[str, type[NullLogger]] = {"csv": CSVLogger, "none": NullLogger, "wandb": WandbLogger}
+
+
+def build_logger(node: Mapping[str, Any], run_dir: str | Path, run_config: Mapping[str, Any]) -> NullLogger:
+    """The logger a ``logger`` config node names (``kind`` plus that logger's settings)."""
+    settings = dict(node)
+    kind = settings.pop("kind", None)
+    if kind not in LOGGERS:
+        raise UserError(f"logger.kind: unknown logger {shown(kind)} (known: {', '.join(LOGGERS)})")
+    return LOGGERS[kind](run_dir=str(run_dir), run_config=run_config, **settings)

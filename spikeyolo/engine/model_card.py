@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from spikeyolo import __version__
 from spikeyolo.io import plain, write_text
+from spikeyolo.models import NEURONS, family_class
 
 __all__ = ["TEMPLATE", "model_card_fields", "render_model_card", "write_model_card"]
 
@@ -120,15 +121,16 @@ def model_card_fields(cfg: DictConfig, metrics: Mapping[str, Any], *, run_dir: s
     shown = [f"{k} {augment[k]}" for k in ("mosaic", "mixup", "scale", "translate", "fliplr", "hsv_v")
              if k in augment]
     names = ", ".join(class_names[:20]) + (f", ... ({len(class_names)} in all)" if len(class_names) > 20 else "")
-    neuron_target = str(cfg.neuron._target_).rsplit(".", 1)[-1]
+    neuron_kind = pick("neuron.kind")
+    neuron_class = NEURONS[neuron_kind].__name__ if neuron_kind in NEURONS else str(neuron_kind)
     return {
         "run_name": str(cfg.name),
         "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "architecture": str(cfg.model._target_).rsplit(".", 1)[-1],
+        "architecture": family_class(str(pick("model.family"))),
         "depth_multiple": _fmt(pick("model.depth_multiple")),
         "width_multiple": _fmt(pick("model.width_multiple")),
         "max_channels": _fmt(pick("model.max_channels")),
-        "neuron": neuron_target,
+        "neuron": neuron_class,
         "time_steps": _fmt(pick("neuron.time_steps")),
         "max_level": _fmt(pick("neuron.max_level")),
         "parameters": f"{parameters:,} ({parameters / 1e6:.2f} M)",

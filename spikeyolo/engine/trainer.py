@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from spikeyolo.config import build_model, model_config, resolve_imgsz, resolve_num_classes
+from spikeyolo.config import model_config, resolve_imgsz, resolve_num_classes
 from spikeyolo.data import dataloader_from_config, maybe_close_mosaic, spec_from_config
 from spikeyolo.engine import checkpoint as ckpt
 from spikeyolo.engine.distributed import cleanup_distributed, init_distributed, rank_batch_size, select_device
@@ -39,6 +39,7 @@ from spikeyolo.engine.validate import validate
 from spikeyolo.errors import TrainingError
 from spikeyolo.evaluation import flat_evaluators
 from spikeyolo.losses import build_training_loss
+from spikeyolo.models import build_model
 from spikeyolo.structures import model_input
 from spikeyolo._ultralytics.data import loader_state, restore_loader_state
 
@@ -111,7 +112,9 @@ class Trainer:
             self.spec.num_classes
         self.model_config = model_config(cfg, num_classes)
         weights = OmegaConf.select(cfg, "model.weights")  # a run option, not part of the network
-        self.model = build_model(self.model_config).to(self.device)
+        # a resumed run's model comes from its config.yaml (a file): checked as data, its size too
+        source = str(self.run_dir / "config.yaml") if self.tcfg.resume else None
+        self.model = build_model(self.model_config, source=source).to(self.device)
         if weights and not self.tcfg.resume:  # a resumed run continues from its own last.pt
             report = ckpt.init_from_weights(self.model, self.model_config, weights)
             if self.is_main:

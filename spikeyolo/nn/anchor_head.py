@@ -67,6 +67,8 @@ class AnchorHead(nn.Module):
 
     def init_biases(self, reference_size: int = 416) -> None:
         """Objectness prior ~8 objects per image, class prior 1 / num_classes (YOLOv5 ``_initialize_biases``)."""
+        if self.stride.is_meta:   # built on the meta device (spikeyolo.models' size check): no values to set
+            return
         for conv, stride in zip(self.pred, self.stride.tolist()):
             bias = conv.bias.data.view(self.num_anchors, self.num_outputs)
             bias[:, 4] = math.log(8 / (reference_size / max(stride, 1.0)) ** 2)

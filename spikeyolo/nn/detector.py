@@ -1,9 +1,10 @@
 """SpikeYOLO detector assembled from a layer list (configs/model/*.yaml).
 
-A layer spec is ``[from, repeats, class_path, args]`` as in YOLOv8 yamls, where
-``class_path`` names a class with a ``build(in_chs, scale, neuron, **args)``
-classmethod (spikeyolo.nn.blocks / heads). Layer indices equal the reference
-model's (layer 0 is the time expansion), so checkpoint keys line up 1:1.
+A layer spec is ``[from, repeats, kind, args]`` as in YOLOv8 yamls, where
+``kind`` is a name of :data:`LAYER_KINDS` (or a role of :data:`ROLE_CHOICES`) whose class has a
+``build(in_chs, scale, neuron, **args)`` classmethod (spikeyolo.nn.blocks / heads / attention). The
+names are the package's own table: a layer list (a file's too) never names a Python path. Layer indices
+equal the reference model's (layer 0 is the time expansion), so checkpoint keys line up 1:1.
 
 Forward contract:
     input  [B, 3, H, W] float in [0, 1] (repeated over T) or [T, B, C, H, W] (event frames)
@@ -22,17 +23,24 @@ import inspect
 from typing import Any, Iterable, Mapping
 
 import torch
-from hydra.utils import get_class
 from torch import nn
 
 from spikeyolo.nn.attention import TransformerBlock
-from spikeyolo.nn.blocks import AllConvBlock, ConvBlock, Scale
+from spikeyolo.nn.blocks import (SPPF, AllConvBlock, Concat, ConvBlock, DownSampling, Scale, StandardConv, TimeExpand,
+                                 Upsample)
 from spikeyolo.nn.heads import AnchorFreeHead, SpikingAnchorHead
 from spikeyolo.nn.layers import NeuronFactory
 from spikeyolo.nn.neurons import SpikeCoding, SpikingNeuron
 from spikeyolo.nn.protocol import DetectorMixin
 
-__all__ = ["SpikeYOLO", "LayerSpec"]
+__all__ = ["SpikeYOLO", "LayerSpec", "LAYER_KINDS", "ROLE_CHOICES"]
+
+# The layer kinds a layer list may name (spikeyolo.config.names.LAYER_KINDS: the same names)
+LAYER_KINDS: dict[str, type] = {
+    "time_expand": TimeExpand, "down_sampling": DownSampling, "standard_conv": StandardConv,
+    "all_conv_block": AllConvBlock, "conv_block": ConvBlock, "transformer_block": TransformerBlock, "sppf": SPPF,
+    "upsample": Upsample, "concat": Concat, "anchor_free_head": AnchorFreeHead, "anchor_head": SpikingAnchorHead,
+}
 
 # Layer roles whose class is a model-level choice (the paper's ablations, Table 5)
 ROLE_CHOICES: dict[str, dict[str, type]] = {
@@ -54,18 +62,23 @@ def _sharing(neuron: NeuronFactory, coding: SpikeCoding) -> NeuronFactory:
 class LayerSpec:
     """One parsed entry of the layer list.
 
-    The class column is a dotted class path, or a role name (``early_block``, ``late_block``,
+    The kind column is a name of :data:`LAYER_KINDS`, or a role name (``early_block``, ``late_block``,
     ``head``) resolved through ``choices`` {role: chosen class}.
     """
 
     def __init__(self, index: int, spec: Iterable[Any], overrides: Mapping[str, Any] | None = None,
                  choices: Mapping[str, type] | None = None) -> None:
-        source, repeats, class_path, args = list(spec)
+        source, repeats, kind, args = list(spec)
         self.index = index
         self.sources = [int(source)] if isinstance(source, int) else [int(s) for s in source]
         self.repeats = int(repeats)
         choices = choices or {}
-        self.cls = choices[str(class_path)] if str(class_path) in choices else get_class(str(class_path))
+        if kind in choices:
+            self.cls = choices[kind]
+        elif kind in LAYER_KINDS:
+            self.cls = LAYER_KINDS[kind]
+        else:
+            raise ValueError(f"layer {index}: unknown layer kind {str(kind)[:60]!r} (known: {', '.join(LAYER_KINDS)})")
         self.args = dict(args or {})
         if overrides:
             self.args.update(dict(overrides))
@@ -155,9 +168,13 @@ class SpikeYOLO(DetectorMixin, nn.Module):
                 module.eps = 1e-3
                 module.momentum = 0.03
         was_training = self.training
-        self.eval()
+        # on the meta device (spikeyolo.models' size check: shapes only) the train-mode forward, which returns the
+        # maps without decoding them (decoding reads values); else eval mode, which leaves the BN statistics alone
+        meta = any(p.is_meta for p in self.parameters())
+        self.train(meta)
         with torch.no_grad():
-            _, maps = self.forward(torch.zeros(1, self.in_chs, 64, 64))
+            out = self.forward(torch.zeros(1, self.in_chs, 64, 64))
+        maps = out if meta else out[1]
         self.train(was_training)
         self.head.stride.copy_(torch.tensor([64.0 / m.shape[-2] for m in maps]))
         self.head.init_biases()

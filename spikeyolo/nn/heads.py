@@ -108,6 +108,8 @@ class AnchorFreeHead(nn.Module):
 
     def init_biases(self, reference_size: int = 640) -> None:
         """Box bias 1.0; class bias log(5 / nc / (640 / stride)^2) (reference ``bias_init``)."""
+        if self.stride.is_meta:   # built on the meta device (spikeyolo.models' size check): no values to set
+            return
         for box, cls_branch, stride in zip(self.box_branches, self.cls_branches, self.stride.tolist()):
             box[-1].conv.bias.data[:] = 1.0
             cls_branch[-1].conv.bias.data[: self.num_classes] = math.log(
@@ -175,6 +177,8 @@ class SpikingAnchorHead(AnchorHead):
         return cls(in_chs, num_classes, neuron, coding, anchors), None
 
     def init_biases(self, reference_size: int = 640) -> None:
+        if self.stride.is_meta:   # built on the meta device (spikeyolo.models' size check): no values to set
+            return
         for branch, stride in zip(self.pred, self.stride.tolist()):
             bias = branch[-1].conv.bias.data.view(self.num_anchors, self.num_outputs)
             bias[:, 4] = math.log(8 / (reference_size / max(stride, 1.0)) ** 2)
