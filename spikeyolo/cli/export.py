@@ -10,7 +10,9 @@ spike-driven path on the fixed-point grids, whatever ``fixed_point`` says). The 
 was trained at unless data.imgsz=N is given. Writes the model file(s) and RUN_DIR/export.json (what was exported,
 the onnxruntime check). NIR (spikeyolo.deploy.nir): the spike-driven network as stage graphs that snnTorch, norse,
 sinabs and nirtorch import (``model.stage<i>.nir``) plus the rest of the network (``model.rest.pt``: upsampling,
-concatenation, max-pooling, decoding), read back with ``NirBundle.load`` (docs/user-guide.md, "NIR").
+concatenation, max-pooling, decoding), read back with ``NirBundle.load`` (docs/user-guide.md, "NIR"). The stage
+files are typed (``nir_typed=true``, configs/export.yaml): ``nir.read(path)`` passes its own type check; they take
+[3, imgsz, imgsz] images only (letterboxed squares), which the printed report states.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """An exported NIR model read back: its stage graphs, its rest of the network, and the loop that runs them.
 
     exported = NirBundle.load("model.nir")                   # model.stage0.nir ..., model.rest.pt
-    stages = [norse.torch.from_nir(graph, dt=DT) for graph in exported.graphs]   # any consumer's importer
-    decoded, maps = exported.run(stages, images)             # the model's eval contract
+    stages = [norse.torch.from_nir(file, dt=DT) for file in exported.files]   # any consumer's importer, on the
+    decoded, maps = exported.run(stages, images)             # stage files or the read graphs (exported.graphs)
+
+``images`` are [B, C, H, W] with [C, H, W] = ``exported.input_shape``, the export's square size (typed graphs hold
+per-neuron arrays of that size): letterbox pictures to imgsz x imgsz squares, as ``exported.detector`` does.
 
 ``run`` steps the stages and the glue between them in the rest's schedule, one consumer step per time step (the
 same image every step, or frame t of an event clip [T, B, C, H, W]), and gives the kept values of every step to
@@ -13,7 +16,7 @@ how snnTorch's, norse's, sinabs' and nirtorch's modules all step.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +28,7 @@ from spikeyolo.deploy.nir.graph import DT
 from spikeyolo.deploy.nir.rest import RestOfNetwork
 from spikeyolo.errors import ExportError
 
-__all__ = ["NirBundle", "bundle_paths", "nirtorch_node_map", "DT"]
+__all__ = ["NirBundle", "NirStages", "bundle_paths", "nirtorch_node_map", "sinabs_ready", "DT"]
 
 
 def bundle_paths(file: str | Path, num_stages: int) -> tuple[list[Path], Path]:
@@ -44,12 +47,14 @@ class NirBundle:
         graphs: the stage graphs, in order.
         rest: the rest of the network.
         meta: ``time_steps`` (consumer steps per input), ``input_levels`` (the graph input is round(images *
-            levels) for a fixed-point export, else images), ``family``, the stages' layers and outputs.
+            levels) for a fixed-point export, else images), ``input_shape``, ``family``, the stages' outputs.
+        files: the stage files (str paths, in order), for importers that read a path themselves.
     """
 
     graphs: list[Any]
     rest: RestOfNetwork
     meta: dict[str, Any]
+    files: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, file: str | Path) -> "NirBundle":
@@ -63,11 +68,30 @@ class NirBundle:
         meta = json.loads(payload["meta"])
         stage_files, _ = bundle_paths(file, len(meta["stages"]))
         graphs = [nir.read(str(path), type_check=bool(meta["typed"])) for path in stage_files]
-        return cls(graphs, RestOfNetwork(payload["program"]), meta)
+        return cls(graphs, RestOfNetwork(payload["program"]), meta, [str(path) for path in stage_files])
 
     @property
     def time_steps(self) -> int:
         return int(self.meta["time_steps"])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """[C, H, W] of the images the graphs take: the first stage's Input, the export's square imgsz."""
+        return tuple(int(s) for s in self.graphs[0].nodes["input"].input_type["input"])
+
+    @property
+    def imgsz(self) -> int:
+        """The square input size the stages were exported at (``input_shape``'s H = W)."""
+        return int(self.input_shape[-1])
+
+    def check_input(self, images: torch.Tensor) -> None:
+        """Refuse images whose [C, H, W] is not ``input_shape`` (one line: the graphs' shapes are fixed)."""
+        shape = tuple(int(s) for s in images.shape[-3:])
+        if images.dim() not in (4, 5) or shape != self.input_shape:
+            raise ExportError(f"the NIR stages take images [B, {', '.join(map(str, self.input_shape))}] (the export's "
+                              f"imgsz, square), got {list(images.shape)}: letterbox pictures to {self.imgsz}x"
+                              f"{self.imgsz} squares (rect=False; NirBundle.detector does) or export at another "
+                              "imgsz")
 
     def stage_input(self, images: torch.Tensor, step: int) -> torch.Tensor:
         """The first stage's input at consumer step ``step``: [B, C, H, W] (images, or frame ``step`` of a clip)."""
@@ -90,6 +114,7 @@ class NirBundle:
         """
         if len(stages) != len(self.graphs):
             raise ExportError(f"{len(self.graphs)} stages exported, {len(stages)} given")
+        self.check_input(images)
         collected: list[list[torch.Tensor]] = [[] for _ in stages]
         states: list[Any] = [None] * len(stages)
         kept: list[dict[str, torch.Tensor]] = []
@@ -107,6 +132,41 @@ class NirBundle:
         if outputs is not None:
             outputs.extend(collected)
         return self.rest.finish(kept)
+
+    def module(self, stages: list[Callable]) -> NirStages:
+        """The loaded stages and the rest of the network as one module: ``forward(images) -> (decoded, maps)``."""
+        return NirStages(self, stages)
+
+    def detector(self, stages: list[Callable], names: list[str] | None = None) -> Any:
+        """A :class:`spikeyolo.api.Detector` that runs the loaded stages on pictures: each picture letterboxed to
+        the graphs' square ``imgsz`` (``rect=False``: a rect shape is another size), NMS, boxes in picture pixels.
+
+        Args:
+            names: class names (default: the exported model's, or the class indices).
+        """
+        from spikeyolo.api import Detector
+
+        if names is None:
+            names = self.meta.get("names") or [str(k) for k in range(int(self.rest.program["decode"]["num_classes"]))]
+        return Detector(model=self.module(stages), names=list(names), imgsz=self.imgsz, rect=False, path="nir")
+
+
+class NirStages(nn.Module):
+    """Loaded stages run by their bundle (:meth:`NirBundle.run`), with what :class:`spikeyolo.api.Detector` reads
+    of a model (``strides``, parameters for the dtype); eval only.
+
+    Args:
+        bundle: the export read back; stages: one loaded module per graph (any importer).
+    """
+
+    def __init__(self, bundle: NirBundle, stages: list[Callable]) -> None:
+        super().__init__()
+        self.bundle = bundle
+        self.stages = nn.ModuleList(stages)
+        self.strides = [int(s) for s in bundle.rest.program["decode"]["strides"]]
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.bundle.run(list(self.stages), images)
 
 
 class _Memoryless(nn.Module):
@@ -145,6 +205,21 @@ def _conv(node: Any) -> nn.Conv2d:
         conv.weight.copy_(weight)
         conv.bias.copy_(torch.as_tensor(np.asarray(node.bias, dtype=np.float32)))
     return conv
+
+
+def sinabs_ready(graph: Any) -> Any:
+    """``graph`` (a read stage) as sinabs 2.0.3's importer takes it; returns it (changed in place).
+
+    sinabs checks a nir.LIF with ``any(node.v_leak) != 0``, which iterates the first axis and so fails on the typed
+    [C, H, W] arrays ("truth value of an array ... is ambiguous"); v_leak is all zeros and the layer sinabs builds
+    does not read it, so it is flattened to 1-D. The other parameters keep their shape.
+    """
+    import nir  # optional dependency (the export extra)
+
+    for node in graph.nodes.values():
+        if isinstance(node, nir.LIF):
+            node.v_leak = np.asarray(node.v_leak).reshape(-1)
+    return graph
 
 
 def nirtorch_node_map() -> dict:

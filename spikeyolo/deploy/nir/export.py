@@ -8,6 +8,8 @@ What is in the graphs (docs/user-guide.md, "NIR"):
   membrane on recurrent edges), any D (D channels per neuron).
 - Spiking-YOLO (converted): every conv with its IF / signed / IBT neuron, one stage per conv; the gated max-pools
   between them, the output neuron and the decoding in the rest (spiking_yolo_stages.py).
+- Typed (the default): dense convs and per-neuron parameter arrays, so ``nir.read(path)`` accepts every stage file
+  with its type check on; the graphs then take the export's ``imgsz`` x ``imgsz`` input only (graph.py, "Types").
 - Refused with one line (:class:`~spikeyolo.errors.ExportError`): an ANN (Tiny YOLO: convert it first), a model
   with a layer that neither NIR nor the rest of the network maps (e.g. the transformer block ablation).
 """
@@ -53,8 +55,11 @@ class NirExportReport:
         unsupported: one line per layer (or kind of layer) not in the graphs, with the reason.
         time_steps, max_level: T (consumer steps per input) and D (channels per neuron; None for Spiking-YOLO).
         input_levels: the graph input is round(images * input_levels) (255, fixed point) or the images (1).
+        input_shape: [C, H, W] the first stage's Input declares: the export's square ``imgsz``, the only size the
+            graphs take (typed parameter arrays are per neuron; letterbox pictures to squares, not rect shapes).
         groups, typed, fixed_point: the export options; ``grouped_zero_fraction``: share of the written conv
-            weights that are zeros because groups were merged (``groups`` mode) against the convs' structure.
+            weights that are zeros because groups were merged (typed: every conv dense; else the ``groups`` mode)
+            against the convs' structure.
         num_nodes, num_edges: summed over the stages.
     """
 
@@ -69,8 +74,9 @@ class NirExportReport:
     time_steps: int = 1
     max_level: int | None = None
     input_levels: int = 1
+    input_shape: list[int] = field(default_factory=list)
     groups: str = "compatible"
-    typed: bool = False
+    typed: bool = True
     fixed_point: bool = False
     grouped_zero_fraction: float = 0.0
     num_nodes: int = 0
@@ -83,15 +89,22 @@ class NirExportReport:
         lines += [f"  {path}: -> {what} {shape}" for path, what, shape in
                   zip(self.files, self.stage_outputs, self.output_shapes)]
         lines.append(f"  rest of the network: {self.rest_file}")
-        if self.grouped_zero_fraction:
+        if self.grouped_zero_fraction and self.typed:
+            lines.append(f"  typed: {self.grouped_zero_fraction:.0%} of the written conv weights are zeros (every conv "
+                         "dense, as nir.read's type check needs; typed=False writes grouped convs, read without it)")
+        elif self.grouped_zero_fraction:
             lines.append(f"  groups={self.groups}: {self.grouped_zero_fraction:.0%} of the written conv weights are "
                          "zeros (convs written with fewer groups than their structure; groups=exact avoids them)")
         if self.unsupported:
             lines.append("not in the graphs:")
             lines += [f"  {line}" for line in self.unsupported]
+        size = "x".join(str(s) for s in self.input_shape[1:])
         lines.append(f"load: spikeyolo.deploy.nir.NirBundle.load({self.file!r}); graph input "
                      + ("round(images * 255)" if self.input_levels > 1 else "images in [0, 1]")
-                     + f"; neurons are nir.LIF with tau = dt = {DT:g} (docs/user-guide.md, NIR)")
+                     + f" {self.input_shape} (pictures letterboxed to {size} squares, not rect shapes); "
+                     + ("nir.read(stage file) type-checks; " if self.typed else
+                        "nir.read(stage file, type_check=False) (compact: no type check); ")
+                     + f"neurons are nir.LIF with tau = dt = {DT:g} (docs/user-guide.md, NIR)")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,15 +116,16 @@ def _check_options(groups: str) -> None:
         raise ExportError(f"groups must be one of {', '.join(GROUP_MODES)}, got {groups!r}")
 
 
-def to_nir(model: nn.Module, imgsz: int, groups: str = "compatible", typed: bool = False,
+def to_nir(model: nn.Module, imgsz: int, groups: str = "compatible", typed: bool = True,
            fixed_point: bool = True, mantissa_bits: int | None = None) -> tuple[list[Any], dict[str, Any], NirExportReport]:
     """The stage graphs (``nir.NIRGraph``), the rest-of-network program and the report (without files).
 
     Args:
         model: a SpikeYOLO (integer path; converted here) or a converted Spiking-YOLO. Not modified.
-        imgsz: square input size; fixes every node's shape.
-        groups: ``compatible`` | ``exact`` | ``dense`` (graph.py).
-        typed: per-neuron parameter arrays and dense convs, so ``nir.read`` type-checks the file (large).
+        imgsz: square input size; fixes every node's shape (the graphs take imgsz x imgsz pictures only).
+        groups: ``compatible`` | ``exact`` | ``dense`` (graph.py): the compact form's convs (``typed=False``).
+        typed: per-neuron parameter arrays and dense convs, so ``nir.read(path)`` passes its type check (the
+            default); False: the compact form, read with ``type_check=False`` (graph.py, "Types").
         fixed_point: SpikeYOLO only: export :func:`~spikeyolo.deploy.fixed_point.to_fixed_point` (exact in float32
             in every consumer) instead of the float spike-driven path.
         mantissa_bits: fixed-point grid (None: the default for the model's T).
@@ -152,15 +166,17 @@ def to_nir(model: nn.Module, imgsz: int, groups: str = "compatible", typed: bool
     report.grouped_zero_fraction = round(stats.zero_fraction, 4)
     report.num_nodes = sum(len(graph.nodes) for graph in graphs)
     report.num_edges = sum(len(graph.edges) for graph in graphs)
+    report.input_shape = [int(s) for s in graphs[0].nodes["input"].input_type["input"]]
     meta = {"family": report.family, "time_steps": report.time_steps, "input_levels": report.input_levels,
-            "stages": report.stage_outputs, "typed": typed, "dt": DT}
+            "input_shape": report.input_shape, "stages": report.stage_outputs, "typed": typed, "dt": DT,
+            "names": [str(name) for name in getattr(model, "names", None) or []]}
     nir_graphs = [graph.to_nir({"producer": "spikeyolo", "stage": number, "of": len(graphs),
                                 "output": report.stage_outputs[number], "dt": DT})
                   for number, graph in enumerate(graphs)]
     return nir_graphs, {"meta": json.dumps(meta), "program": program}, report
 
 
-def export_nir(model: nn.Module, file: str | Path, imgsz: int, groups: str = "compatible", typed: bool = False,
+def export_nir(model: nn.Module, file: str | Path, imgsz: int, groups: str = "compatible", typed: bool = True,
                fixed_point: bool = True, mantissa_bits: int | None = None) -> NirExportReport:
     """Write the stage graphs and the rest of the network of ``model`` beside ``file`` (see :func:`to_nir`).
 

@@ -22,10 +22,17 @@ docs/user-guide.md, "NIR"):
   used: snnTorch builds it as Leaky(beta=0.9) returning a tuple, norse resets it to 0, sinabs fires several spikes
   per step and floors its membrane at -v_threshold. (sinabs 2.0.3 builds nir.LIF with multi-spike output too,
   floor(v / v_threshold) spikes: its layers need ``spike_fn = SingleSpike``, docs/user-guide.md.)
-- **Parameter shape** of a firing node: ``[1]`` (one threshold per node; per-channel values live in conv biases)
-  unless ``typed``: nir 1.0.8 derives a neuron's type from its parameter shape, so a compact graph is read with
-  ``nir.read(path, type_check=False)``; ``typed`` writes [C, H, W] arrays (and dense convs) that pass the check.
-- **Groups.** The importers build ``Conv2d(in_channels=weight.shape[1], groups=g)``, which torch accepts only if
+- **Types** (``typed``, the default). nir 1.0.8's reader, ``nir.read(path)`` with its type check on (sinabs',
+  norse's and nirtorch's importers call it when given a path), types a Conv2d's input as ``[weight.shape[1], H,
+  W]``, the channels of ONE group, and a neuron's input and output as the shape of its parameters. So a grouped conv
+  never matches the node that feeds it and a neuron with one shared threshold never matches its conv: no compact
+  form passes that check. The typed form writes every conv with one group and every neuron's parameters as [C, H,
+  W] arrays; each edge then joins equal shapes, and :meth:`StageGraph.to_nir` runs nir's check before anything is
+  written. The arrays fix [H, W]: the graphs take the export's ``imgsz`` x ``imgsz`` input only (the Input node
+  says so; ``NirBundle.run`` refuses another size). ``typed=False`` writes the compact form (grouped convs, one
+  threshold per node), read with ``nir.read(path, type_check=False)`` only; the file sizes of both are in
+  docs/user-guide.md, "NIR".
+- **Groups** (compact form only). The importers build ``Conv2d(in_channels=weight.shape[1], groups=g)``, which torch accepts only if
   weight.shape[1] is a multiple of g (and nirtorch 2.6's default swaps in and out channels, with the same
   condition). ``groups="compatible"`` (default) writes the largest group count that passes, ``"exact"`` one group
   per channel (the smallest file; valid NIR, but these importers mis-build it), ``"dense"`` one group.
@@ -92,11 +99,11 @@ class StageGraph:
 
     Args:
         groups: one of GROUP_MODES.
-        typed: per-neuron parameter arrays and dense convs (passes nir.read's type check).
+        typed: per-neuron parameter arrays and dense convs (passes nir.read's type check; the default).
     """
 
     groups: str = "compatible"
-    typed: bool = False
+    typed: bool = True
     nodes: dict[str, Any] = field(default_factory=dict)
     edges: list[tuple[str, str]] = field(default_factory=list)
     stats: ConvStats = field(default_factory=ConvStats)
@@ -146,14 +153,18 @@ class StageGraph:
     def fire(self, label: str, shape: tuple[int, ...], threshold: float, sources: list[str]) -> str:
         """A memoryless firing node: z = [input > threshold] at every step (see the module docstring)."""
         size = tuple(int(s) for s in shape) if self.typed else (1,)
-        node = self.nir.LIF(tau=np.full(size, DT, np.float32), r=np.ones(size, np.float32),
-                            v_leak=np.zeros(size, np.float32), v_threshold=np.full(size, threshold, np.float32),
-                            v_reset=np.zeros(size, np.float32))
+
+        def constant(value: float) -> np.ndarray:  # a read-only view of one value: no memory until written
+            return np.broadcast_to(np.float32(value), size)
+
+        node = self.nir.LIF(tau=constant(DT), r=constant(1.0), v_leak=constant(0.0), v_threshold=constant(threshold),
+                            v_reset=constant(0.0))
         return self.add(label, node, sources)
 
     def to_nir(self, metadata: dict[str, Any]) -> Any:
-        """The ``nir.NIRGraph`` (type check off: see the module docstring), edges sorted for the legacy executor."""
+        """The ``nir.NIRGraph``, edges sorted for the legacy executor; a typed graph passes nir's type check here
+        (the check ``nir.read`` runs), a compact one is built without it (see the module docstring)."""
         edges = sorted(set(self.edges), key=lambda edge: (self.order[edge[0]], self.order[edge[1]]))
         if len(edges) != len(self.edges):
             raise RuntimeError("duplicate NIR edges")  # snnTorch's importer would reorder them
-        return self.nir.NIRGraph(nodes=dict(self.nodes), edges=edges, metadata=metadata, type_check=False)
+        return self.nir.NIRGraph(nodes=dict(self.nodes), edges=edges, metadata=metadata, type_check=self.typed)
