@@ -125,6 +125,20 @@ class Detector:
     base: torch.nn.Module | None = None   # the loaded (integer-path) model every deploy path is built from
 
     @classmethod
+    def from_nir(cls, exported: Any, stages: list, names: list[str] | None = None) -> "Detector":
+        """A Detector that runs NIR stages loaded by any importer (``exported``: a
+        :class:`spikeyolo.deploy.nir.NirBundle`): each picture letterboxed to the graphs' square ``imgsz``
+        (``rect=False``: a rect shape is another size), NMS, boxes in picture pixels.
+
+        Args:
+            names: class names (default: the exported model's, or the class indices).
+        """
+        if names is None:
+            names = exported.meta.get("names") or [
+                str(k) for k in range(int(exported.rest.program["decode"]["num_classes"]))]
+        return cls(model=exported.module(stages), names=list(names), imgsz=exported.imgsz, rect=False, path="nir")
+
+    @classmethod
     def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu", imgsz: int | None = None,
              use_ema: bool = True) -> "Detector":
         """A spikeyolo checkpoint (``weights/best.pt``) or a reference SpikeYOLO checkpoint (read safely).

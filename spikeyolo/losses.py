@@ -34,9 +34,7 @@ def family_small_box_floor(model: nn.Module) -> bool:
     """The small-box rule a model family trains with when ``trainer.loss.tal_small_box_floor`` is null: on (as
     ultralytics 8.4 trains it) for the YOLOv8 family, the stock ANN yardstick; off (ultralytics 8.0.197, the
     engine of the SpikeYOLO reference) for every other family."""
-    from spikeyolo.nn.yolov8 import YOLOv8   # here, not at the top: spikeyolo.nn.yolov8 imports this module
-
-    return isinstance(model, YOLOv8)
+    return bool(getattr(type(model), "small_box_floor", False))   # nn.yolov8.YOLOv8 sets it (this module is below nn)
 
 
 def build_training_loss(model: nn.Module, settings: dict[str, Any]) -> Callable:

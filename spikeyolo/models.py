@@ -328,7 +328,9 @@ def check_model_config(config: Any, source: str | None = None) -> dict[str, Any]
     try:
         return _checked(config)
     except _Refused as err:
-        raise (CheckpointError(f"{source}: {err}") if source else UserError(str(err))) from None
+        if source:
+            raise CheckpointError(f"{source}: {err}") from None
+        raise UserError(str(err).removeprefix("model_config.")) from None   # a command line's keys: model., neuron.
 
 
 def _size_checked(config: dict[str, Any], source: str | None) -> None:

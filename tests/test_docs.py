@@ -981,7 +981,7 @@ QUOTES: dict[str, Trigger | InSource | Direct] = {
     "BasicSweeper does not support": Trigger("spikeyolo-train", ("-m", "neuron.max_level=interval(1,4)")),
     # "Bad values, files and datasets"
     "max_level (D) must be": Trigger("spikeyolo-summary", ("neuron.max_level=0",)),
-    "time_steps (T) must be": Trigger("spikeyolo-summary", ("neuron.time_steps=0",)),
+    "neuron.time_steps=0 is out of range": Trigger("spikeyolo-summary", ("neuron.time_steps=0",)),
     "model.early_block='block9'": Trigger("spikeyolo-summary", ("model.early_block=block9",)),
     "data.imgsz=100 is not": Trigger("spikeyolo-summary", ("data.imgsz=100",)),
     "the checkpoint does not record": Trigger("spikeyolo-eval", ("checkpoint=best.pt",), setup=_no_imgsz),

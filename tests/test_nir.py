@@ -316,7 +316,7 @@ def test_input_size_declared_and_enforced(single_step):
         exported.run(stages, rect)
     assert "\n" not in str(err.value)
     pictures = [picture(40, 70, seed=1), picture(90, 50, seed=2)]
-    nir_detector = NirBundle.load(report.file).detector(stages, names=["a", "b"])
+    nir_detector = Detector.from_nir(NirBundle.load(report.file), stages, names=["a", "b"])
     reference = Detector(model=to_fixed_point(model).eval(), names=["a", "b"], imgsz=IMGSZ, rect=False)
     ours, theirs = nir_detector.predict(pictures, conf=1e-9), reference.predict(pictures, conf=1e-9)
     assert nir_detector.rect is False and nir_detector.imgsz == IMGSZ

@@ -196,7 +196,7 @@ def test_bad_command_lines_in_subprocesses(tmp_path):
     (["trainer.ema=maybe"], ["trainer.ema must be a boolean"]),
     (["trainer.device=0,1"], ["is a sweep"]),
     (["trainer.epochs=[1"], ["cannot parse override"]),
-    (["neuron.time_steps=0"], ["time_steps (T) must be >= 1, got 0"]),
+    (["neuron.time_steps=0"], ["neuron.time_steps=0 is out of range [1, 4096]"]),
     (["data.imgsz=100"], ["data.imgsz=100 is not a multiple of the model's largest stride 32 (use 96 or 128)"]),
     (["trainer.min_free_gb=1e9"], ["GB free", "trainer.min_free_gb"]),
 ])

@@ -125,7 +125,7 @@ def test_sigkill_of_an_event_run_with_workers_then_resume_equals_an_uninterrupte
 def test_sigkill_of_a_ddp_run_then_resume_equals_an_uninterrupted_run(tmp_path):
     """torchrun, 2 ranks (gloo, CPU): each rank continues from its own RNG and loader state."""
     data = yolo_set(tmp_path / "set", num_train=16)
-    args = [*RUN, "data=yolo", f"data.yaml={data}", "trainer.batch_size=2"]
+    args = [*RUN, "data=yolo", f"data.yaml={data}", "trainer.batch_size=4"]   # in all: 2 a rank
 
     def torchrun(port: int) -> list[str]:
         return ["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", *TRAIN]

@@ -243,7 +243,8 @@ class ExportConfig:
     check_batch: int = 2
     atol: float = 1.0e-4
     nir_groups: str = "compatible"     # nir: compatible (every importer builds it) | exact (spikeyolo's nirtorch map) | dense
-    nir_typed: bool = False            # nir: per-neuron arrays and dense convs that pass nir's own type check
+    nir_typed: bool = True             # nir: per-neuron arrays and dense convs that pass nir.read's type check (no
+                                       # compact form can); false: the compact form (read with type_check=False)
     output: Optional[str] = None       # default RUN_DIR/model_<path>.onnx or RUN_DIR/model_spike_driven.nir
     run_dir: str = "runs/export/" + TIMESTAMP
 

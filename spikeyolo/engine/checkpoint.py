@@ -15,7 +15,9 @@ built by :func:`spikeyolo.models.build_model` from names and checked values only
     rng                 torch / numpy / python RNG states
     loader              the training loader's shuffle generator, mosaic buffer and close-mosaic state
     ranks               DDP: every rank's rng and loader (index = rank; rank 0's are the two above), or None
-    pending_grads       gradients accumulated since the last optimizer step (or None)
+    pending_grads       None (gradients left at an epoch's end are dropped, as the reference does; older files may
+                        hold them)
+    last_opt_step       the iteration of the last optimizer step (the reference's counter, carried across epochs)
     train_config        the resolved run config as YAML text (or None)
     names, metrics      class names and the last metrics
 

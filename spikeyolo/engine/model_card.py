@@ -55,7 +55,7 @@ path (T x D binary time steps); see docs/spike-driven.md and `spikeyolo-export`.
 | | |
 |---|---|
 | epochs | $epochs_trained trained of $epochs configured |
-| batch | $batch_size per process x $world_size process(es), nominal batch $nominal_batch_size |
+| batch | $batch_size in all over $world_size process(es), nominal batch $nominal_batch_size |
 | optimizer | SGD lr0 $lr0, final factor $lrf, momentum $momentum, weight decay $weight_decay, warmup $warmup_epochs epochs |
 | EMA | $ema |
 | mixed precision | $amp |

@@ -66,6 +66,7 @@ class YOLOv8(DetectorMixin, nn.Module):
 
     time_steps: None = None  # an ANN: no time steps and no spike levels
     max_level: None = None
+    small_box_floor = True   # trained with ultralytics 8.4's assigner rule (spikeyolo.losses.family_small_box_floor)
 
     def __init__(self, num_classes: int, scale: str = "n", in_chs: int = 3, neuron=None) -> None:
         super().__init__()

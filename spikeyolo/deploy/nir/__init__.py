@@ -6,7 +6,7 @@ sinabs and nirtorch import as they are, plus the rest of the network that turns 
     exported = NirBundle.load("model.nir")                     # typed: nir.read(stage file) type-checks
     stages = [importer(file) for file in exported.files]       # or importer(graph) for exported.graphs
     decoded, maps = exported.run(stages, images)               # images [B, 3, imgsz, imgsz]
-    detections = exported.detector(stages).predict("picture.jpg")   # letterboxed to imgsz x imgsz squares
+    detections = Detector.from_nir(exported, stages).predict("picture.jpg")   # spikeyolo.Detector: squares
 
 graph.py: node conventions every importer needs; spikeyolo_stages.py / spiking_yolo_stages.py: the two families;
 rest.py: the rest of the network; bundle.py: reading an export back and the run loop. docs/user-guide.md, "NIR".

@@ -5,7 +5,7 @@
     decoded, maps = exported.run(stages, images)             # stage files or the read graphs (exported.graphs)
 
 ``images`` are [B, C, H, W] with [C, H, W] = ``exported.input_shape``, the export's square size (typed graphs hold
-per-neuron arrays of that size): letterbox pictures to imgsz x imgsz squares, as ``exported.detector`` does.
+per-neuron arrays of that size): letterbox pictures to imgsz x imgsz squares, as ``spikeyolo.Detector.from_nir`` does.
 
 ``run`` steps the stages and the glue between them in the rest's schedule, one consumer step per time step (the
 same image every step, or frame t of an event clip [T, B, C, H, W]), and gives the kept values of every step to
@@ -27,6 +27,7 @@ from torch import nn
 from spikeyolo.deploy.nir.graph import DT
 from spikeyolo.deploy.nir.rest import RestOfNetwork
 from spikeyolo.errors import ExportError
+from spikeyolo.torchfile import read_torch_zip
 
 __all__ = ["NirBundle", "NirStages", "bundle_paths", "nirtorch_node_map", "sinabs_ready", "DT"]
 
@@ -64,7 +65,9 @@ class NirBundle:
         _, rest_file = bundle_paths(file, 0)
         if not rest_file.is_file():
             raise ExportError(f"no NIR export at {file}: {rest_file} is missing")
-        payload = torch.load(rest_file, map_location="cpu", weights_only=True)
+        payload = read_torch_zip(rest_file, error=ExportError, what="NIR rest file")   # bounded, no code
+        if not isinstance(payload, dict) or not isinstance(payload.get("meta"), str) or "program" not in payload:
+            raise ExportError(f"{rest_file} is not the rest file of a spikeyolo NIR export")
         meta = json.loads(payload["meta"])
         stage_files, _ = bundle_paths(file, len(meta["stages"]))
         graphs = [nir.read(str(path), type_check=bool(meta["typed"])) for path in stage_files]
@@ -137,23 +140,10 @@ class NirBundle:
         """The loaded stages and the rest of the network as one module: ``forward(images) -> (decoded, maps)``."""
         return NirStages(self, stages)
 
-    def detector(self, stages: list[Callable], names: list[str] | None = None) -> Any:
-        """A :class:`spikeyolo.api.Detector` that runs the loaded stages on pictures: each picture letterboxed to
-        the graphs' square ``imgsz`` (``rect=False``: a rect shape is another size), NMS, boxes in picture pixels.
-
-        Args:
-            names: class names (default: the exported model's, or the class indices).
-        """
-        from spikeyolo.api import Detector
-
-        if names is None:
-            names = self.meta.get("names") or [str(k) for k in range(int(self.rest.program["decode"]["num_classes"]))]
-        return Detector(model=self.module(stages), names=list(names), imgsz=self.imgsz, rect=False, path="nir")
-
 
 class NirStages(nn.Module):
     """Loaded stages run by their bundle (:meth:`NirBundle.run`), with what :class:`spikeyolo.api.Detector` reads
-    of a model (``strides``, parameters for the dtype); eval only.
+    of a model (``Detector.from_nir``) (``strides``, parameters for the dtype); eval only.
 
     Args:
         bundle: the export read back; stages: one loaded module per graph (any importer).
