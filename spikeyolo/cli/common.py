@@ -19,6 +19,7 @@ import functools
 import logging
 import logging.handlers
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -62,13 +63,42 @@ def one_line(err: BaseException) -> str:
     return lines[0]
 
 
+MAX_MESSAGE = 300   # characters of an error line taken from an exception (a repr of hostile input may not end)
+
+# what torch's CPU allocator and numpy say when an allocation fails (a RuntimeError, not a MemoryError)
+_ALLOCATION_FAILED = ("can't allocate memory", "not enough memory", "Cannot allocate memory",
+                      "Unable to allocate")
+
+
 def _report(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
 
 
+def _bounded(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + "..."
+
+
+def _resource_error(err: BaseException) -> str | None:
+    """The one line of an error that says the input asked for more than this machine gives (memory, nesting),
+    or None for any other error."""
+    if isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and not isinstance(err, RecursionError)
+                                        and any(text in str(err)[:2000] for text in _ALLOCATION_FAILED)):
+        asked = re.search(r"allocate (\d+) bytes", str(err)[:2000])
+        size = f": {int(asked.group(1)) / 1e9:.1f} GB asked at once" if asked else ""
+        return f"out of memory{size} (an input, a checkpoint or a config value, asks for more than this machine has)"
+    if isinstance(err, RecursionError):
+        return "input nested too deeply (RecursionError: maximum recursion depth exceeded)"
+    return None
+
+
 def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the framework's bad-input errors into one line on stderr and exit code 2."""
+    """Turn the framework's bad-input errors into one line on stderr and exit code 2.
+
+    Also an input that asks for more than the machine has: a failed allocation (MemoryError, or torch's
+    "can't allocate memory" RuntimeError) and a structure nested too deep (RecursionError), directly or as the
+    cause of a Hydra InstantiationException. A message taken from an exception is cut at MAX_MESSAGE characters.
+    """
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -78,12 +108,13 @@ def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
         except (InputError, FileNotFoundError) as err:
             if debug:
                 raise
-            _report(one_line(err))
+            _report(_bounded(one_line(err)))
         except InstantiationException as err:  # a constructor rejected a config value (T < 1, D < 1, ...)
             cause = err.__cause__
-            if debug or not isinstance(cause, (ValueError, TypeError)):
+            resource = _resource_error(cause) if cause is not None else None
+            if debug or (resource is None and not isinstance(cause, (ValueError, TypeError))):
                 raise
-            _report(one_line(cause))
+            _report(resource or _bounded(one_line(cause)))
         except OSError as err:  # a full disk while writing checkpoints or results
             if debug or err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
                 raise
@@ -92,7 +123,12 @@ def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
         except ValueError as err:  # configuration values rejected by constructors
             if debug:
                 raise
-            _report(one_line(err))
+            _report(_bounded(one_line(err)))
+        except (MemoryError, RuntimeError) as err:  # an allocation that failed, a structure nested too deep
+            message = _resource_error(err)
+            if debug or message is None:
+                raise
+            _report(message)
 
     return wrapper
 
