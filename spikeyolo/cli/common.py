@@ -63,7 +63,8 @@ def one_line(err: BaseException) -> str:
     return lines[0]
 
 
-MAX_MESSAGE = 300   # characters of an error line taken from an exception (a repr of hostile input may not end)
+MAX_MESSAGE = 300   # characters of an error line taken from a foreign exception (a repr of hostile input may not end)
+MAX_INPUT_MESSAGE = 1000   # spikeyolo's own refusals (InputError): bounded where they are made, capped here again
 
 # what torch's CPU allocator and numpy say when an allocation fails (a RuntimeError, not a MemoryError)
 _ALLOCATION_FAILED = ("can't allocate memory", "not enough memory", "Cannot allocate memory",
@@ -75,8 +76,8 @@ def _report(message: str) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
-def _bounded(message: str) -> str:
-    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + "..."
+def _bounded(message: str, limit: int = MAX_MESSAGE) -> str:
+    return message if len(message) <= limit else message[:limit] + "..."
 
 
 def _resource_error(err: BaseException) -> str | None:
@@ -108,7 +109,7 @@ def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
         except (InputError, FileNotFoundError) as err:
             if debug:
                 raise
-            _report(_bounded(one_line(err)))
+            _report(_bounded(one_line(err), MAX_INPUT_MESSAGE if isinstance(err, InputError) else MAX_MESSAGE))
         except InstantiationException as err:  # a constructor rejected a config value (T < 1, D < 1, ...)
             cause = err.__cause__
             resource = _resource_error(cause) if cause is not None else None

@@ -39,7 +39,7 @@ from spikeyolo.engine.validate import validate
 from spikeyolo.errors import TrainingError
 from spikeyolo.evaluation import flat_evaluators
 from spikeyolo.losses import build_training_loss
-from spikeyolo.models import build_model
+from spikeyolo.models import build_model, check_model_config
 from spikeyolo.structures import model_input
 from spikeyolo._ultralytics.data import loader_state, restore_loader_state
 
@@ -200,6 +200,8 @@ class Trainer:
         if not path.is_file():
             raise TrainingError(f"trainer.resume=true but {path} does not exist (run_dir={self.run_dir})")
         payload = ckpt.read_checkpoint(path, map_location="cpu")
+        if ckpt.stored_model_config(payload, str(path)) != check_model_config(self.model_config):  # data, checked
+            raise TrainingError(f"{path} describes another model than {self.run_dir / 'config.yaml'}")
         ckpt.load_weights(self.model, {**payload, "ema": None}, source=str(path))
         if self.ema and payload.get("ema") is not None:
             self.ema.module.load_state_dict(payload["ema"])
