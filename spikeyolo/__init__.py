@@ -18,8 +18,7 @@ from spikeyolo.config import compose
 from spikeyolo.models import build_model
 from spikeyolo.engine.checkpoint import load_checkpoint
 from spikeyolo.nn.reference import ReferenceCheckpointError, convert_reference_state_dict, load_reference_weights
-
-__version__ = "0.1.0"
+from spikeyolo.version import __version__
 
 __all__ = ["compose", "build_model", "load_checkpoint", "load_reference_weights", "convert_reference_state_dict",
            "ReferenceCheckpointError", "Detector", "ImageDetections", "__version__"]

@@ -33,8 +33,9 @@ import reference_fakes as fakes
 import spikeyolo
 from conftest import randomize_bn, tiny_model
 from spikeyolo.engine.checkpoint import read_model_checkpoint
+from spikeyolo.config.reference import reference_model_config
 from spikeyolo.nn.reference import (ReferenceCheckpointError, ReferenceKeyError, convert_reference_state_dict,
-                                    load_reference_checkpoint, load_reference_weights, reference_model_config)
+                                    load_reference_checkpoint, load_reference_weights)
 from spikeyolo.nn.reference_pickle import ReferenceObject, unpickle_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

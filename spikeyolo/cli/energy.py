@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from spikeyolo.cli.common import UserError, friendly_errors, hydra_app, prepare_run_dir, setup_logging
-from spikeyolo.config import resolve_imgsz
+from spikeyolo.config import resolve_imgsz, resolve_time_steps
 from spikeyolo.data import dataloader_from_config, get_source, spec_from_config
 from spikeyolo.deploy import to_spike_driven
 from spikeyolo.energy import EnergyPreset, build_report, measure, write_report
@@ -50,10 +50,11 @@ def _images(cfg: DictConfig, model, num_images: int) -> tuple[Iterator[Any], dic
         return (torch.rand(1, 3, size, size, generator=gen) for _ in range(num_images)), \
             {"random_images": True, "imgsz": size, "input_shapes": [[size, size]]}
     spec = spec_from_config(cfg.data)
-    if get_source(spec.source).is_event_data and cfg.checkpoint is not None:
-        cfg.data.time_steps = int(model.time_steps)   # event clips of the checkpoint's T, not the neuron group's
+    overrides = {}
+    if get_source(spec.source).is_event_data:   # event clips of the model's T (a checkpoint's, not the neuron group's)
+        overrides["time_steps"] = resolve_time_steps(cfg, model)
     loader = dataloader_from_config(spec, cfg.data, "val", batch_size=1, workers=0, stride=max(model.strides),
-                                    device="cpu")
+                                    device="cpu", **overrides)
     origin = {"random_images": False, "dataset": spec.name, "imgsz": size, "rect": bool(cfg.data.val_rect),
               "input_shapes": []}
 

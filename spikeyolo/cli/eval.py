@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from spikeyolo.cli.common import UserError, friendly_errors, hydra_app, prepare_run_dir, setup_logging, write_json
-from spikeyolo.config import resolve_imgsz
+from spikeyolo.config import resolve_imgsz, resolve_time_steps
 from spikeyolo.conversion import SpikingYOLO
 from spikeyolo.data import dataloader_from_config, get_source, spec_from_config
 from spikeyolo.deploy import DEPLOY_PATHS
@@ -110,11 +110,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     model = deployed(cfg, model).to(device)
     names = evaluator_names(cfg)
     overrides = {}
-    if get_source(spec.source).is_event_data:   # clips of the model's T (data.time_steps null: the checkpoint's)
-        overrides["time_steps"] = int(model.time_steps if model.time_steps is not None else cfg.data.time_steps or 1)
-        if cfg.data.time_steps is not None and int(cfg.data.time_steps) != overrides["time_steps"]:
-            raise UserError(f"data.time_steps={cfg.data.time_steps} but the model was trained with "
-                            f"T={overrides['time_steps']}")
+    if get_source(spec.source).is_event_data:   # clips of the model's T
+        overrides["time_steps"] = resolve_time_steps(cfg, model)
     loader = dataloader_from_config(spec, cfg.data, "val", cfg.batch_size, cfg.workers,
                                     stride=max(model.strides), device=device, **overrides)
     if cfg.timesteps is not None and not isinstance(model, SpikingYOLO):

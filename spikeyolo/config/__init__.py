@@ -14,7 +14,8 @@ from spikeyolo.config.schema import register_schemas
 from spikeyolo.errors import UserError
 
 __all__ = ["CONFIG_DIR", "compose", "config_choices", "model_config", "resolve_num_classes",
-           "resolve_imgsz", "checked_imgsz", "MAX_IMGSZ", "register_schemas", "resume_config", "saved_run_config",
+           "resolve_imgsz", "checked_imgsz", "MAX_IMGSZ", "resolve_time_steps", "checked_time_steps",
+           "register_schemas", "resume_config", "saved_run_config",
            "same_run_config", "write_run_config"]
 
 MAX_IMGSZ = 8192   # the largest square input size (data.imgsz, a checkpoint's trained size)
@@ -67,6 +68,48 @@ def checked_imgsz(imgsz: Any, model: torch.nn.Module, trained: Mapping[str, Any]
         choices = f"{below} or {below + stride}" if below > 0 else f"{stride}"
         raise UserError(f"{key}={imgsz} is not a multiple of the model's largest stride {stride} (use {choices})")
     return imgsz
+
+
+def resolve_time_steps(cfg: DictConfig, model: torch.nn.Module, trained: Mapping[str, Any] | None = None) -> int:
+    """T of a command's event clips (the slices each sample is cut into), the one place it is settled.
+
+    Returned, never written into ``cfg``: pass it to the loader (``dataloader_from_config(..., time_steps=T)``).
+    A ``data.time_steps`` given as a value is a request (:func:`checked_time_steps` has the rule); the event data
+    configs' default, ``${oc.select:neuron.time_steps,null}``, is not: it follows the neuron group, which the
+    model was built from or which a checkpoint's T replaces, so the model's T stands.
+
+    Raises:
+        UserError: ``data.time_steps`` differs from the model's T, or is not a positive integer.
+    """
+    data = OmegaConf.select(cfg, "data", default=None)
+    requested = None
+    if isinstance(data, DictConfig) and "time_steps" in data and not OmegaConf.is_interpolation(data, "time_steps"):
+        requested = data.time_steps
+    return checked_time_steps(requested, model, trained)
+
+
+def checked_time_steps(time_steps: Any, model: torch.nn.Module, trained: Mapping[str, Any] | None = None,
+                       key: str = "data.time_steps") -> int:
+    """T of the event clips a model is given: the model's own T (``model.time_steps``; a checkpoint's, or the
+    neuron group's when training) when it has one, and ``time_steps`` (the requested T, None: not requested) must
+    then equal it; a model without T (an ANN) takes ``time_steps``, else the T its checkpoint was trained with
+    (``trained['time_steps']``, the run's data config), else 1.
+
+    Raises:
+        UserError: naming ``key``: ``time_steps`` differs from the model's T, or is not a positive integer.
+    """
+    if time_steps is not None and (isinstance(time_steps, bool) or not isinstance(time_steps, int) or time_steps < 1):
+        raise UserError(f"{key} must be a positive integer (T, the slices of an event sample), got {time_steps!r}")
+    own = getattr(model, "time_steps", None)
+    if own is not None:
+        if time_steps is not None and time_steps != int(own):
+            raise UserError(f"{key}={time_steps} but the model runs T={int(own)} time steps (leave {key} unset, or "
+                            f"give neuron.time_steps={time_steps} to change the model's T)")
+        return int(own)
+    if time_steps is not None:
+        return time_steps
+    recorded = (trained or {}).get("time_steps")
+    return int(recorded) if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1 else 1
 
 
 def model_config(cfg: DictConfig, num_classes: int | None = None) -> dict[str, Any]:

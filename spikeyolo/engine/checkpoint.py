@@ -44,8 +44,9 @@ from spikeyolo.errors import CheckpointError, InputError, ReferenceCheckpointErr
 from spikeyolo.io import atomic_write
 from spikeyolo.config.names import refuse_hydra_keys, shown, yaml_data
 from spikeyolo.models import build_model, check_model_config
+from spikeyolo.config.reference import reference_model_config
 from spikeyolo.nn.reference import (GEN1_LIF, convert_reference_state_dict, is_reference_checkpoint,
-                                    load_reference_checkpoint, reference_model_config, translate_reference_keys)
+                                    load_reference_checkpoint, translate_reference_keys)
 from spikeyolo.nn.reference_checkpoint import ReferenceCheckpoint
 from spikeyolo.nn.ultralytics_checkpoint import is_ultralytics_checkpoint, ultralytics_payload
 from spikeyolo.torchfile import Refusal, unpickle_torch_zip
@@ -131,7 +132,7 @@ def reference_payload(reference: ReferenceCheckpoint, model: str | None = None, 
                       max_level: int | None = None) -> dict[str, Any]:
     """A reference checkpoint in the in-memory form of a spikeyolo checkpoint (``read_checkpoint``'s dict).
 
-    ``model_config`` from :func:`~spikeyolo.nn.reference.reference_model_config`, ``model`` the converted
+    ``model_config`` from :func:`~spikeyolo.config.reference.reference_model_config`, ``model`` the converted
     (spikeyolo-key, float32) weights, ``names`` the pickled class names, and ``train_config`` the image size the
     reference trained at, so :func:`model_from_payload` and spikeyolo-eval take it as it is.
 

@@ -15,9 +15,9 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from spikeyolo import __version__
 from spikeyolo.io import plain, write_text
 from spikeyolo.models import NEURONS, family_class
+from spikeyolo.version import __version__
 
 __all__ = ["TEMPLATE", "model_card_fields", "render_model_card", "write_model_card"]
 

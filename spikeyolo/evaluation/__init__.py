@@ -25,7 +25,9 @@ from spikeyolo.evaluation.evaluators import (
 from spikeyolo.evaluation.firing import FiringRecorder, score_firing
 from spikeyolo.evaluation.gen1 import (
                                              GEN1_PROTOCOLS,
-                                             Gen1Protocol,
+                                             GEN4_PROTOCOLS,
+                                             EventProtocol,
+                                             camera_protocols,
                                              evaluate_gen1,
                                              get_protocol,
                                              protocol_ground_truth,
@@ -56,7 +58,9 @@ __all__ = [
     "unletterbox_boxes",
     "clip_boxes",
     "GEN1_PROTOCOLS",
-    "Gen1Protocol",
+    "GEN4_PROTOCOLS",
+    "EventProtocol",
+    "camera_protocols",
     "get_protocol",
     "protocol_ground_truth",
     "evaluate_gen1",

@@ -60,14 +60,14 @@ import numpy as np
 import torch
 
 from spikeyolo.data import postprocess_boxes
-from spikeyolo.data.sources.prophesee.camera import GEN1, GEN4, Camera
+from spikeyolo.data.events.cameras import GEN1, GEN4, Camera
 from spikeyolo.data.sources.prophesee.labels import drop_classes
 from spikeyolo.evaluation.ap import evaluate_yolo_ap
 from spikeyolo.evaluation.coco import STAT_NAMES, evaluate_coco
 from spikeyolo.structures import Predictions, Score
 
-__all__ = ["Gen1Protocol", "GEN1_PROTOCOLS", "GEN4_PROTOCOLS", "PROTOCOLS", "get_protocol", "protocol_ground_truth",
-           "evaluate_gen1", "score_gen1"]
+__all__ = ["EventProtocol", "camera_protocols", "GEN1_PROTOCOLS", "GEN4_PROTOCOLS", "PROTOCOLS", "get_protocol",
+           "protocol_ground_truth", "evaluate_gen1", "score_gen1"]
 
 #: RVT's conservative filter of its 1Mpx ground truth: sides >= 5 px (preprocess_dataset.py L213-219, used since
 #: its filter_gen4.yaml sets apply_psee_bbox_filter: False, L282-285).
@@ -75,8 +75,9 @@ RVT_MIN_SIDE = 5.0
 
 
 @dataclass(frozen=True)
-class Gen1Protocol:
-    """What one event-camera protocol scores.
+class EventProtocol:
+    """What one event-camera protocol scores, on one camera (``camera``: its class names, sensor size and the
+    field's box filter, from the catalog :mod:`spikeyolo.data.events.cameras`).
 
     Attributes:
         name: ``spikeyolo``, ``prophesee``, ``cordone``, ``prophesee_gen4`` or ``spikeyolo_gen4``.
@@ -114,38 +115,52 @@ class Gen1Protocol:
     keep_classes: int | None = None
     camera: Camera = GEN1
 
+    @classmethod
+    def prophesee(cls, name: str, camera: Camera, **settings: Any) -> "EventProtocol":
+        """The psee toolbox's evaluation on ``camera``: COCO metric, float32 boxes and the camera's box filter
+        (:attr:`~spikeyolo.data.events.cameras.Camera.box_filter`: skip_us, min_diag, min_side) unless
+        ``settings`` give them."""
+        box_filter = camera.box_filter
+        defaults = {"metric": "coco", "skip_us": box_filter.skip_us, "min_diag": box_filter.min_diag,
+                    "min_side": box_filter.min_side, "float32_boxes": True}
+        return cls(name, camera=camera, **{**defaults, **settings})
 
-GEN1_PROTOCOLS: dict[str, Gen1Protocol] = {
-    "spikeyolo": Gen1Protocol("spikeyolo", ground_truth="reference", metric="ultralytics"),
-    "prophesee": Gen1Protocol("prophesee", ground_truth="raw", metric="coco", skip_us=500_000, min_diag=30.0,
-                              min_side=10.0, time_tol_us=50_000, float32_boxes=True),
-    "cordone": Gen1Protocol("cordone", ground_truth="corners", metric="coco", min_diag=30.0, min_side=20.0,
+
+GEN1_PROTOCOLS: dict[str, EventProtocol] = {
+    "spikeyolo": EventProtocol("spikeyolo", ground_truth="reference", metric="ultralytics"),
+    "prophesee": EventProtocol.prophesee("prophesee", GEN1, ground_truth="raw", time_tol_us=50_000),
+    "cordone": EventProtocol("cordone", ground_truth="corners", metric="coco", min_diag=30.0, min_side=20.0,
                             drop_empty=True, float32_boxes=True),
 }
 #: The 1 Megapixel camera: RVT's evaluation (utils/evaluation/prophesee/evaluation.py L22-38 with camera='gen4',
 #: downsampled_by_2=True: the toolbox's filter_boxes defaults (box_filtering.py L23: skip 0.5 s, diagonal 60,
 #: side 20) halved with the boxes) and the project's own metric on the same labels.
-GEN4_PROTOCOLS: dict[str, Gen1Protocol] = {
-    "spikeyolo_gen4": Gen1Protocol("spikeyolo_gen4", ground_truth="rvt", metric="ultralytics", keep_classes=3,
+GEN4_PROTOCOLS: dict[str, EventProtocol] = {
+    "spikeyolo_gen4": EventProtocol("spikeyolo_gen4", ground_truth="rvt", metric="ultralytics", keep_classes=3,
                                    camera=GEN4),
-    "prophesee_gen4": Gen1Protocol("prophesee_gen4", ground_truth="rvt", metric="coco", skip_us=500_000,
-                                   min_diag=60.0, min_side=20.0, time_tol_us=0, float32_boxes=True, scale=0.5,
-                                   keep_classes=3, camera=GEN4),
+    "prophesee_gen4": EventProtocol.prophesee("prophesee_gen4", GEN4, ground_truth="rvt", time_tol_us=0, scale=0.5,
+                                              keep_classes=3),
 }
 #: Every protocol by name (the evaluator registry serves each).
-PROTOCOLS: dict[str, Gen1Protocol] = {**GEN1_PROTOCOLS, **GEN4_PROTOCOLS}
+PROTOCOLS: dict[str, EventProtocol] = {**GEN1_PROTOCOLS, **GEN4_PROTOCOLS}
 
 
-def get_protocol(protocol: str | Gen1Protocol) -> Gen1Protocol:
+def camera_protocols(camera: Camera | str) -> dict[str, EventProtocol]:
+    """The protocols that score one camera (a :class:`Camera` or its name), by name."""
+    name = camera if isinstance(camera, str) else camera.name
+    return {key: protocol for key, protocol in PROTOCOLS.items() if protocol.camera.name == name}
+
+
+def get_protocol(protocol: str | EventProtocol) -> EventProtocol:
     """A protocol by name (or the protocol itself)."""
-    if isinstance(protocol, Gen1Protocol):
+    if isinstance(protocol, EventProtocol):
         return protocol
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown event protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
     return PROTOCOLS[protocol]
 
 
-def protocol_ground_truth(protocol: str | Gen1Protocol, sample: Any) -> np.ndarray:
+def protocol_ground_truth(protocol: str | EventProtocol, sample: Any) -> np.ndarray:
     """The ground-truth boxes of a sample under a protocol, before its size / time filter (at the scored size).
 
     Args:
@@ -203,7 +218,7 @@ def _scale_rvt(boxes: np.ndarray, scale: float, width: int, height: int) -> np.n
     return out
 
 
-def _keep(protocol: Gen1Protocol, t_us: int, xywh: np.ndarray) -> np.ndarray:
+def _keep(protocol: EventProtocol, t_us: int, xywh: np.ndarray) -> np.ndarray:
     """psee ``filter_boxes``: (t > skip) & (w^2 + h^2 >= diag^2) & (w >= side) & (h >= side), in xywh's dtype.
 
     Args:
@@ -220,7 +235,7 @@ def _keep(protocol: Gen1Protocol, t_us: int, xywh: np.ndarray) -> np.ndarray:
     return keep
 
 
-def _frame_rows(protocol: Gen1Protocol, samples: Sequence[Any], detections: Sequence[Any]):
+def _frame_rows(protocol: EventProtocol, samples: Sequence[Any], detections: Sequence[Any]):
     """Per kept sample, in (recording, t) order: (recording, t, gt xywh [M, 4], gt class [M], det xywh [N, 4],
     det score [N], det class [N]); boxes in float32 or float64 (``protocol.float32_boxes``)."""
     if len(samples) != len(detections):
@@ -246,7 +261,7 @@ def _frame_rows(protocol: Gen1Protocol, samples: Sequence[Any], detections: Sequ
     return rows
 
 
-def _images(protocol: Gen1Protocol, rows: list) -> list[tuple[str, int, tuple, tuple]]:
+def _images(protocol: EventProtocol, rows: list) -> list[tuple[str, int, tuple, tuple]]:
     """COCO images: (recording, t, (gt xywh, gt class), (det xywh, score, class))."""
     if protocol.time_tol_us is None:
         return [(rec, t, (gx, gc), (dx, ds, dc)) for rec, t, gx, gc, dx, ds, dc in rows]
@@ -314,17 +329,17 @@ def _yolo_metrics(images: list) -> dict[str, float]:
     return metrics
 
 
-def evaluate_gen1(protocol: str | Gen1Protocol, samples: Sequence[Any], detections: Sequence[Any],
+def evaluate_gen1(protocol: str | EventProtocol, samples: Sequence[Any], detections: Sequence[Any],
                   names: Sequence[str] | None = None, backend: str = "pycocotools") -> dict[str, Any]:
     """Score detections of event samples under one protocol.
 
     Args:
-        protocol: a name of :data:`PROTOCOLS` or a :class:`Gen1Protocol`.
+        protocol: a name of :data:`PROTOCOLS` or a :class:`EventProtocol`.
         samples: [S] ``EventSample`` (recording, t_us, raw boxes, num_events, size), e.g. an event loader's
             ``dataset.samples``; scored in (recording, t_us) order, whatever order they come in.
         detections: [S] per sample [N, 6] (x1, y1, x2, y2, score, class index) in sensor pixels.
-        names: class names (class index i is COCO category i + 1); None: the protocol's camera's (Gen1: car,
-            pedestrian; Gen4: pedestrian, two-wheeler, car).
+        names: class names (class index i is COCO category i + 1); None: the protocol's camera's
+            (``protocol.camera.names``).
         backend: pycocotools or faster (``coco`` metric).
 
     Returns:
@@ -347,12 +362,12 @@ def evaluate_gen1(protocol: str | Gen1Protocol, samples: Sequence[Any], detectio
     return {"protocol": protocol.name, "metric": protocol.metric, **metrics, **counts}
 
 
-def score_gen1(protocol: str | Gen1Protocol, predictions: Predictions, spec: Any = None,
+def score_gen1(protocol: str | EventProtocol, predictions: Predictions, spec: Any = None,
                backend: str = "pycocotools") -> Score:
     """One event protocol of a pass over an event loader (its ``samples``, detections in sensor pixels).
 
     Args:
-        protocol: a name of :data:`PROTOCOLS` or a :class:`Gen1Protocol`.
+        protocol: a name of :data:`PROTOCOLS` or a :class:`EventProtocol`.
         predictions: the pass; ``samples`` must hold the dataset's ``EventSample`` records.
         spec: the dataset (its ``names``); None: the protocol's camera's names.
         backend: pycocotools or faster (``coco`` metric).

@@ -1,4 +1,5 @@
-"""Event-camera data: Prophesee ``.dat`` events, Gen1 / 1Mpx ``*_bbox.npy`` labels, representations, synthetic data.
+"""Event-camera data: the camera catalog (:mod:`~spikeyolo.data.events.cameras`: sensor sizes, class names), Prophesee
+``.dat`` events, Gen1 / 1Mpx ``*_bbox.npy`` labels, representations, synthetic data.
 
 Only numpy is imported here. See docs/events.md for the file formats and the Gen1 folder layout.
 """
@@ -6,11 +7,13 @@ Only numpy is imported here. See docs/events.md for the file formats and the Gen
 from spikeyolo.errors import EventFileError
 from spikeyolo.data.events.boxes import (BOX_DTYPE, BOX_FILE_DTYPE, BOX_FILE_DTYPE_LEGACY, as_boxes, read_boxes,
                                          write_boxes)
-from spikeyolo.data.events.dat import (EVENT_DTYPE, EVENT_TYPE_CD, EVENT_TYPE_TD, GEN1_HEIGHT, GEN1_WIDTH, DatHeader,
-                                       iter_dat, read_dat, read_dat_header, write_dat)
+from spikeyolo.data.events.cameras import CAMERAS, GEN1, GEN4, BoxFilter, Camera, get_camera, sensor_size
+from spikeyolo.data.events.dat import (EVENT_DTYPE, EVENT_TYPE_CD, EVENT_TYPE_TD, DatHeader, iter_dat,
+                                       read_dat, read_dat_header, write_dat)
 from spikeyolo.data.events.representations import event_histogram, spikeyolo_frames, voxel_grid
 
-__all__ = ["EventFileError", "EVENT_DTYPE", "EVENT_TYPE_TD", "EVENT_TYPE_CD", "GEN1_WIDTH", "GEN1_HEIGHT", "DatHeader",
+__all__ = ["CAMERAS", "GEN1", "GEN4", "BoxFilter", "Camera", "get_camera", "sensor_size",
+           "EventFileError", "EVENT_DTYPE", "EVENT_TYPE_TD", "EVENT_TYPE_CD", "DatHeader",
            "read_dat", "read_dat_header", "iter_dat", "write_dat", "BOX_DTYPE", "BOX_FILE_DTYPE",
            "BOX_FILE_DTYPE_LEGACY", "as_boxes", "read_boxes", "write_boxes", "spikeyolo_frames", "event_histogram",
            "voxel_grid"]

@@ -2,7 +2,7 @@
 
 Layout (little-endian)::
 
-    "% key value\\n" lines        ASCII header; every line starts with "%" (e.g. "% Version 2", "% Width 304")
+    "% key value\\n" lines        ASCII header; every line starts with "%" (e.g. "% Version 2", "% Width 1280")
     1 byte   event type           0x00 (Event2D / TD, the Gen1 files) or 0x0C (EventCD); same record layout
     1 byte   event size           8
     records, 8 bytes each:
@@ -12,8 +12,8 @@ Layout (little-endian)::
 
 Choices (see docs/events.md):
 
-- ``% Width``/``% Height`` absent (both): the Gen1 ATIS size 304x240 is assumed and
-  :attr:`DatHeader.size_from_header` is False. Only one of them present is an error.
+- ``% Width``/``% Height`` absent (both): the Gen1 camera's size (:data:`~spikeyolo.data.events.cameras.GEN1`)
+  is assumed and :attr:`DatHeader.size_from_header` is False. Only one of them present is an error.
 - ``% Version`` absent or 2: the 14/14-bit layout above. Any other version (the older "dat1" packs x/y into
   9/8 bits) is refused rather than decoded with the wrong masks.
 - Headerless legacy files (records from byte 0) are refused: nothing in them says they are event files.
@@ -35,10 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+from spikeyolo.data.events.cameras import GEN1
 from spikeyolo.errors import EventFileError
 from spikeyolo.io import atomic_write
 
-__all__ = ["EVENT_DTYPE", "RECORD_DTYPE", "EVENT_TYPE_TD", "EVENT_TYPE_CD", "GEN1_WIDTH", "GEN1_HEIGHT", "DatHeader",
+__all__ = ["EVENT_DTYPE", "RECORD_DTYPE", "EVENT_TYPE_TD", "EVENT_TYPE_CD", "DatHeader",
            "read_dat_header", "read_dat", "iter_dat", "write_dat"]
 
 #: Decoded events: t int64 µs, x/y uint16 pixels, p int8 in {0, 1}; aligned, 16 bytes per event.
@@ -49,7 +50,6 @@ RECORD_DTYPE = np.dtype([("t", "<u4"), ("w", "<u4")])
 EVENT_TYPE_TD = 0x00
 EVENT_TYPE_CD = 0x0C
 EVENT_SIZE = 8
-GEN1_WIDTH, GEN1_HEIGHT = 304, 240
 
 _COORD_BITS = 14
 _COORD_MASK = (1 << _COORD_BITS) - 1      # 0x3FFF
@@ -67,7 +67,7 @@ class DatHeader:
 
     Args:
         path: the file.
-        width, height: sensor size in pixels (304x240 when the header has no size; see ``size_from_header``).
+        width, height: sensor size in pixels (Gen1's when the header has no size; see ``size_from_header``).
         size_from_header: False when the header had neither ``Width`` nor ``Height`` and Gen1's size was assumed.
         version: the ``% Version`` value (2 when absent).
         event_type: 0x00 (TD) or 0x0C (CD).
@@ -164,8 +164,8 @@ def read_dat_header(path: str | os.PathLike) -> DatHeader:
     if data_bytes % EVENT_SIZE:
         raise _fail(path, f"truncated: {data_bytes % EVENT_SIZE} trailing bytes after the last complete "
                           f"{EVENT_SIZE}-byte record (file {file_size} bytes, records from byte {data_offset})")
-    return DatHeader(path=os.fspath(path), width=width if size_from_header else GEN1_WIDTH,
-                     height=height if size_from_header else GEN1_HEIGHT, size_from_header=size_from_header,
+    return DatHeader(path=os.fspath(path), width=width if size_from_header else GEN1.width,
+                     height=height if size_from_header else GEN1.height, size_from_header=size_from_header,
                      version=version, event_type=event_type, event_size=event_size, data_offset=data_offset,
                      num_events=data_bytes // EVENT_SIZE, fields=fields)
 

@@ -12,6 +12,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from spikeyolo.data.events.cameras import GEN1, GEN4
 from spikeyolo.data.events.synthetic import SCENES, generate_dataset
 
 
@@ -24,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--splits", nargs="+", default=["train", "val", "test"])
     parser.add_argument("--camera", choices=sorted(SCENES), default="gen1",
-                        help="gen1 (304x240, the default) or gen4 (1280x720, the 1 Megapixel format)")
+                        help=f"gen1 ({GEN1.size}, the default) or gen4 ({GEN4.size}, the 1 Megapixel format)")
     args = parser.parse_args(argv)
     for dat_path, box_path in generate_dataset(args.out_dir, args.recordings, args.duration_s, args.seed, args.splits,
                                                SCENES[args.camera]):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from spikeyolo.data.events.cameras import GEN1
+
 __all__ = ["SPIKEYOLO_WINDOW_US", "spikeyolo_frames", "event_histogram", "voxel_grid"]
 
 SPIKEYOLO_WINDOW_US = 250_000   # reference `sample_size`: 0.25 s before each label time
@@ -52,9 +54,9 @@ def _slices(t: np.ndarray, t_start_us: int, slice_us: int, time_steps: int) -> t
     return index, index < time_steps
 
 
-def spikeyolo_frames(events: np.ndarray, t_end_us: int, *, time_steps: int, width: int = 304, height: int = 240,
-                     window_us: int = SPIKEYOLO_WINDOW_US, most_recent_first: bool = False,
-                     clamp_start: bool = False) -> np.ndarray:
+def spikeyolo_frames(events: np.ndarray, t_end_us: int, *, time_steps: int, width: int = GEN1.width,
+                     height: int = GEN1.height, window_us: int = SPIKEYOLO_WINDOW_US,
+                     most_recent_first: bool = False, clamp_start: bool = False) -> np.ndarray:
     """The SpikeYOLO Gen1 input: T grey frames where each event paints its pixel white (p=1) or black (p=0).
 
     As in the reference ``pre_gen1.py`` (training-and-eval reference §6): the window
@@ -78,7 +80,7 @@ def spikeyolo_frames(events: np.ndarray, t_end_us: int, *, time_steps: int, widt
         events: [N] structured array with fields t, x, y, p.
         t_end_us: end of the window (exclusive), e.g. the label time.
         time_steps: T, the number of slices (the released Gen1 checkpoint uses T = 2).
-        width, height: sensor size (Gen1: 304x240).
+        width, height: sensor size (default: Gen1's).
         window_us: window length (reference: 250000).
         most_recent_first: reverse the slice order (the model's order in the reference).
         clamp_start: start a window that would begin before t = 0 at 0 instead (the reference with numpy 1.x).

@@ -10,7 +10,7 @@ the event time interpolated linearly between the two frames. Uniform background-
 ``label_start_us`` on, with a track id per object. The output is deterministic for a given seed.
 
 Files follow the release layout: ``OUT/{train,val,test}/<name>_td.dat`` and ``<name>_bbox.npy``; Gen1 scenes
-(the default :class:`SceneConfig`) write TD events at 304x240 and the Gen1 box dtype (``ts``, ``confidence``),
+(the default :class:`SceneConfig`) write TD events at Gen1's size and the Gen1 box dtype (``ts``, ``confidence``),
 :data:`GEN4_SCENE` CD events (type 0x0C) at 1280x720 and the newer box dtype (``t``, ``class_confidence``) with
 labels at 60 Hz, as the 1 Megapixel dataset::
 
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from spikeyolo.data.events.boxes import BOX_DTYPE, write_boxes
+from spikeyolo.data.events.cameras import GEN1, GEN4
 from spikeyolo.data.events.dat import EVENT_DTYPE, EVENT_TYPE_CD, EVENT_TYPE_TD, write_dat
 
 __all__ = ["ObjectClass", "GEN1_CLASSES", "GEN4_CLASSES", "SceneConfig", "GEN1_SCENE", "GEN4_SCENE", "SCENES",
@@ -77,8 +78,8 @@ class SceneConfig:
             ``class_confidence``).
     """
 
-    width: int = 304
-    height: int = 240
+    width: int = GEN1.width
+    height: int = GEN1.height
     frame_period_us: int = 1000
     contrast_threshold: float = 0.2
     noise_rate_hz: float = 0.05
@@ -93,12 +94,13 @@ class SceneConfig:
     legacy_boxes: bool = True
 
 
-#: Gen1: 304x240, TD events, labels every 50 ms from 0.5 s, the Gen1 box dtype.
+#: Gen1: its sensor size, TD events, labels every 50 ms from 0.5 s, the Gen1 box dtype.
 GEN1_SCENE = SceneConfig()
 #: 1 Megapixel: 1280x720, CD events, labels at 60 Hz (16667 µs) from 0.5 s, the newer box dtype; frames every
 #: 2 ms (events are interpolated between them) to keep the simulation of 921,600 pixels affordable.
-GEN4_SCENE = SceneConfig(width=1280, height=720, frame_period_us=2000, label_period_us=16_667, min_box_size=16.0,
-                         classes=GEN4_CLASSES, texture_scale=4.0, event_type=EVENT_TYPE_CD, legacy_boxes=False)
+GEN4_SCENE = SceneConfig(width=GEN4.width, height=GEN4.height, frame_period_us=2000, label_period_us=16_667,
+                         min_box_size=16.0, classes=GEN4_CLASSES, texture_scale=4.0, event_type=EVENT_TYPE_CD,
+                         legacy_boxes=False)
 SCENES = {"gen1": GEN1_SCENE, "gen4": GEN4_SCENE}
 
 

@@ -4,7 +4,7 @@ Gen1 (``source: gen1``, :mod:`spikeyolo.data.sources.gen1`) and the 1 Megapixel 
 :mod:`spikeyolo.data.sources.gen4`) are two :class:`PropheseeSource` subclasses that differ only by their
 :class:`Camera`; everything else is shared and chosen by the data config (docs/events.md):
 
-    camera     the releases' facts: sensor size, class lists (:data:`GEN1`, :data:`GEN4`)
+    cameras    the releases' facts live in the catalog :mod:`spikeyolo.data.events.cameras` (:data:`GEN1`, :data:`GEN4`)
     encoding   :class:`Representation`: SpikeYOLO frames / histograms / voxel grids, downsampling, chunked encoding
     labels     ``*_bbox.npy`` grouped by label time, the label clean-ups (SpikeYOLO's, Cordone's, RVT's), RVT's frames
     cache      every sample's tensor encoded once per recording (parallel, resumable, streamed)
@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from spikeyolo.data.events.cameras import GEN1, GEN4, Camera, sensor_size
 from spikeyolo.data.sources.base import DataSource
 from spikeyolo.data.sources.prophesee.cache import Recording, build_cache, find_recordings, open_frames, split_cache_dir
-from spikeyolo.data.sources.prophesee.camera import GEN1, GEN4, Camera, sensor_size
 from spikeyolo.data.sources.prophesee.dataset import (INPUT_SHAPES, PAD_POSITIONS, EventSample, PropheseeDataset,
                                                       build_event_dataloader, clip_input, collate_events,
                                                       event_dataloader_from_config, letterbox_clip)

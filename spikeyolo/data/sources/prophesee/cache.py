@@ -33,7 +33,7 @@ import numpy as np
 
 from spikeyolo.data.cache import cache_key, cache_root
 from spikeyolo.data.events import EventFileError, read_boxes, read_dat_header
-from spikeyolo.data.sources.prophesee.camera import GEN1, Camera, sensor_size
+from spikeyolo.data.events.cameras import GEN1, Camera, sensor_size
 from spikeyolo.data.sources.prophesee.encoding import CHUNK_EVENTS, Representation
 from spikeyolo.data.sources.prophesee.labels import group_by_time
 from spikeyolo.errors import DatasetError

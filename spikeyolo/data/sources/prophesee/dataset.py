@@ -31,9 +31,9 @@ import torch
 
 from spikeyolo.data.cache import cache_key
 from spikeyolo.data.events import read_boxes, read_dat_header
+from spikeyolo.data.events.cameras import GEN1, Camera, sensor_size
 from spikeyolo.data.sources.prophesee.cache import (build_cache, cache_file, find_recordings, open_frames,
                                                     split_cache_dir)
-from spikeyolo.data.sources.prophesee.camera import GEN1, Camera, sensor_size
 from spikeyolo.data.sources.prophesee.encoding import Representation
 from spikeyolo.data.sources.prophesee.labels import (SAMPLE_TIMES, drop_classes, group_by_time, postprocess_boxes,
                                                      rvt_frame_times)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from spikeyolo.data.events.boxes import BOX_DTYPE, as_boxes
+from spikeyolo.data.events.cameras import GEN1
 from spikeyolo.errors import DatasetError
 
 __all__ = ["CLAMP_MODES", "SAMPLE_TIMES", "group_by_time", "drop_classes", "postprocess_boxes", "rvt_frame_times",
@@ -51,8 +52,8 @@ def drop_classes(boxes: np.ndarray, num_classes: int) -> np.ndarray:
     return boxes[boxes["class_id"] < num_classes]
 
 
-def postprocess_boxes(boxes: np.ndarray, *, width: int = 304, height: int = 240, clamp: str = "reference",
-                      min_size: float = 0.0, max_width: float | None = None) -> np.ndarray:
+def postprocess_boxes(boxes: np.ndarray, *, width: int = GEN1.width, height: int = GEN1.height,
+                      clamp: str = "reference", min_size: float = 0.0, max_width: float | None = None) -> np.ndarray:
     """Clean up the boxes of one label time.
 
     Steps (reference ``pre_gen1.py``, §6; RVT for ``rvt``):

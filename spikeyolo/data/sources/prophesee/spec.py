@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from spikeyolo.data.sources.prophesee.camera import GEN1, Camera
+from spikeyolo.data.events.cameras import GEN1, Camera
 from spikeyolo.data.sources.prophesee.encoding import Representation
 from spikeyolo.data.spec import DatasetSpec
 from spikeyolo.errors import DatasetError

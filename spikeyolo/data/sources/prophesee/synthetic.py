@@ -44,7 +44,7 @@ def ensure_synthetic_dataset(recordings: Mapping[str, int], duration_s: float = 
         label_period_us: label rate (labels from 0.5 s on).
         workers: generator processes (default: the CPU count).
         root: where to write it; default ``cache_root()/<camera>_synthetic/<key of the arguments>``.
-        camera: ``gen1`` (304x240 Gen1 scenes) or ``gen4`` (1280x720 1Mpx scenes), a key of
+        camera: ``gen1`` (Gen1 scenes) or ``gen4`` (1Mpx scenes), a key of
             :data:`spikeyolo.data.events.synthetic.SCENES`.
 
     Returns:
