@@ -6,8 +6,10 @@
 
 Images are prepared exactly as the validation loader of the checkpoint's run prepares them (the long side
 resized to the trained image size, letterboxed to its rect shape: ``spikeyolo._ultralytics.data.letterbox_image``),
-so the boxes equal what ``spikeyolo-eval`` scores for the same checkpoint and image. Boxes come back in pixels
-of the original image (xyxy).
+and the batch goes through the one inference path (:func:`spikeyolo.engine.predict.detect`, whose boxes come from
+:func:`spikeyolo.evaluation.predictions.postprocess`, as ``spikeyolo-eval``'s and ``spikeyolo-predict``'s do), so
+the boxes equal what ``spikeyolo-eval`` scores for the same checkpoint and image. Boxes come back in pixels of the
+original image (xyxy, float64).
 
 Accepted images: a file path (str or Path), a numpy array [H, W, 3] uint8 in BGR order as OpenCV gives it (RGB
 with ``rgb=True``; [H, W] grey is taken as three equal channels), a PIL image (any mode; converted to RGB).
@@ -24,52 +26,17 @@ import numpy as np
 import torch
 
 from spikeyolo._ultralytics.data import letterbox_image
-from spikeyolo._ultralytics.ops import non_max_suppression
 from spikeyolo.config import checked_imgsz
 from spikeyolo.data import get_source
 from spikeyolo.deploy import DEPLOY_PATHS
 from spikeyolo.engine.checkpoint import model_from_payload, read_model_checkpoint, trained_data_config
 from spikeyolo.engine.distributed import select_device
 from spikeyolo.engine.media import Frame
+from spikeyolo.engine.predict import detect
 from spikeyolo.errors import InputError, UserError
-from spikeyolo.evaluation.predictions import unletterbox_boxes
-from spikeyolo.structures import model_input
+from spikeyolo.evaluation.predictions import ImageDetections
 
 __all__ = ["Detector", "ImageDetections", "read_image"]
-
-
-@dataclass
-class ImageDetections:
-    """The detections of one image.
-
-    Attributes:
-        boxes: [N, 4] float32 (x1, y1, x2, y2) in pixels of the original image.
-        scores: [N] float32 confidences.
-        classes: [N] int64 class indices.
-        class_names: all class names of the model (index -> name).
-        shape: (height, width) of the original image.
-        source: the file path, or None for an array / PIL image.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray
-    class_names: list[str]
-    shape: tuple[int, int]
-    source: str | None = None
-
-    def __len__(self) -> int:
-        return int(self.boxes.shape[0])
-
-    @property
-    def names(self) -> list[str]:
-        """The class name of every detection, in order."""
-        return [self.class_names[int(c)] for c in self.classes]
-
-    def to_list(self) -> list[dict[str, Any]]:
-        """One dict per detection: ``{"box": [x1, y1, x2, y2], "score", "class", "name"}`` (plain Python types)."""
-        return [{"box": [float(v) for v in box], "score": float(score), "class": int(cls), "name": name}
-                for box, score, cls, name in zip(self.boxes, self.scores, self.classes, self.names)]
 
 
 def read_image(image: Any, rgb: bool = False) -> tuple[np.ndarray, str | None]:
@@ -201,15 +168,12 @@ class Detector:
         prepared = [self._prepare(item, rgb) for item in items]
         results: list[ImageDetections | None] = [None] * len(prepared)
         for indices in self._batches(prepared, batch_size):
+            _, ratio_pads, shapes, sources = zip(*(prepared[i] for i in indices))
             batch = torch.stack([prepared[i][0] for i in indices])                      # [B, 3, h, w] uint8 RGB
-            decoded, _ = self.model(model_input(batch, self.device).to(self._dtype()))
-            for index, dets in zip(indices, non_max_suppression(decoded.float(), conf, iou, max_det)):
-                _, ratio_pad, shape, source = prepared[index]
-                boxes = unletterbox_boxes(dets[:, :4].double().cpu(), ratio_pad, shape)
-                results[index] = ImageDetections(
-                    boxes=boxes.numpy().astype(np.float32), scores=dets[:, 4].cpu().numpy().astype(np.float32),
-                    classes=dets[:, 5].cpu().numpy().astype(np.int64), class_names=self.names, shape=shape,
-                    source=source)
+            found = detect(self.model, batch, list(ratio_pads), list(shapes), self.device, conf, iou, max_det,
+                           sources=list(sources), class_names=self.names)
+            for index, result in zip(indices, found):
+                results[index] = result
         return [result for result in results if result is not None]
 
     def predict_frames(self, frames: Iterable[Frame], conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
@@ -254,6 +218,3 @@ class Detector:
         for indices in groups.values():
             for start in range(0, len(indices), max(int(batch_size), 1)):
                 yield indices[start:start + max(int(batch_size), 1)]
-
-    def _dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype

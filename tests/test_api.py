@@ -2,7 +2,8 @@
 
 The single-image letterbox equals the validation loader's image for image (square and non-square, rect and
 square letterbox); the detector's boxes on the embedded trees val images equal the predictions ``spikeyolo-eval``
-writes for the same checkpoint (integer and spike-driven paths); the three input kinds (path, numpy BGR / RGB,
+writes for the same checkpoint (integer and spike-driven paths) and, bit for bit, the eval pass's over the same
+batch (one post-process: ``evaluation.predictions.postprocess``); the three input kinds (path, numpy BGR / RGB,
 PIL) give the same detections; bad input is one clear error.
 """
 
@@ -90,11 +91,50 @@ def test_detector_boxes_equal_eval_predictions(tmp_path, image_checkpoint, monke
         want = np.array(sorted((r["score"], *r["bbox"]) for r in expected.get(file.name, [])), np.float64).reshape(-1, 5)
         ours = _as_records(result)
         assert ours.shape == want.shape, file.name
-        # the same detections; boxes in float32 here, float64 in the results file: equal to 1e-3 px
+        # the same detections; the forward ran in other batches than spikeyolo-eval's: equal to 1e-3 px
         assert np.allclose(ours[:, 0], want[:, 0], rtol=0, atol=1e-6) and np.allclose(ours[:, 1:], want[:, 1:],
                                                                                        rtol=0, atol=1e-3), file.name
         total += len(result)
     assert total > 0   # the comparison is not empty
+
+
+def test_detector_results_are_the_eval_pass_bit_for_bit(image_checkpoint):
+    """The val loader's one batch through the eval pass (engine.predict) and the same pictures through
+    Detector.predict: the same network input, so the same rows, unclipped boxes and shapes, to the last bit."""
+    from spikeyolo.engine.predict import predict
+
+    detector = spikeyolo.Detector.load(image_checkpoint)
+    cfg = spikeyolo.compose([f"data.imgsz={IMGSZ}"])
+    loader = dataloader_from_config(spec_from_config(cfg.data), cfg.data, "val", batch_size=len(_val_files()),
+                                    workers=0, device="cpu")
+    passed = predict(detector.model, loader, torch.device("cpu"), conf=0.001, max_det=300)
+    results = detector.predict([str(f) for f in passed.im_files], conf=0.001, max_det=300,
+                               batch_size=len(_val_files()))
+    assert len(results) == passed.images == len(_val_files()) and sum(map(len, results)) > 0
+    for result, rows, unclipped, shape in zip(results, passed.detections, passed.unclipped_boxes, passed.shapes):
+        assert result.shape == shape and result.boxes.dtype == np.float64
+        assert torch.equal(torch.from_numpy(result.rows()), rows), result.source
+        assert torch.equal(torch.from_numpy(result.unclipped_boxes), unclipped), result.source
+
+
+def test_postprocess_layout_and_checks():
+    """NMS, the letterbox undone, clipped: one ImageDetections per image; a ratio_pad per image or a ValueError."""
+    from spikeyolo.evaluation.predictions import postprocess
+
+    decoded = torch.zeros(2, 4 + 2, 3)                      # [B, 4 + C, A]: cx cy w h, two class scores
+    decoded[0, :, 0] = torch.tensor([20.0, 30.0, 10.0, 20.0, 0.9, 0.1])   # a box inside
+    decoded[0, :, 1] = torch.tensor([2.0, 30.0, 10.0, 20.0, 0.2, 0.8])    # crosses the left border
+    ratio_pads = [((0.5, 0.5), (4, 0)), ((1.0, 1.0), (0, 0))]
+    first, second = postprocess(decoded, ratio_pads, [(100, 80), (64, 64)], conf=0.5, class_names=["a", "b"],
+                                sources=["x.jpg", None])
+    assert len(first) == 2 and len(second) == 0 and first.source == "x.jpg" and first.shape == (100, 80)
+    order = np.argsort(-first.scores)
+    assert first.names == ["a", "b"] and np.allclose(first.scores[order], [0.9, 0.8])
+    assert np.array_equal(first.unclipped_boxes[order], [[22.0, 40.0, 42.0, 80.0], [-14.0, 40.0, 6.0, 80.0]])
+    assert np.array_equal(first.boxes[order], [[22.0, 40.0, 42.0, 80.0], [0.0, 40.0, 6.0, 80.0]])
+    assert first.rows().shape == (2, 6) and first.rows().dtype == np.float64
+    with pytest.raises(ValueError, match="ratio_pads has 1 entries for a batch of 2 images"):
+        postprocess(decoded, ratio_pads[:1], [(100, 80), (64, 64)])
 
 
 def test_three_input_kinds_give_the_same_detections(tmp_path, image_checkpoint):

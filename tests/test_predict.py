@@ -1,10 +1,12 @@
 """spikeyolo-predict on pictures and video: a folder, a glob, a video made here (OpenCV writer), save_txt, the
-spike-driven path, unreadable pictures and frames, bad sources. The boxes are checked against the predictions
-spikeyolo-eval writes for the same checkpoint (the event-recording path is tested in tests/test_gen1.py)."""
+spike-driven path, unreadable pictures and frames, bad sources, ``run_dir=`` and its deprecated old name ``out=``.
+The boxes are checked against the predictions spikeyolo-eval writes for the same checkpoint (the event-recording
+path is tested in tests/test_gen1.py)."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -49,7 +51,7 @@ def test_folder_matches_eval_predictions(tmp_path, image_checkpoint, monkeypatch
                 for name, records in eval_records.items()}
     out = tmp_path / "pred"
     code, stdout, err = call_main("predict", [f"checkpoint={image_checkpoint}", f"source={_val_dir()}",
-                                              f"out={out}", "conf=0.001", f"deploy={deploy}", "save_txt=true",
+                                              f"run_dir={out}", "conf=0.001", f"deploy={deploy}", "save_txt=true",
                                               "progress=false"], monkeypatch, capsys)
     assert code == 0, err[-2000:]
     names = sorted(p.name for p in _val_dir().glob("*.jpg"))
@@ -71,7 +73,7 @@ def test_glob_and_an_unreadable_picture(tmp_path, image_checkpoint, monkeypatch,
     (folder / "zz_broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     out = tmp_path / "pred"
     code, stdout, err = call_main("predict", [f"checkpoint={image_checkpoint}", f"source={folder}/*.jpg",
-                                              f"out={out}", "progress=false"], monkeypatch, capsys)
+                                              f"run_dir={out}", "progress=false"], monkeypatch, capsys)
     assert code == 0, err[-2000:]
     images = json.loads((out / "images.json").read_text())["images"]
     assert len(images) == 4 and images[-1]["error"].endswith("zz_broken.jpg: not a readable image (OpenCV cannot "
@@ -88,7 +90,7 @@ def test_video(tmp_path, image_checkpoint, monkeypatch, capsys):
         writer.write(cv2.imread(str(file)))
     writer.release()
     out = tmp_path / "pred"
-    code, _, err = call_main("predict", [f"checkpoint={image_checkpoint}", f"source={video}", f"out={out}",
+    code, _, err = call_main("predict", [f"checkpoint={image_checkpoint}", f"source={video}", f"run_dir={out}",
                                          "progress=false"], monkeypatch, capsys)
     assert code == 0, err[-2000:]
     names = [f"clip_{i:06d}" for i in range(5)]
@@ -114,7 +116,38 @@ def test_video(tmp_path, image_checkpoint, monkeypatch, capsys):
     ([], "give source=PATH"),
 ])
 def test_bad_sources_are_one_line(tmp_path, image_checkpoint, monkeypatch, capsys, args, message):
-    code, _, err = call_main("predict", [f"checkpoint={image_checkpoint}", f"out={tmp_path / 'out'}", *args],
+    code, _, err = call_main("predict", [f"checkpoint={image_checkpoint}", f"run_dir={tmp_path / 'out'}", *args],
                              monkeypatch, capsys)
     assert message in one_line_error(code, err)
     assert not (tmp_path / "out").exists()
+
+
+def test_out_is_the_deprecated_name_of_run_dir(tmp_path, image_checkpoint, monkeypatch, capsys):
+    """out= still writes there, with one note (once per process); out= with run_dir= is refused in one line."""
+    from spikeyolo.cli import predict as predict_cli
+
+    picture = sorted(_val_dir().glob("*.jpg"))[0]
+    common = [f"checkpoint={image_checkpoint}", f"source={picture}", "progress=false", "save_images=false"]
+    predict_cli._out_is_deprecated.cache_clear()
+    notes = []
+    for folder in ("old", "again"):
+        code, stdout, err = call_main("predict", [*common, f"out={tmp_path / folder}"], monkeypatch, capsys)
+        assert code == 0 and (tmp_path / folder / "predictions.json").is_file(), err[-2000:]
+        assert f"-> {tmp_path / folder}" in stdout
+        notes.append([line for line in err.splitlines() if "out= is deprecated" in line])
+    assert len(notes[0]) == 1 and "use run_dir=" in notes[0][0] and notes[1] == []
+    code, _, err = call_main("predict", [*common, f"out={tmp_path / 'a'}", f"run_dir={tmp_path / 'b'}"],
+                             monkeypatch, capsys)
+    assert "give run_dir= (out= is its deprecated old name), not both" in one_line_error(code, err)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_default_run_dir_is_under_runs_predict(tmp_path, image_checkpoint, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    picture = sorted(_val_dir().glob("*.jpg"))[0]
+    code, _, err = call_main("predict", [f"checkpoint={image_checkpoint}", f"source={picture}", "progress=false"],
+                             monkeypatch, capsys)
+    assert code == 0, err[-2000:]
+    folders = list((tmp_path / "runs" / "predict").iterdir())
+    assert len(folders) == 1 and re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", folders[0].name)
+    assert (folders[0] / "predictions.json").is_file() and "deprecated" not in err

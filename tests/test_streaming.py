@@ -1,5 +1,6 @@
 """Streaming: the neurons' stateful mode carries the membrane across calls, for both charges, every backend,
-T = 1 and T = 2, and ``model.streaming()`` runs a detector in it (spikeyolo-predict carry_state=true)."""
+T = 1 and T = 2, and ``model.streaming()`` runs a detector in it (spikeyolo-predict carry_state=true); a streamed
+window's detections are the one post-process's (``evaluation.predictions.postprocess``) of the window's input."""
 
 from __future__ import annotations
 
@@ -173,3 +174,44 @@ def test_streaming_reaches_every_neuron_and_lif_charge():
     model.streaming(False)
     with torch.no_grad():
         assert torch.equal(model(windows[0])[0], first) and not torch.equal(model(windows[1])[0], second)
+
+
+def test_stream_windows_are_the_one_postprocess_of_their_input(tmp_path):
+    """stream_recording's detections equal postprocess(forward(the window as the loader encodes it)): the path
+    evaluation and the Detector take, boxes in sensor pixels, clipped to the sensor."""
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    import spikeyolo
+    from spikeyolo.data.events import read_dat, write_dat
+    from spikeyolo.data.sources.prophesee import clip_input
+    from spikeyolo.engine.event_stream import EventSettings, stream_recording
+    from spikeyolo.evaluation.predictions import ImageDetections, postprocess
+    from spikeyolo.structures import model_input
+
+    rng = np.random.default_rng(0)
+    events = np.zeros(20_000, dtype=[("t", "<u4"), ("x", "<u2"), ("y", "<u2"), ("p", "u1")])
+    events["t"] = np.sort(rng.integers(0, 600_000, len(events)))
+    events["x"], events["y"] = rng.integers(0, 304, len(events)), rng.integers(0, 240, len(events))
+    events["p"] = rng.integers(0, 2, len(events))
+    recording = write_dat(tmp_path / "rec_td.dat", events, width=304, height=240)
+    torch.manual_seed(0)
+    model = active_model("neuron.time_steps=2")
+    trained = OmegaConf.to_container(spikeyolo.compose(["data=gen1"]).data, resolve=True)
+    settings = EventSettings.of(model, trained, 64)
+    rep = settings.representation
+    windows = list(stream_recording(model, recording, settings, [250_000, 500_000], torch.device("cpu"), conf=0.001))
+    assert [w.t_us for w in windows] == [250_000, 500_000]
+    for window in windows:
+        clip = rep.encode(read_dat(recording, window.t_us - rep.window_us, window.t_us), window.t_us, 304, 240)
+        image, ratio_pad = clip_input(clip, (240, 304), rep, 64, settings.most_recent_first, settings.input_shape,
+                                      settings.pad_position, settings.stride)
+        with torch.no_grad():
+            decoded, _ = model(model_input(torch.from_numpy(image)[None]))      # [T, 1, C, 64, 64] in
+        (expected,) = postprocess(decoded, [ratio_pad], [(240, 304)], conf=0.001, class_names=model.names)
+        found = window.detections
+        assert isinstance(found, ImageDetections) and found.shape == (240, 304) and len(found) > 0
+        assert np.array_equal(found.rows(), expected.rows()) and np.array_equal(window.boxes, expected.rows())
+        assert np.array_equal(found.unclipped_boxes, expected.unclipped_boxes)
+        assert found.boxes.min() >= 0 and (found.boxes[:, [0, 2]] <= 304).all()
+        assert (found.boxes[:, [1, 3]] <= 240).all()

@@ -1,22 +1,23 @@
 """spikeyolo-predict: detect objects in pictures, video or an event recording with a trained checkpoint.
 
     spikeyolo-predict checkpoint=best.pt source=image.jpg            (or a folder, a glob "dir/*.png", a video)
-    spikeyolo-predict checkpoint=best.pt source=clip.mp4 deploy=spike_driven save_txt=true
+    spikeyolo-predict checkpoint=best.pt source=clip.mp4 deploy=spike_driven save_txt=true run_dir=pred/
     spikeyolo-predict checkpoint=gen1/best.pt source=rec_td.dat window_us=50000 carry_state=true
 
-Pictures and video (a checkpoint trained on images; boxes exactly as spikeyolo-eval makes them, see
-spikeyolo.Detector). Outputs, in ``out``:
+Pictures and video (a checkpoint trained on images; boxes exactly as spikeyolo-eval makes them: both come from
+spikeyolo.evaluation.predictions.postprocess, see spikeyolo.Detector). Outputs, in ``run_dir`` (default
+runs/predict/<date_time>; ``out=`` is its deprecated old name):
 
     predictions.json  COCO results ({image_id, file_name, category_id = class + 1, bbox xywh, score}) in pixels of
                       the original pictures
     images.json       every picture or frame with its id, file name, size, source and detection count (and the
                       error, for one that could not be read)
-    images/           the pictures with their boxes drawn (``save_images``); a video becomes OUT/<stem>.mp4
+    images/           the pictures with their boxes drawn (``save_images``); a video becomes RUN_DIR/<stem>.mp4
     labels/           YOLO txt labels ``class cx cy w h score`` per picture (``save_txt=true``)
 
 An event recording (``source=REC.dat``, or ``events=REC.dat``; a checkpoint trained on event data) runs window by
-window (:mod:`spikeyolo.engine.event_stream`): OUT/detections.npy (Gen1 box dtype, t = window end), OUT/detections.json
-(per window) and, with ``video=true``, OUT/detections.gif.
+window (:mod:`spikeyolo.engine.event_stream`): RUN_DIR/detections.npy (Gen1 box dtype, t = window end),
+RUN_DIR/detections.json (per window) and, with ``video=true``, RUN_DIR/detections.gif.
 
 A picture or a video frame that cannot be read is reported in one line and the rest goes on; the last line sums up
 (pictures, detections, pictures/s).
@@ -24,8 +25,10 @@ A picture or a video frame that cannot be read is reported in one line and the r
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -51,12 +54,34 @@ log = logging.getLogger("spikeyolo.predict")
 MINIMUM_US = {"window_us": 1, "step_us": 1, "start_us": 0, "end_us": 0}
 
 
+def _output_dir(cfg: DictConfig) -> Path:
+    """``run_dir`` (or the deprecated ``out``; not both), default runs/predict/<date_time>; not created here."""
+    if cfg.out is not None and cfg.run_dir is not None:
+        raise UserError(f"give run_dir= (out= is its deprecated old name), not both (run_dir={cfg.run_dir}, "
+                        f"out={cfg.out})")
+    if cfg.out is not None:
+        return Path(cfg.out)
+    if cfg.run_dir is not None:
+        return Path(cfg.run_dir)
+    return Path("runs/predict") / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+@functools.lru_cache(maxsize=None)
+def _out_is_deprecated() -> None:
+    """The deprecation note of ``out=``, printed once per process."""
+    print("spikeyolo-predict: out= is deprecated and will be removed in the next release; use run_dir= (the same "
+          "folder)", file=sys.stderr)
+
+
 def _make_out(cfg: DictConfig) -> Path:
-    out = Path(cfg.out)
+    """The output folder, created (``run_dir`` as :func:`predict` resolved it); the note on ``out=`` when given."""
+    if cfg.out is not None:
+        _out_is_deprecated()
+    out = Path(cfg.run_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UserError(f"out={out} cannot be created: {err.strerror or err}") from None
+        raise UserError(f"run_dir={out} cannot be created: {err.strerror or err}") from None
     return out
 
 
@@ -114,7 +139,7 @@ def predict_media(cfg: DictConfig, files: list[Path], description: str) -> dict[
                                      "images": images})
     done = len(images) - bad
     summary = {"images": done, "unreadable": bad, "detections": detections,
-               "images_per_s": round(done / seconds, 2) if seconds > 0 else None, "out": str(out)}
+               "images_per_s": round(done / seconds, 2) if seconds > 0 else None, "run_dir": str(out)}
     print(f"{done} image(s), {detections} detection(s), {summary['images_per_s']} img/s"
           + (f", {bad} unreadable" if bad else "") + f" -> {out}")
     return summary
@@ -180,7 +205,7 @@ def predict_events(cfg: DictConfig, recording: str, key: str = "source") -> dict
     if frames:
         frames[0].save(out / "detections.gif", save_all=True, append_images=frames[1:], loop=0,
                        duration=max(int(1000 / cfg.video_fps), 20))
-    summary = {"windows": len(windows), "detections": len(rows), "out": str(out)}
+    summary = {"windows": len(windows), "detections": len(rows), "run_dir": str(out)}
     print(json.dumps(summary))
     return summary
 
@@ -189,6 +214,7 @@ def predict_events(cfg: DictConfig, recording: str, key: str = "source") -> dict
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run spikeyolo-predict (configs/predict.yaml); returns a short summary."""
     setup_logging()
+    cfg.run_dir = str(_output_dir(cfg))   # one folder from here on (created when the outputs are written)
     source = cfg.source if cfg.source is not None else cfg.events
     if source is None or cfg.checkpoint is None:
         raise UserError("give source=PATH (an image, a folder, a glob, a video or a Prophesee .dat recording) and "

@@ -261,8 +261,8 @@ class PredictConfig:
     iou: float = 0.7
     max_det: int = 300
     batch_size: int = 16                # pictures per forward
-    save_images: bool = True            # pictures: OUT/images/ with the boxes drawn; a video: OUT/<stem>.mp4
-    save_txt: bool = False              # pictures: OUT/labels/<name>.txt (YOLO: class cx cy w h score)
+    save_images: bool = True            # pictures: RUN_DIR/images/ with the boxes drawn; a video: RUN_DIR/<stem>.mp4
+    save_txt: bool = False              # pictures: RUN_DIR/labels/<name>.txt (YOLO: class cx cy w h score)
     window_us: Optional[int] = None     # events per window; null: the checkpoint's data.window_us
     step_us: Optional[int] = None       # window hop; null: window_us
     start_us: Optional[int] = None      # end of the first window; null: window_us
@@ -274,8 +274,9 @@ class PredictConfig:
     use_ema: bool = True
     device: str = "auto"
     progress: bool = True               # a progress bar
-    out: str = "runs/predict/" + TIMESTAMP
-    video: bool = False                 # events: also write OUT/detections.gif
+    run_dir: Optional[str] = None       # where the outputs go; null: runs/predict/<date_time>
+    out: Optional[str] = None           # deprecated: the old name of run_dir (removed in the next release)
+    video: bool = False                 # events: also write RUN_DIR/detections.gif
     video_fps: float = 10
     video_max_frames: int = 300
 

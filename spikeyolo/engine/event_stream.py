@@ -2,14 +2,15 @@
 
 Windows end at ``first_end_us``, ``+ step_us``, ... until the last event is covered (:func:`window_ends`); each
 window of ``window_us`` is encoded with the checkpoint's representation, T, letterbox and time order
-(:class:`EventSettings`) and run through the model with batch size 1. With ``carry_state`` the windows run in the
-model's streaming mode (``model.streaming()``, :mod:`spikeyolo.nn.protocol`): each forward continues the neuron
-recursion of the previous one (Eq. 11: H[0] = decay * (H[-1] - S[-1]) + X[0]; the reference Gen1 LIF likewise).
-The membrane that carries over is the one after the window's last time step; with the reference time order
-(``most_recent_first``, the model's t = 0 is the newest slice) that is the *oldest* slice, so carrying state is
-meant for models trained oldest-first. It works with T = 1 too (the membrane then leaks across windows instead of
-being dropped). Models are trained with a reset per sample, so a carried membrane is a shift of the input
-distribution unless the model was trained so.
+(:class:`EventSettings`) and run through the model with batch size 1 by :func:`spikeyolo.engine.predict.detect`
+(the inference path of evaluation and :class:`spikeyolo.Detector`; the boxes come back in sensor pixels). With
+``carry_state`` the windows run in the model's streaming mode (``model.streaming()``, :mod:`spikeyolo.nn.protocol`):
+each forward continues the neuron recursion of the previous one (Eq. 11: H[0] = decay * (H[-1] - S[-1]) + X[0];
+the reference Gen1 LIF likewise). The membrane that carries over is the one after the window's last time step;
+with the reference time order (``most_recent_first``, the model's t = 0 is the newest slice) that is the *oldest*
+slice, so carrying state is meant for models trained oldest-first. It works with T = 1 too (the membrane then
+leaks across windows instead of being dropped). Models are trained with a reset per sample, so a carried membrane
+is a shift of the input distribution unless the model was trained so.
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from spikeyolo._ultralytics.ops import non_max_suppression
 from spikeyolo.data import representation_from_config
 from spikeyolo.data.sources.prophesee import clip_input
 from spikeyolo.data.events import read_dat, read_dat_header, spikeyolo_frames
+from spikeyolo.engine.predict import detect
 from spikeyolo.errors import UserError
-from spikeyolo.evaluation.predictions import unletterbox_boxes
-from spikeyolo.structures import model_input
+from spikeyolo.evaluation.predictions import ImageDetections
 
 __all__ = ["EventSettings", "EventWindow", "window_ends", "last_event_time", "stream_recording", "window_image"]
 
@@ -72,11 +72,16 @@ class EventSettings:
 
 @dataclass
 class EventWindow:
-    """One window's result: its end time, event count and detections [N, 6] (x1 y1 x2 y2 score class, sensor px)."""
+    """One window's result: its end time, its events and its detections (in sensor pixels)."""
 
     t_us: int
     events: np.ndarray
-    boxes: np.ndarray
+    detections: ImageDetections
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """[N, 6] float64 (x1, y1, x2, y2, score, class index) in sensor pixels."""
+        return self.detections.rows()
 
 
 def last_event_time(path: str | Path) -> int:
@@ -123,11 +128,10 @@ def stream_recording(model: torch.nn.Module, path: str | Path, settings: EventSe
             image, ratio_pad = clip_input(clip, (header.height, header.width), rep, settings.imgsz,
                                           settings.most_recent_first, settings.input_shape, settings.pad_position,
                                           settings.stride)
-            decoded, _ = model(model_input(torch.from_numpy(image)[None], device))         # [T, 1, C, S, S] in
-            dets = non_max_suppression(decoded.float(), conf, iou, max_det)[0].cpu()
-            boxes = torch.cat((unletterbox_boxes(dets[:, :4], ratio_pad, (header.height, header.width)),
-                               dets[:, 4:6].double()), 1).numpy()                         # [N, 6] sensor pixels
-            yield EventWindow(int(t_end), events, boxes)
+            # [T, C, S, S] -> [1, T, C, S, S]: a batch of one, time-major inside detect
+            (found,) = detect(model, torch.from_numpy(image)[None], [ratio_pad], [(header.height, header.width)],
+                              device, conf, iou, max_det)
+            yield EventWindow(int(t_end), events, found)
 
 
 def window_image(events: np.ndarray, t_end: int, window_us: int, width: int, height: int, boxes: np.ndarray,

@@ -1,10 +1,13 @@
-"""The one inference loop: a detector over a loader -> :class:`~spikeyolo.structures.Predictions`.
+"""The one inference path: a batch through a detector -> detections in original pixels; a loader ->
+:class:`~spikeyolo.structures.Predictions`.
 
-Per batch: network input (:func:`~spikeyolo.structures.model_input`, in the model's dtype), the forward under
-autocast when asked, NMS (ultralytics' settings through :mod:`spikeyolo._ultralytics.ops`), the boxes mapped
-back to original-image pixels (:func:`~spikeyolo.evaluation.unletterbox_boxes`), clipped to the image and also kept
-unclipped (ultralytics 8.4's validator matches those: ``yolo_ap``); firing rates are recorded around the pass
-(:class:`~spikeyolo.evaluation.FiringRecorder`) and the ground truth is read from the loader's dataset once.
+Per batch: network input (:func:`network_input`: :func:`~spikeyolo.structures.model_input` in the model's dtype),
+the forward under autocast when asked (:func:`model_read_out`), then
+:func:`~spikeyolo.evaluation.predictions.postprocess` (NMS, boxes back to original-image pixels, clipped and also
+kept unclipped: ultralytics 8.4's validator matches those, ``yolo_ap``). :func:`detect` is that for one batch
+(:class:`spikeyolo.Detector`, the event stream); :func:`predict_each` for a loader, where firing rates are
+recorded around the pass (:class:`~spikeyolo.evaluation.FiringRecorder`) and the ground truth is read from the
+loader's dataset once.
 Scoring is the evaluators' business (:mod:`spikeyolo.evaluation.evaluators`).
 
 A *read-out* maps a batch's network input to decoded outputs ``{key: [B, 4 + C, A]}`` (xywh pixels and class
@@ -24,12 +27,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from spikeyolo._ultralytics.ops import non_max_suppression
 from spikeyolo.evaluation.firing import FiringRecorder
-from spikeyolo.evaluation.predictions import clip_boxes, unletterbox_boxes
+from spikeyolo.evaluation.predictions import ImageDetections, RatioPad, postprocess
 from spikeyolo.structures import Predictions, model_input
 
-__all__ = ["ReadOut", "model_read_out", "predict", "predict_each"]
+__all__ = ["ReadOut", "model_read_out", "network_input", "detect", "predict", "predict_each"]
 
 #: network input [B, C, H, W] or [T, B, C, H, W] -> {key: decoded [B, 4 + C, A]}
 ReadOut = Callable[[torch.Tensor], Mapping[Hashable, torch.Tensor]]
@@ -42,6 +44,31 @@ def model_read_out(model: nn.Module, amp: bool = False) -> ReadOut:
             decoded, _ = model(images)
         return {None: decoded}
     return read_out
+
+
+def network_input(model: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Loader-style uint8 images [B, C, H, W] or [B, T, C, H, W] as ``model``'s input on ``device``, in its
+    parameters' dtype (float64 models: exact path comparisons)."""
+    return model_input(images, device).to(next(model.parameters()).dtype)
+
+
+@torch.no_grad()
+def detect(model: nn.Module, images: torch.Tensor, ratio_pads: list[RatioPad], orig_shapes: list[tuple[int, int]],
+           device: torch.device, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, amp: bool = False,
+           sources: list[str | None] | None = None, class_names: list[str] | None = None) -> list[ImageDetections]:
+    """One batch through ``model`` (in the mode it is in): one :class:`ImageDetections` per image.
+
+    Args:
+        images: uint8 [B, C, H, W] RGB pictures or [B, T, C, H, W] event frames, letterboxed.
+        ratio_pads, orig_shapes: per image its letterbox and original (height, width).
+        conf, iou, max_det: NMS settings.
+        amp: CUDA autocast for the forward.
+        sources: per image its file path or None.
+        class_names: the names the results carry (default: ``model.names``).
+    """
+    (decoded,) = model_read_out(model, amp)(network_input(model, images, device)).values()
+    names = _class_names(model) if class_names is None else class_names
+    return postprocess(decoded, ratio_pads, orig_shapes, conf, iou, max_det, names, sources)
 
 
 @torch.no_grad()
@@ -79,7 +106,7 @@ def predict_each(model: nn.Module, loader, device: torch.device, read_out: ReadO
     was_training = model.training
     model.eval()
     recorder = FiringRecorder(model) if record_firing else None
-    dtype = next(model.parameters()).dtype
+    names = _class_names(model)
     detections: dict[Hashable, list[torch.Tensor]] = {}
     unclipped: dict[Hashable, list[torch.Tensor]] = {}
     shapes: list[tuple[int, int]] = []
@@ -87,14 +114,10 @@ def predict_each(model: nn.Module, loader, device: torch.device, read_out: ReadO
     started = time.perf_counter()
     try:
         for batch in tqdm(loader, desc=desc, leave=False) if progress else loader:
-            images = model_input(batch["img"], device).to(dtype)  # float64 models: exact path comparisons
-            for key, decoded in read_out(images).items():
-                per_image = non_max_suppression(decoded.float(), conf, iou, max_det)  # B x [N, 6]
-                for image_dets, ratio_pad, shape in zip(per_image, batch["ratio_pad"], batch["ori_shape"]):
-                    boxes = unletterbox_boxes(image_dets[:, :4].cpu(), ratio_pad)  # [N, 4] float64, unclipped
-                    detections.setdefault(key, []).append(
-                        torch.cat((clip_boxes(boxes, shape), image_dets[:, 4:6].cpu().double()), 1))  # [N, 6]
-                    unclipped.setdefault(key, []).append(boxes)
+            for key, decoded in read_out(network_input(model, batch["img"], device)).items():
+                for found in postprocess(decoded, batch["ratio_pad"], batch["ori_shape"], conf, iou, max_det, names):
+                    detections.setdefault(key, []).append(torch.from_numpy(found.rows()))  # [N, 6] float64
+                    unclipped.setdefault(key, []).append(torch.from_numpy(found.unclipped_boxes))  # [N, 4]
             shapes.extend((int(shape[0]), int(shape[1])) for shape in batch["ori_shape"])
             files.extend(batch["im_file"])
         seconds = time.perf_counter() - started
@@ -109,6 +132,11 @@ def predict_each(model: nn.Module, loader, device: torch.device, read_out: ReadO
                              gt_classes=gt_classes, samples=samples, firing=firing, seconds=seconds,
                              unclipped_boxes=unclipped[key])
             for key, dets in detections.items()}
+
+
+def _class_names(model: nn.Module) -> list[str]:
+    """The model's class names (``DetectorModel.names``), or none for a bare module."""
+    return list(getattr(model, "names", None) or [])
 
 
 def _ground_truth(dataset, files: list[str]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -1,4 +1,11 @@
-"""Model outputs -> COCO results: undo the letterbox, clip, xyxy -> xywh, class index -> category id.
+"""Model outputs -> detections in original pixels -> COCO results.
+
+:func:`postprocess` is the one place a detector's decoded output becomes boxes: NMS (ultralytics' through
+:mod:`spikeyolo._ultralytics.ops`), the letterbox undone, the boxes clipped to the image, one
+:class:`ImageDetections` per image. Evaluation (:func:`spikeyolo.engine.predict.predict_each`), spikeyolo-predict
+(pictures, video, event recordings: :mod:`spikeyolo.engine.event_stream`) and :class:`spikeyolo.Detector` all call
+it, so their boxes are equal by construction. :func:`to_coco_results` turns detections into COCO result dicts
+(xyxy -> xywh, class index -> category id).
 
 Letterbox convention (ultralytics 8.4, ``ultralytics.utils.ops.scale_boxes``): an
 image of shape (h0, w0) is resized by per-axis gains (gain_h, gain_w) = new / old
@@ -15,17 +22,100 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
+from spikeyolo._ultralytics.ops import non_max_suppression
 from spikeyolo.io import atomic_write
 
-__all__ = ["RatioPad", "letterbox_ratio_pad", "unletterbox_boxes", "clip_boxes", "to_coco_results", "save_coco_results"]
+__all__ = ["RatioPad", "ImageDetections", "postprocess", "letterbox_ratio_pad", "unletterbox_boxes", "clip_boxes",
+           "to_coco_results", "save_coco_results"]
 
 # ((gain_h, gain_w), (pad_w, pad_h)), as ultralytics 8.4 stores it per image.
 RatioPad = tuple[tuple[float, float], tuple[float, float]]
+
+
+@dataclass
+class ImageDetections:
+    """The detections of one image (or one event window) in pixels of the original image, as :func:`postprocess`
+    makes them: what :meth:`spikeyolo.Detector.predict` returns, spikeyolo-predict writes and evaluation scores.
+
+    Attributes:
+        boxes: [N, 4] float64 (x1, y1, x2, y2), clipped to the image.
+        scores: [N] float32 confidences.
+        classes: [N] int64 class indices.
+        class_names: all class names of the model (index -> name).
+        shape: (height, width) of the original image.
+        source: the file path, or None for an array / PIL image / event window.
+        unclipped_boxes: [N, 4] float64, ``boxes`` before clipping (what ultralytics 8.4's validator matches).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    class_names: list[str]
+    shape: tuple[int, int]
+    source: str | None = None
+    unclipped_boxes: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @property
+    def names(self) -> list[str]:
+        """The class name of every detection, in order."""
+        return [self.class_names[int(c)] for c in self.classes]
+
+    def rows(self) -> np.ndarray:
+        """[N, 6] float64 (x1, y1, x2, y2, score, class index), the layout of ``Predictions.detections``."""
+        return np.concatenate((self.boxes, self.scores[:, None].astype(np.float64),
+                               self.classes[:, None].astype(np.float64)), 1)  # [N, 4] + [N, 1] + [N, 1] -> [N, 6]
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """One dict per detection: ``{"box": [x1, y1, x2, y2], "score", "class", "name"}`` (plain Python types)."""
+        return [{"box": [float(v) for v in box], "score": float(score), "class": int(cls), "name": name}
+                for box, score, cls, name in zip(self.boxes, self.scores, self.classes, self.names)]
+
+
+def postprocess(decoded: torch.Tensor, ratio_pads: Sequence[RatioPad], orig_shapes: Sequence[Sequence[int]],
+                conf: float = 0.25, iou: float = 0.7, max_det: int = 300, class_names: Sequence[str] = (),
+                sources: Sequence[str | None] | None = None) -> list[ImageDetections]:
+    """A batch of decoded detector output -> one :class:`ImageDetections` per image, in original-image pixels.
+
+    NMS on float32 (``spikeyolo._ultralytics.ops.non_max_suppression``, no time limit), then per image the
+    letterbox undone (:func:`unletterbox_boxes`) and the boxes clipped (:func:`clip_boxes`), both in float64.
+
+    Args:
+        decoded: [B, 4 + C, A] (cx, cy, w, h in network-input pixels, then class scores), any device and dtype.
+        ratio_pads: per image ((gain_h, gain_w), (pad_w, pad_h)) of its letterbox (module docstring).
+        orig_shapes: per image its original (height, width).
+        conf, iou, max_det: NMS settings (minimum score, IoU threshold, most detections per image).
+        class_names: the model's class names (index -> name).
+        sources: per image its file path or None (default: None for all).
+
+    Raises:
+        ValueError: ratio_pads, orig_shapes or sources not one per image.
+    """
+    batch = int(decoded.shape[0])
+    for name, values in (("ratio_pads", ratio_pads), ("orig_shapes", orig_shapes), ("sources", sources)):
+        if values is not None and len(values) != batch:
+            raise ValueError(f"{name} has {len(values)} entries for a batch of {batch} images")
+    sources = sources if sources is not None else [None] * batch
+    names = list(class_names)
+    results = []
+    for dets, ratio_pad, orig_shape, source in zip(non_max_suppression(decoded.float(), conf, iou, max_det),
+                                                   ratio_pads, orig_shapes, sources):  # B x [N, 6]
+        dets = dets.cpu()
+        shape = (int(orig_shape[0]), int(orig_shape[1]))
+        unclipped = unletterbox_boxes(dets[:, :4], ratio_pad)  # [N, 4] float64
+        results.append(ImageDetections(boxes=clip_boxes(unclipped, shape).numpy(), scores=dets[:, 4].numpy(),
+                                       classes=dets[:, 5].to(torch.int64).numpy(), class_names=names, shape=shape,
+                                       source=source, unclipped_boxes=unclipped.numpy()))
+    return results
 
 
 def letterbox_ratio_pad(orig_shape: Sequence[int], input_shape: Sequence[int]) -> RatioPad:
