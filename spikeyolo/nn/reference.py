@@ -99,13 +99,16 @@ def convert_reference_state_dict(reference: Mapping[str, torch.Tensor], model: n
             converted[target] = value.to(ours[target].dtype)
     missing = sorted(set(ours) - set(converted))
     if unmatched or mismatched or missing:
+        def some(items: list[str], sep: str = ", ") -> str:   # a few, each cut: the keys come from the file
+            return sep.join(item[:80] for item in items[:5]) + (f"{sep}..." if len(items) > 5 else "")
+
         lines = []
         if unmatched:
-            lines.append(f"{len(unmatched)} reference keys have no counterpart: " + ", ".join(unmatched[:20]))
+            lines.append(f"{len(unmatched)} reference keys have no counterpart: " + some(unmatched))
         if mismatched:
-            lines.append(f"{len(mismatched)} shape mismatches: " + "; ".join(mismatched[:20]))
+            lines.append(f"{len(mismatched)} shape mismatches: " + some(mismatched, "; "))
         if missing:
-            lines.append(f"{len(missing)} model keys not covered: " + ", ".join(missing[:20]))
+            lines.append(f"{len(missing)} model keys not covered: " + some(missing))
         raise ReferenceKeyError("reference state_dict does not match this model (wrong scale or num_classes?): "
                                 + " | ".join(lines))
     return converted
