@@ -60,7 +60,7 @@ import yaml
 
 import reference_fakes as fakes
 import spikeyolo
-from conftest import randomize_bn, tiny_model, yolo_set
+from conftest import FIXTURES, randomize_bn, tiny_model, yolo_set
 from docs_extract import (ROOT, Command, Quote, all_blocks, doc_pages, error_quotes, inline_commands, is_shell,
                           shell_commands)
 from spikeyolo.cli.common import check_command_line, friendly_errors
@@ -379,9 +379,12 @@ def _coco_files(root: Path) -> None:
 
 
 def _recording(root: Path) -> None:
-    """train/rec_td.dat + train/rec_bbox.npy (a synthetic Gen1 recording of 1 s) and rec_td.dat (the same)."""
+    """train/rec_td.dat + train/rec_bbox.npy (a synthetic Gen1 recording of 1 s) and rec_td.dat (the same); rec.raw
+    and rec.aedat4, the real camera recordings of tests/fixtures (an EVT 3.0 .raw, an AEDAT4)."""
     write_recording(root / "train", "rec", 1.0, (0, 21, 0), SceneConfig(label_period_us=100_000))
     shutil.copy(root / "train" / "rec_td.dat", root / "rec_td.dat")
+    shutil.copy(FIXTURES / "events_real" / "evt3_sample.raw", root / "rec.raw")
+    shutil.copy(FIXTURES / "events" / "davis346_truncated.aedat4", root / "rec.aedat4")
 
 
 def _reference_checkpoint(path: Path, kind: str, classes: int) -> None:

@@ -321,3 +321,59 @@ def test_predict_cli_writes_detections_per_window(gen1, trained, tmp_path):
         predict(spikeyolo.compose([f"events={tmp_path / 'bad.dat'}", f"checkpoint={checkpoint}",
                                    f"out={tmp_path / 'y'}"], config_name="predict"))
     assert exit_info.value.code == 2
+
+
+REAL = Path(__file__).parent / "fixtures"
+
+
+def test_predict_cli_streams_raw_aedat4_and_hdf5_recordings(gen1, trained, tmp_path):
+    """spikeyolo-predict source=<any recording> (GitHub issue #27): a real EVT 3.0 .raw (Prophesee Gen4.1, 1280x720)
+    and a real AEDAT4 (DAVIS346) run end to end (detections per window, results, the annotated video at the sensor's
+    size); the synthetic .dat written as HDF5 gives the .dat's detections window for window; a cut .raw is one line
+    and writes nothing."""
+    import h5py
+    from PIL import Image
+
+    from spikeyolo.cli.predict import predict
+
+    root, _ = gen1
+    checkpoint = trained[0]
+    common = [f"checkpoint={checkpoint}", "conf=0.0001", "max_det=3", "video=true", "video_max_frames=4",
+              "progress=false"]
+    # the .raw holds 8.8 ms of events, the .aedat4 1.13 s (from a Unix-time clock: the first window ends one window
+    # after the first event)
+    for name, recording, sensor, window in (("raw", REAL / "events_real" / "evt3_sample.raw", (1280, 720), 2000),
+                                            ("aedat4", REAL / "events" / "davis346_truncated.aedat4", (346, 260),
+                                             200_000)):
+        out = tmp_path / name
+        summary = predict(spikeyolo.compose([f"source={recording}", *common, f"window_us={window}", f"run_dir={out}"],
+                                            config_name="predict"))
+        payload = json.loads((out / "detections.json").read_text())
+        assert payload["sensor"] == list(sensor) and summary["windows"] == len(payload["windows"]) > 1
+        assert payload["format"] == ("evt3" if name == "raw" else "aedat4")
+        assert sum(w["num_events"] for w in payload["windows"]) > 0
+        assert len(read_boxes(out / "detections.npy")) == summary["detections"] > 0
+        with Image.open(out / "detections.gif") as gif:
+            assert gif.size == sensor and gif.n_frames == min(4, summary["windows"])
+    dat = root / "test" / "synthetic_test_0001_td.dat"
+    events = read_dat(dat)
+    h5 = tmp_path / "rec.hdf5"
+    with h5py.File(h5, "w") as handle:   # Metavision's CD/events layout, uncompressed
+        handle.attrs["width"], handle.attrs["height"] = 304, 240
+        table = np.empty(len(events), [("x", "<u2"), ("y", "<u2"), ("p", "<i2"), ("t", "<i8")])
+        for key in "txyp":
+            table[key] = events[key]
+        handle.create_group("CD").create_dataset("events", data=table)
+    same = ["window_us=50000", "start_us=250000", "step_us=200000", "video=false"]
+    results = [json.loads((tmp_path / folder / "detections.json").read_text())["windows"]
+               for folder, source in (("from_dat", dat), ("from_h5", h5))
+               if predict(spikeyolo.compose([f"source={source}", *common, *same, f"run_dir={tmp_path / folder}"],
+                                            config_name="predict"))]
+    assert len(results[0]) == len(results[1]) > 1 and results[0] == results[1]
+    cut = tmp_path / "cut.raw"
+    data = (REAL / "events_real" / "evt3_sample.raw").read_bytes()
+    cut.write_bytes(data[: len(data) // 2 + 1])
+    with pytest.raises(SystemExit) as exit_info:
+        predict(spikeyolo.compose([f"source={cut}", *common, "window_us=2000", f"run_dir={tmp_path / 'cut'}"],
+                                  config_name="predict"))
+    assert exit_info.value.code == 2 and not (tmp_path / "cut").exists()

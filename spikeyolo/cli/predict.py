@@ -15,8 +15,9 @@ runs/predict/<date_time>; ``out=`` is its deprecated old name):
     images/           the pictures with their boxes drawn (``save_images``); a video becomes RUN_DIR/<stem>.mp4
     labels/           YOLO txt labels ``class cx cy w h score`` per picture (``save_txt=true``)
 
-An event recording (``source=REC.dat``, or ``events=REC.dat``; a checkpoint trained on event data) runs window by
-window (:mod:`spikeyolo.engine.event_stream`): RUN_DIR/detections.npy (Gen1 box dtype, t = window end),
+An event recording (``source=REC.dat``, ``.raw`` EVT 2/3, ``.aedat4``, ``.hdf5``/``.h5``, or ``events=REC``; the
+format is read from the content; a checkpoint trained on event data) runs window by window
+(:mod:`spikeyolo.engine.event_stream`): RUN_DIR/detections.npy (Gen1 box dtype, t = window end),
 RUN_DIR/detections.json (per window) and, with ``video=true``, RUN_DIR/detections.gif.
 
 A picture or a video frame that cannot be read is reported in one line and the rest goes on; the last line sums up
@@ -42,7 +43,7 @@ from spikeyolo.api import Detector
 from spikeyolo.cli.common import UserError, friendly_errors, hydra_app, setup_logging, write_json
 from spikeyolo.config import compose, resolve_imgsz
 from spikeyolo.data import get_source
-from spikeyolo.data.events import BOX_DTYPE, read_dat_header, write_boxes
+from spikeyolo.data.events import BOX_DTYPE, open_recording, write_boxes
 from spikeyolo.engine.checkpoint import model_from_payload, read_model_checkpoint, trained_data_config
 from spikeyolo.engine.distributed import select_device
 from spikeyolo.engine.event_stream import EventSettings, last_event_time, stream_recording, window_ends, window_image
@@ -52,6 +53,8 @@ from spikeyolo.io import write_text
 log = logging.getLogger("spikeyolo.predict")
 
 MINIMUM_US = {"window_us": 1, "step_us": 1, "start_us": 0, "end_us": 0}
+# event recordings (Prophesee .dat and .raw, iniVation .aedat4, HDF5: the format itself is read from the content)
+RECORDING_SUFFIXES = (".dat", ".raw", ".aedat4", ".hdf5", ".h5")
 
 
 def _output_dir(cfg: DictConfig) -> Path:
@@ -173,20 +176,24 @@ def predict_events(cfg: DictConfig, recording: str, key: str = "source") -> dict
     for name, minimum in MINIMUM_US.items():
         if cfg[name] is not None and cfg[name] < minimum:
             raise UserError(f"{name} must be an integer >= {minimum} (µs), got {cfg[name]}")
+    info = open_recording(recording)   # .dat, .raw EVT 2/3, .aedat4, HDF5: by content (one line if unreadable)
     model, trained = _event_model(cfg, f"{key}={recording}")
-    header = read_dat_header(recording)
     imgsz = resolve_imgsz(cfg, model, trained)
     settings = EventSettings.of(model, trained, imgsz, cfg.representation, cfg.window_us, cfg.most_recent_first)
     window = int(settings.representation.window_us)
     step = cfg.step_us or window
-    ends = window_ends(window if cfg.start_us is None else cfg.start_us, step, last_event_time(recording), cfg.end_us)
+    # a .dat's windows are known up front (its last event is read from its end); the other formats are decoded once
+    ends = window_ends(window if cfg.start_us is None else cfg.start_us, step, last_event_time(recording),
+                       cfg.end_us) if info.format == "dat" else None
     out = _make_out(cfg)
     device = select_device(cfg.device)
     model = model.to(device).eval()
     names = model.names
     windows, rows, frames = [], [], []
-    for result in tqdm(stream_recording(model, recording, settings, ends, device, cfg.conf, cfg.iou, cfg.max_det,
-                                        cfg.carry_state), total=len(ends), desc="windows", disable=not cfg.progress):
+    results = stream_recording(model, info, settings, ends, device, cfg.conf, cfg.iou, cfg.max_det, cfg.carry_state,
+                               step_us=step, first_end_us=cfg.start_us, end_us=cfg.end_us)
+    for result in tqdm(results, total=len(ends) if ends is not None else None, desc="windows",
+                       disable=not cfg.progress):
         boxes = result.boxes.tolist()
         windows.append({"t_us": result.t_us, "num_events": int(len(result.events)), "detections": [
             {"class_id": int(c), "class_name": names[int(c)] if int(c) < len(names) else str(int(c)),
@@ -194,12 +201,13 @@ def predict_events(cfg: DictConfig, recording: str, key: str = "source") -> dict
             for x1, y1, x2, y2, s, c in boxes]})
         rows += [(result.t_us, x1, y1, x2 - x1, y2 - y1, int(c), s, 0) for x1, y1, x2, y2, s, c in boxes]
         if cfg.video and len(frames) < cfg.video_max_frames:
-            frames.append(window_image(result.events, result.t_us, window, header.width, header.height,
+            frames.append(window_image(result.events, result.t_us, window, info.width, info.height,
                                        result.boxes, names))
     write_boxes(out / "detections.npy", np.array(rows, dtype=BOX_DTYPE))
     rep = settings.representation
     write_json(out / "detections.json", {
-        "events": recording, "checkpoint": str(cfg.checkpoint), "representation": rep.kind,
+        "events": recording, "format": info.format, "decoder": info.library, "sensor": [info.width, info.height],
+        "checkpoint": str(cfg.checkpoint), "representation": rep.kind,
         "time_steps": rep.time_steps, "window_us": window, "step_us": step, "carry_state": bool(cfg.carry_state),
         "most_recent_first": settings.most_recent_first, "imgsz": imgsz, "names": names, "windows": windows})
     if frames:
@@ -217,20 +225,20 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     cfg.run_dir = str(_output_dir(cfg))   # one folder from here on (created when the outputs are written)
     source = cfg.source if cfg.source is not None else cfg.events
     if source is None or cfg.checkpoint is None:
-        raise UserError("give source=PATH (an image, a folder, a glob, a video or a Prophesee .dat recording) and "
+        raise UserError("give source=PATH (an image, a folder, a glob, a video or an event recording) and "
                         "checkpoint=PATH (a checkpoint file)")
     if cfg.source is not None and cfg.events is not None:
         raise UserError(f"give source= or events=, not both (source={cfg.source}, events={cfg.events})")
     if not Path(cfg.checkpoint).is_file():
         raise UserError(f"checkpoint not found: {cfg.checkpoint}")
-    if cfg.events is not None or str(source).lower().endswith(".dat"):
+    if cfg.events is not None or Path(str(source)).suffix.lower() in RECORDING_SUFFIXES:
         if not Path(source).is_file():
             raise UserError(f"events file not found: {source}")
         return predict_events(cfg, str(source), "events" if cfg.events is not None else "source")
     files, description = describe_source(str(source))
     if not files:
         raise UserError(f"source={source}: no image or video there (an image, a folder of images, a glob such as "
-                        "'dir/*.jpg', a video or a .dat recording)")
+                        "'dir/*.jpg', a video or an event recording: .dat, .raw, .aedat4, .hdf5)")
     return predict_media(cfg, files, description)
 
 

@@ -253,9 +253,9 @@ class ExportConfig:
 class PredictConfig:
     """spikeyolo-predict (configs/predict.yaml)."""
 
-    source: Optional[str] = None        # an image, a folder, a glob, a video, or a Prophesee .dat recording
+    source: Optional[str] = None        # an image, a folder, a glob, a video, or an event recording (.dat .raw ...)
     checkpoint: Optional[str] = None    # trained on images (pictures, video) or on event data (.dat)
-    events: Optional[str] = None        # a .dat recording (the same as source=REC.dat)
+    events: Optional[str] = None        # an event recording (the same as source=REC; any format, read by content)
     deploy: str = "integer"             # integer | spike_driven | fixed_point (pictures and video)
     conf: float = 0.25
     iou: float = 0.7

@@ -1,6 +1,8 @@
 """Streaming inference over an event recording: windows of events, encoded as in training, through a detector.
 
-Windows end at ``first_end_us``, ``+ step_us``, ... until the last event is covered (:func:`window_ends`); each
+A recording is any format :func:`spikeyolo.data.events.open_recording` reads (a Prophesee ``.dat``, ``.raw`` EVT
+2/3, AEDAT4, HDF5; detected by content). Windows end at ``first_end_us``, ``+ step_us``, ... until the last event is
+covered (:func:`window_ends`, :func:`event_windows`); each
 window of ``window_us`` is encoded with the checkpoint's representation, T, letterbox and time order
 (:class:`EventSettings`) and run through the model with batch size 1 by :func:`spikeyolo.engine.predict.detect`
 (the inference path of evaluation and :class:`spikeyolo.Detector`; the boxes come back in sensor pixels). With
@@ -24,14 +26,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from spikeyolo.config import checked_time_steps
 from spikeyolo.data import representation_from_config
 from spikeyolo.data.sources.prophesee import clip_input
-from spikeyolo.data.events import read_dat, read_dat_header, spikeyolo_frames
+from spikeyolo.data.events import (RecordingInfo, open_recording, read_dat, read_dat_header, recording_windows,
+                                   spikeyolo_frames)
 from spikeyolo.engine.predict import detect
 from spikeyolo.errors import UserError
 from spikeyolo.evaluation.predictions import ImageDetections
 
-__all__ = ["EventSettings", "EventWindow", "window_ends", "last_event_time", "stream_recording", "window_image"]
+__all__ = ["EventSettings", "EventWindow", "window_ends", "last_event_time", "event_windows", "stream_recording",
+           "window_image"]
 
 _COLOURS = [(0, 200, 255), (255, 90, 90), (120, 255, 120), (255, 220, 0)]
 
@@ -58,7 +63,8 @@ class EventSettings:
             UserError: the representation's channels do not match the model's input.
         """
         rep = representation_from_config({
-            "representation": representation or trained["representation"], "time_steps": model.time_steps,
+            "representation": representation or trained["representation"],
+            "time_steps": checked_time_steps(None, model, trained),   # T settled where every command settles it
             "window_us": window_us or trained["window_us"], "voxel_bins": trained.get("voxel_bins"),
             "voxel_clip": trained.get("voxel_clip"), "downsample": trained.get("downsample"),
             "downsample_mode": trained.get("downsample_mode")})
@@ -105,16 +111,42 @@ def window_ends(first_end_us: int, step_us: int, last_event_us: int, end_us: int
     return ends
 
 
+def event_windows(recording: str | Path | RecordingInfo, window_us: int, ends: list[int] | None = None,
+                  step_us: int | None = None, first_end_us: int | None = None,
+                  end_us: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """``(t_end, events of [t_end - window_us, t_end))`` of any recording (.dat, .raw, .aedat4, HDF5: by content).
+
+    ``ends`` given: those windows. Else ends ``first_end_us``, + ``step_us``, ... up to the first past the last event
+    (or ``end_us``); ``first_end_us`` None: ``window_us`` for a .dat (its clock starts at 0), the first event's time
+    + ``window_us`` for the others (AEDAT4 counts Unix microseconds). A .dat is read window by window at its offsets
+    (:func:`read_dat`); the other formats in one decoding pass holding one window and one chunk
+    (:func:`spikeyolo.data.events.recording_windows`).
+    """
+    info = recording if isinstance(recording, RecordingInfo) else open_recording(recording)
+    if info.format != "dat":
+        if ends is not None:
+            return recording_windows(info, window_us, ends=ends)
+        return recording_windows(info, window_us, step_us=step_us or window_us, first_end_us=first_end_us,
+                                 end_us=end_us)
+    if ends is None:
+        first = window_us if first_end_us is None else first_end_us
+        ends = window_ends(first, step_us or window_us, last_event_time(info.path), end_us)
+    return ((int(t_end), read_dat(info.path, t_end - window_us, t_end)) for t_end in ends)
+
+
 @torch.no_grad()
-def stream_recording(model: torch.nn.Module, path: str | Path, settings: EventSettings, ends: list[int],
-                     device: torch.device, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
-                     carry_state: bool = False) -> Iterator[EventWindow]:
-    """Detections of every window ending at ``ends`` (a generator: one window at a time).
+def stream_recording(model: torch.nn.Module, recording: str | Path | RecordingInfo, settings: EventSettings,
+                     ends: list[int] | None, device: torch.device, conf: float = 0.25, iou: float = 0.7,
+                     max_det: int = 300, carry_state: bool = False, step_us: int | None = None,
+                     first_end_us: int | None = None, end_us: int | None = None) -> Iterator[EventWindow]:
+    """Detections of every window of a recording (a generator: one window at a time; windows as
+    :func:`event_windows`: ``ends``, or ``step_us`` / ``first_end_us`` / ``end_us``).
 
     Raises:
         UserError: ``carry_state`` on a model without a streaming mode (a converted Spiking-YOLO).
+        EventFileError: a recording that cannot be read (one line naming it).
     """
-    header = read_dat_header(path)
+    info = recording if isinstance(recording, RecordingInfo) else open_recording(recording)
     rep = settings.representation
     window = int(rep.window_us)
     try:
@@ -122,14 +154,13 @@ def stream_recording(model: torch.nn.Module, path: str | Path, settings: EventSe
     except NotImplementedError as err:
         raise UserError(f"carry_state=true: {err}") from None
     with stream:
-        for t_end in ends:
-            events = read_dat(path, t_end - window, t_end)
-            clip = rep.encode(events, t_end, header.width, header.height)                  # [T, Cs, H, W]
-            image, ratio_pad = clip_input(clip, (header.height, header.width), rep, settings.imgsz,
+        for t_end, events in event_windows(info, window, ends, step_us, first_end_us, end_us):
+            clip = rep.encode(events, t_end, info.width, info.height)                      # [T, Cs, H, W]
+            image, ratio_pad = clip_input(clip, (info.height, info.width), rep, settings.imgsz,
                                           settings.most_recent_first, settings.input_shape, settings.pad_position,
                                           settings.stride)
             # [T, C, S, S] -> [1, T, C, S, S]: a batch of one, time-major inside detect
-            (found,) = detect(model, torch.from_numpy(image)[None], [ratio_pad], [(header.height, header.width)],
+            (found,) = detect(model, torch.from_numpy(image)[None], [ratio_pad], [(info.height, info.width)],
                               device, conf, iou, max_det)
             yield EventWindow(int(t_end), events, found)
 
