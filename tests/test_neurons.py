@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spikeyolo.nn.neurons import ILIF, ReLUNeuron, quantize_ste, reset_states, set_stateful
+from spikeyolo.deploy.export import OnnxILIF, onnx_ready
+from spikeyolo.deploy.int_sim import compile_block
+from spikeyolo.deploy.nir.spikeyolo_stages import Unsupported, neuron_coefficients
+from spikeyolo.deploy.spike_driven import SpikeDrivenConv
+from spikeyolo.nn.neurons import (ChargeRule, ILIF, ReLUNeuron, SpikingNeuron, quantize_ste, reset_states, run_steps,
+                                  set_stateful)
 
 
 def ilif_oracle(x: torch.Tensor, max_level: int, decay: float) -> torch.Tensor:
@@ -86,3 +91,50 @@ def test_invalid_settings_raise():
 def test_relu_twin():
     x = torch.tensor([-1.0, 0.5, 7.0])
     assert ReLUNeuron()(x).tolist() == [0.0, 0.5, 7.0]
+
+
+def test_deploy_interface_of_the_two_neurons():
+    assert ILIF(2, 4, 0.25).charge_rule == ChargeRule("ilif", 0.25, 0.25, None)
+    lif = ILIF(2, 4, 0.5, charge="lif").charge_rule
+    assert lif == ChargeRule("lif", 0.5, 0.5, 2.0) and (lif.gain, lif.leak) == (0.5, 0.5)
+    assert ILIF(2, 4, 0.25).charge_rule.gain == 1.0 and not ILIF().exports_as_is
+    relu = ReLUNeuron(2)
+    assert relu.charge_rule is None and relu.exports_as_is and relu.max_level == 0
+    noisy = ILIF(2, 4, 0.25 + 1e-12)
+    noisy.snap_for_fixed_point()
+    assert noisy.decay == 0.25  # a power of two up to float noise becomes exact
+    other = ILIF(2, 4, 0.3)
+    other.snap_for_fixed_point()
+    assert other.decay == 0.3
+    relu.snap_for_fixed_point()  # nothing to snap
+
+
+class _HalfLeak(SpikingNeuron):
+    """A neuron no deploy path knows by class: Eq. 11 with decay 1/2 on run_steps, not an ILIF."""
+
+    exports_as_is = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # [T*B, C, H, W] -> [T, B*C*H*W] -> back
+        return run_steps(x.reshape(self.time_steps, -1), quantize_ste, self.max_level, 0.5)[0].reshape(x.shape)
+
+    @property
+    def charge_rule(self) -> ChargeRule:
+        return ChargeRule("ilif", 0.5, 0.5)
+
+
+def test_a_new_neuron_runs_through_the_deploy_paths_by_its_interface():
+    neuron = _HalfLeak(3, 4)
+    x = torch.tensor([[0.6, 2.5, -1.0], [1.2, 0.4, 3.0], [0.7, 1.6, 0.2]]).reshape(3, 1, 3, 1)  # [T*B, C, H, W]
+    ready = onnx_ready(torch.nn.Sequential(neuron))
+    assert isinstance(ready[0], OnnxILIF) and ready[0].decay == 0.5
+    assert torch.equal(ready(x), neuron(x)) and neuron(x).flatten().tolist() == [1, 2, 0, 1, 1, 2, 1, 1, 0]
+    assert neuron_coefficients(neuron) == (1.0, 0.5)
+    conv = SpikeDrivenConv(neuron, torch.ones(2, 3, 1, 1), torch.zeros(2))
+    assert [(c.decay_num, c.decay_shift, c.max_level) for c in compile_block(conv).convs()] == [(1, 1, 4)]
+    # the ANN twin has no membrane: the paths that rebuild one refuse it, as before
+    assert onnx_ready(torch.nn.Sequential(ReLUNeuron(3)))[0].__class__ is ReLUNeuron
+    with pytest.raises(Unsupported, match="ReLUNeuron neuron has no NIR mapping"):
+        neuron_coefficients(ReLUNeuron(3))
+    with pytest.raises(ValueError, match="models the I-LIF neuron, got ReLUNeuron"):
+        compile_block(SpikeDrivenConv(ReLUNeuron(3), torch.ones(2, 3, 1, 1), torch.zeros(2)))

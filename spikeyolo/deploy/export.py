@@ -35,7 +35,7 @@ from torch import nn
 from spikeyolo.deploy.fixed_point import to_fixed_point
 from spikeyolo.deploy.spike_driven import to_spike_driven
 from spikeyolo.errors import ExportError
-from spikeyolo.nn.neurons import ILIF, SpikingNeuron, run_steps
+from spikeyolo.nn.neurons import SpikingNeuron, run_steps
 
 __all__ = ["DEFAULT_OPSET", "ExportError", "OnnxExportReport", "OnnxILIF", "onnx_ready", "export_onnx",
            "check_onnx", "prepare_path"]
@@ -71,9 +71,17 @@ class OnnxILIF(SpikingNeuron):
         self.tau = float(tau) if tau is not None else 1.0 / (1.0 - self.decay) if charge == "lif" else None
 
     @classmethod
-    def like(cls, neuron: ILIF) -> "OnnxILIF":
-        """The export form of ``neuron``, reading the same T and D (its ``coding``)."""
-        ready = cls(neuron.time_steps, neuron.max_level, neuron.step_decay, neuron.charge, neuron.lif_tau)
+    def like(cls, neuron: SpikingNeuron) -> "OnnxILIF":
+        """The export form of ``neuron`` (its ``charge_rule``), reading the same T and D (its ``coding``).
+
+        Raises:
+            ExportError: the neuron has no charge rule to rebuild it from.
+        """
+        rule = neuron.charge_rule
+        if rule is None:
+            raise ExportError(f"{type(neuron).__name__} neither exports to ONNX as it is (exports_as_is) nor has a "
+                              f"charge_rule to rebuild it from")
+        ready = cls(neuron.time_steps, neuron.max_level, rule.step_decay, rule.charge, rule.tau)
         ready.coding = neuron.coding
         return ready
 
@@ -96,11 +104,12 @@ class OnnxILIF(SpikingNeuron):
 
 
 def onnx_ready(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in eval mode whose I-LIF neurons are :class:`OnnxILIF` (same outputs)."""
+    """A copy of ``model`` in eval mode whose neurons that do not export as they are (``exports_as_is`` false:
+    the I-LIF) are :class:`OnnxILIF` (same outputs)."""
     ready = copy.deepcopy(model).eval()
     for parent in list(ready.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, ILIF):
+            if isinstance(child, SpikingNeuron) and not child.exports_as_is:
                 setattr(parent, name, OnnxILIF.like(child))
     return ready
 

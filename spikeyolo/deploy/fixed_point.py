@@ -34,7 +34,6 @@ deploy=fixed_point` measures its mAP (demo checkpoint: docs/spike-driven.md).
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,7 +41,7 @@ import torch
 from torch import nn
 
 from spikeyolo.deploy.spike_driven import StemConv, require_spike_levels, spike_driven_convs, to_spike_driven
-from spikeyolo.nn.neurons import ILIF, SpikingNeuron
+from spikeyolo.nn.neurons import SpikingNeuron
 
 __all__ = ["FixedPointStem", "ExactnessReport", "auto_mantissa_bits", "to_fixed_point", "check_exact", "grid_quantize"]
 
@@ -108,15 +107,12 @@ class FixedPointStem(StemConv):
         return super().forward(torch.round(x * float(self.levels)))
 
 
-def _snap_decay(model: nn.Module) -> None:
-    """Make the I-LIF decay an exact power of two where it is one up to float noise (e.g. 1 - 1/tau)."""
+def _snap_neurons(model: nn.Module) -> None:
+    """Make every neuron's own arithmetic exact (the I-LIF: a decay that is a power of two up to float noise, e.g.
+    1 - 1/tau, becomes exactly one)."""
     for module in model.modules():
-        if isinstance(module, ILIF):
-            decay = float(module.decay)
-            if decay > 0:
-                nearest = 2.0 ** round(math.log2(decay))
-                if abs(decay - nearest) <= 1e-9 * nearest:
-                    module.decay = nearest
+        if isinstance(module, SpikingNeuron):
+            module.snap_for_fixed_point()
 
 
 def auto_mantissa_bits(model: nn.Module) -> int:
@@ -151,7 +147,7 @@ def to_fixed_point(model: nn.Module, mantissa_bits: int | None = None, levels: i
             for name, child in list(parent.named_children()):
                 if isinstance(child, StemConv):
                     setattr(parent, name, FixedPointStem.from_stem(child, levels, int(mantissa_bits)))
-    _snap_decay(fixed)
+    _snap_neurons(fixed)
     fixed.fixed_point = {"mantissa_bits": int(mantissa_bits), "levels": int(levels), "expand": bool(expand)}
     return fixed.eval()
 

@@ -36,7 +36,6 @@ import torch
 from torch import nn
 
 from spikeyolo.deploy.spike_driven import SpikeDrivenConv, SpikeDrivenMetaBlock
-from spikeyolo.nn.neurons import ILIF
 
 __all__ = ["IntConv", "IntBlock", "compile_block", "snap_to_grid", "quantize", "fire", "thermometer",
            "conv2d_int", "describe"]
@@ -187,12 +186,13 @@ def _convs(program: tuple):
 def _compile(module: nn.Module, frac_bits: int) -> tuple:
     if isinstance(module, SpikeDrivenConv):
         neuron = module.neuron
-        if not isinstance(neuron, ILIF):
+        rule = getattr(neuron, "charge_rule", None)  # the neuron's interface (spikeyolo.nn.neurons.SpikingNeuron)
+        if rule is None:
             raise ValueError(f"the integer simulator models the I-LIF neuron, got {type(neuron).__name__}")
-        if neuron.charge != "ilif":
+        if rule.charge != "ilif":
             raise ValueError(f"the integer simulator models the I-LIF charge (Eq. 8-10), not charge="
-                             f"{neuron.charge!r} (the reference Gen1 LIF)")
-        decay_num, decay_shift = _dyadic(neuron.decay) if neuron.time_steps > 1 else (0, 0)
+                             f"{rule.charge!r} (the reference Gen1 LIF)")
+        decay_num, decay_shift = _dyadic(rule.decay) if neuron.time_steps > 1 else (0, 0)
         conv = module.conv
         return ("conv", IntConv(weight=quantize(conv.weight, frac_bits), bias=quantize(module.bias, frac_bits),
                                 stride=int(conv.stride[0]), padding=int(conv.padding[0]), groups=int(conv.groups),

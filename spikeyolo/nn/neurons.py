@@ -53,6 +53,7 @@ from zero again. The carried membrane is detached (no gradient flows into the pr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -60,8 +61,8 @@ from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
 from torch import nn
 
-__all__ = ["ILIF", "ReLUNeuron", "SpikeCoding", "SpikingNeuron", "quantize_ste", "reset_states", "run_steps",
-           "set_stateful"]
+__all__ = ["ILIF", "ChargeRule", "ReLUNeuron", "SpikeCoding", "SpikingNeuron", "quantize_ste", "reset_states",
+           "run_steps", "set_stateful"]
 
 
 @dataclass
@@ -87,6 +88,39 @@ class SpikeCoding:
 
 
 _CODING_BOUNDS = {"time_steps": ("T", 1), "max_level": ("D", 0)}
+
+
+@dataclass(frozen=True)
+class ChargeRule:
+    """How a neuron's membrane charges between firings: what the deploy paths rebuild it from.
+
+        charge "ilif":  H[t] = step_decay * (H[t-1] - S[t-1]) + X[t]          (Eq. 11; H[0] = X[0])
+        charge "lif":   H[t] = V[t-1] + (X[t] - V[t-1]) / tau,  V[t] = H[t] - S[t]  (the reference Gen1 LIF)
+
+    with S[t] = round_half_even(clip(H[t], 0, D)) in both. Either is H[t] = gain * X[t] + leak * (H[t-1] - S[t-1]).
+
+    Attributes:
+        charge: ``ilif`` or ``lif``: the recursion and its float order.
+        decay: the configured decay (a fixed-point membrane multiplies by it exactly, as m / 2^s).
+        step_decay: the factor the ``ilif`` recursion multiplies H - S by in float (``decay``, or 1 - 1/tau where
+            the neuron computes it so).
+        tau: the ``lif`` time constant, 1 / (1 - decay); None for ``ilif``.
+    """
+
+    charge: str
+    decay: float
+    step_decay: float
+    tau: float | None = None
+
+    @property
+    def gain(self) -> float:
+        """The factor of X[t] in H[t]: 1 for ``ilif``, 1 / tau for ``lif``."""
+        return 1.0 if self.tau is None else 1.0 / self.tau
+
+    @property
+    def leak(self) -> float:
+        """The factor of H[t-1] - S[t-1] in H[t]: ``step_decay`` for ``ilif``, 1 - 1/tau for ``lif``."""
+        return self.step_decay if self.tau is None else 1.0 - 1.0 / self.tau
 
 
 class _QuantizeSTE(torch.autograd.Function):
@@ -227,6 +261,19 @@ class _FusedSteps(torch.autograd.Function):
 class SpikingNeuron(nn.Module):
     """Base class: every neuron in a spikeyolo network derives from it.
 
+    The deploy paths (spike-driven, fixed point, ONNX, the integer simulator, NIR) and the energy counters read a
+    neuron through this interface only, never by its class, so a new neuron implements these and nothing in
+    ``spikeyolo.deploy`` or ``spikeyolo.energy`` changes:
+
+    - ``max_level``: D >= 1 when it emits integers in {0..D}, each of which the spike-driven path expands to D
+      binary virtual steps (thermometer code); 0 when its output is real-valued (the ANN twin: no spikes).
+    - ``charge_rule``: its membrane recursion as a :class:`ChargeRule`, from which the ONNX form, the integer
+      simulator and NIR rebuild it; None when it has no membrane (then those paths refuse it).
+    - ``exports_as_is``: True when its forward is plain tensor operations that trace to ONNX as they are; False
+      when it is not (a custom autograd Function, a spikingjelly operator): ONNX export then runs the plain-op
+      form of its ``charge_rule`` (``spikeyolo.deploy.export.OnnxILIF``) in its place.
+    - :meth:`snap_for_fixed_point`: make its own float arithmetic exact for the fixed-point model (in place).
+
     Args:
         time_steps, max_level: T and D of a private :class:`SpikeCoding` (a detector replaces it with its own).
 
@@ -237,6 +284,8 @@ class SpikingNeuron(nn.Module):
         stateful: False (default): every call starts from a zero membrane; True: from ``membrane``.
         membrane: the membrane carried to the next call in the stateful mode, [N] with N = B*C*H*W, or None.
     """
+
+    exports_as_is: bool = True
 
     def __init__(self, time_steps: int, max_level: int) -> None:
         super().__init__()
@@ -251,6 +300,14 @@ class SpikingNeuron(nn.Module):
     @property
     def max_level(self) -> int:
         return self.coding.max_level
+
+    @property
+    def charge_rule(self) -> ChargeRule | None:
+        """The membrane recursion the deploy paths rebuild (see the class docstring); None: no membrane."""
+        return None
+
+    def snap_for_fixed_point(self) -> None:
+        """Make the neuron's float arithmetic exact for the fixed-point model, in place (nothing to do by default)."""
 
     def reset_state(self) -> None:
         """Forget the carried membrane: the next call starts from zero."""
@@ -283,6 +340,8 @@ class ILIF(SpikingNeuron):
             module docstring). ``lif`` runs on the ``fused`` and ``loop`` backends.
     """
 
+    exports_as_is = False  # quantize_ste and the fused / spikingjelly steps do not trace to ONNX
+
     def __init__(self, time_steps: int = 1, max_level: int = 4, decay: float = 0.25,
                  backend: str = "fused", charge: str = "ilif") -> None:
         super().__init__(time_steps, max(int(max_level), 0))  # checks T
@@ -303,6 +362,18 @@ class ILIF(SpikingNeuron):
                              "binary spikes against a threshold, not the reference's integers)")
         self.charge = charge
         self.tau = 1.0 / (1.0 - self.decay)  # spikingjelly's tau; 2.0 exactly for decay 0.5
+
+    @property
+    def charge_rule(self) -> ChargeRule:
+        """Eq. 11 (``ilif``) or the reference Gen1 LIF (``lif``) with this neuron's decay (see :class:`ChargeRule`)."""
+        return ChargeRule(self.charge, self.decay, self.step_decay, self.lif_tau)
+
+    def snap_for_fixed_point(self) -> None:
+        """Make the decay an exact power of two where it is one up to float noise (e.g. 1 - 1/tau)."""
+        if self.decay > 0:
+            nearest = 2.0 ** round(math.log2(self.decay))
+            if abs(self.decay - nearest) <= 1e-9 * nearest:
+                self.decay = nearest
 
     @property
     def lif_tau(self) -> float | None:

@@ -53,7 +53,7 @@ from spikeyolo.deploy.spike_driven import SpikeDrivenConv, SpikeDrivenMetaBlock,
 from spikeyolo.errors import ExportError
 from spikeyolo.nn.blocks import SPPF, Concat, TimeExpand, Upsample
 from spikeyolo.nn.heads import AnchorFreeHead, SpikingAnchorHead
-from spikeyolo.nn.neurons import ILIF
+from spikeyolo.nn.neurons import SpikingNeuron
 
 __all__ = ["Stage", "StagePlan", "Unit", "build_stages", "level_offsets", "neuron_coefficients", "plan_stages"]
 
@@ -71,12 +71,12 @@ def level_offsets(max_level: int) -> np.ndarray:
 
 
 def neuron_coefficients(neuron: nn.Module) -> tuple[float, float]:
-    """(gain, decay) of H[t] = gain * X[t] + decay * (H[t-1] - S[t-1]) for an I-LIF of either charge."""
-    if not isinstance(neuron, ILIF):
+    """(gain, decay) of H[t] = gain * X[t] + decay * (H[t-1] - S[t-1]) from the neuron's ``charge_rule`` (an I-LIF
+    of either charge); a neuron without one (no membrane) has no NIR mapping."""
+    rule = getattr(neuron, "charge_rule", None)
+    if rule is None:
         raise Unsupported(f"{type(neuron).__name__} neuron has no NIR mapping")
-    if neuron.charge == "lif":
-        return 1.0 / neuron.tau, 1.0 - 1.0 / neuron.tau
-    return 1.0, neuron.step_decay
+    return rule.gain, rule.leak
 
 
 def unsupported_reason(module: nn.Module, is_head: bool = False) -> str:
@@ -277,7 +277,7 @@ class _Walker:
         self.graph = graph
         self.shapes = shapes
 
-    def neuron(self, label: str, neuron: ILIF, shape: tuple[int, ...], terms: list[str]) -> str:
+    def neuron(self, label: str, neuron: SpikingNeuron, shape: tuple[int, ...], terms: list[str]) -> str:
         """The nodes of one I-LIF fed by ``terms``; returns the node holding its spike count S [C, H, W]."""
         chs, height, width = shape
         levels, hw = neuron.max_level, (height, width)
