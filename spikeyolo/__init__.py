@@ -10,14 +10,16 @@ The small public API:
     detector = spikeyolo.Detector.load("runs/demo_spikeyolo_n/RUN/weights/best.pt")   # pictures in, boxes out
     detector.predict(["a.jpg", frame_bgr])                    # [ImageDetections(boxes, scores, classes, ...)]
 
-Reference checkpoints are read without running anything in them (spikeyolo.nn.reference_pickle).
+Reference checkpoints are read without running anything in them (spikeyolo.checkpoints.reference).
 """
 
 from spikeyolo.api import Detector, ImageDetections
 from spikeyolo.config import compose
 from spikeyolo.models import build_model
 from spikeyolo.engine.checkpoint import load_checkpoint
-from spikeyolo.nn.reference import ReferenceCheckpointError, convert_reference_state_dict, load_reference_weights
+from spikeyolo.checkpoints.reference import load_reference_weights
+from spikeyolo.errors import ReferenceCheckpointError
+from spikeyolo.nn.reference import convert_reference_state_dict
 from spikeyolo.version import __version__
 
 __all__ = ["compose", "build_model", "load_checkpoint", "load_reference_weights", "convert_reference_state_dict",

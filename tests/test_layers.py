@@ -47,16 +47,17 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "losses": ("_ultralytics",),
     "config": ("io", "errors"),                 # composing Hydra configs: the edge, below models, beside nn
     # the network and the data
-    "nn": ("losses", "torchfile"),
+    "nn": ("losses",),                          # network code only: reads no files
     "data": ("_ultralytics", "io"),
     # on nn
     "conversion": ("nn",),
-    "deploy": ("conversion", "io"),
+    "checkpoints": ("nn", "torchfile"),         # foreign checkpoint files (reference, ultralytics) onto nn's modules
+    "deploy": ("conversion", "io", "torchfile"), # torchfile: reading NIR bundles back
     "energy": ("deploy", "config", "plots"),
     "evaluation": ("data", "nn", "structures"),
     "models": ("config", "conversion"),          # names -> models (config, nn, conversion)
     # the loops, the public API, the commands
-    "engine": ("models", "evaluation", "version"),
+    "engine": ("models", "evaluation", "checkpoints", "version"),
     "api": ("engine", "deploy"),
     "cli": ("api", "energy"),
     "spikeyolo": ("api", "version"),

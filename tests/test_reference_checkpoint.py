@@ -34,9 +34,9 @@ import spikeyolo
 from conftest import randomize_bn, tiny_model
 from spikeyolo.engine.checkpoint import read_model_checkpoint
 from spikeyolo.config.reference import reference_model_config
-from spikeyolo.nn.reference import (ReferenceCheckpointError, ReferenceKeyError, convert_reference_state_dict,
-                                    load_reference_checkpoint, load_reference_weights)
-from spikeyolo.nn.reference_pickle import ReferenceObject, unpickle_checkpoint
+from spikeyolo.checkpoints.reference import (ReferenceCheckpointError, ReferenceObject, load_reference_checkpoint,
+                                             load_reference_weights, unpickle_checkpoint)
+from spikeyolo.nn.reference import ReferenceKeyError, convert_reference_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 INVENTORY = json.loads((fakes.FIXTURES / "real_checkpoint_inventory.json").read_text())

@@ -20,7 +20,7 @@ import spikeyolo
 from conftest import TINY, randomize_bn, tiny_model
 from spikeyolo.engine import checkpoint as ckpt
 from spikeyolo.engine.checkpoint import CheckpointError, init_from_weights
-from spikeyolo.nn.reference import load_reference_checkpoint
+from spikeyolo.checkpoints.reference import load_reference_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -24,8 +24,8 @@ import reference_fakes as fakes
 import spikeyolo
 from conftest import TINY, randomize_bn
 from spikeyolo.engine.checkpoint import model_from_payload, read_model_checkpoint
+from spikeyolo.errors import ReferenceCheckpointError
 from spikeyolo.nn.neurons import ILIF
-from spikeyolo.nn.reference import ReferenceCheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

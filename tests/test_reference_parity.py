@@ -62,7 +62,8 @@ import torch
 import torch.nn.functional as F
 
 import spikeyolo
-from spikeyolo.nn.reference import load_reference_weights, reference_to_spikeyolo_key
+from spikeyolo.checkpoints.reference import load_reference_weights
+from spikeyolo.nn.reference import reference_to_spikeyolo_key
 from tests.conftest import TINY
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference"

@@ -22,9 +22,10 @@ import torch
 import reference_fakes as fakes
 import spikeyolo
 from conftest import tiny_model
+from spikeyolo import torchfile
+from spikeyolo.checkpoints import reference as reference_format
+from spikeyolo.checkpoints.reference import ReferenceCheckpointError, load_reference_checkpoint
 from spikeyolo.engine.checkpoint import CheckpointError
-from spikeyolo.nn.reference import ReferenceCheckpointError, load_reference_checkpoint
-from spikeyolo.nn import reference_pickle
 
 # ----------------------------------------------------------------- protocol-2 pickle opcodes, written by hand
 
@@ -219,9 +220,9 @@ def test_structure_attacks_are_refused(tmp_path, case):
     path = zip_file(tmp_path / "hostile.pt", as_pickle(body), {"data/0": struct.pack("<4f", 1, 2, 3, 4)})
     assert refusal(path).startswith(expected)
     # nothing leaked into the stand-in classes or the allowed functions
-    for cls in reference_pickle._CLASSES.values():
+    for cls in reference_format._CLASSES.values():
         assert set(vars(cls)) <= {"__module__", "__slots__", "reference_name", "__doc__"}, cls
-    assert reference_pickle._rebuild_tensor.__defaults__ == (False, None, None)
+    assert torchfile._rebuild_tensor.__defaults__ == (False, None, None)
 
 
 def test_stand_ins_have_no_behaviour_and_allowed_hooks_never_run(tmp_path):
@@ -231,7 +232,7 @@ def test_stand_ins_have_no_behaviour_and_allowed_hooks_never_run(tmp_path):
     path = zip_file(tmp_path / "hooks.pt", as_pickle(payload))
     loaded = load_reference_checkpoint(path)
     assert loaded.state_dict == {} and loaded.entry == "model"
-    stand_in = reference_pickle.unpickle_checkpoint(path)["model"]
+    stand_in = reference_format.unpickle_checkpoint(path)["model"]
     assert not isinstance(stand_in, torch.nn.Module) and not callable(stand_in)
     assert not hasattr(stand_in, "_forward_pre_hooks")  # the pickled dict is not reachable as attributes
     assert stand_in.state["_forward_pre_hooks"] == {0: torch.device}  # kept as data, never called

@@ -33,7 +33,8 @@ import spikeyolo
 from spikeyolo.engine.optim import build_optimizer
 from spikeyolo.engine.trainer import Trainer
 from spikeyolo.losses import build_training_loss
-from spikeyolo.nn.reference import load_reference_weights, reference_to_spikeyolo_key
+from spikeyolo.checkpoints.reference import load_reference_weights
+from spikeyolo.nn.reference import reference_to_spikeyolo_key
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference" / "train_step.json"
 TERMS = ("box", "cls", "dfl", "total")

@@ -23,7 +23,7 @@ import spikeyolo
 from spikeyolo import torchfile
 from spikeyolo.engine import checkpoint as ckpt
 from spikeyolo.errors import CheckpointError, ReferenceCheckpointError
-from spikeyolo.nn.reference_checkpoint import load_reference_checkpoint
+from spikeyolo.checkpoints.reference import load_reference_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "previous_release"
 

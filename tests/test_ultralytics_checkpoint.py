@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from conftest import yolo_set
+from spikeyolo.checkpoints.ultralytics import (ALLOWED_CLASSES, is_ultralytics_checkpoint, ultralytics_payload,
+                                               ultralytics_state_dict)
 from spikeyolo.engine import checkpoint as ckpt
 from spikeyolo.errors import CheckpointError
-from spikeyolo.nn.ultralytics_checkpoint import (ALLOWED_CLASSES, is_ultralytics_checkpoint, ultralytics_payload,
-                                                 ultralytics_state_dict)
 from spikeyolo.nn.yolov8 import YOLOv8
 from spikeyolo.torchfile import pickle_globals
 from test_reference_cli import call_main

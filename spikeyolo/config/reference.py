@@ -1,6 +1,6 @@
 """The spikeyolo model description of a reference (BICLab/SpikeYOLO) checkpoint, derived from its state_dict.
 
-:func:`reference_model_config` reads the shapes of a reference state_dict (as :mod:`spikeyolo.nn.reference_pickle`
+:func:`reference_model_config` reads the shapes of a reference state_dict (as :mod:`spikeyolo.checkpoints.reference`
 reads it) and composes the packaged model and neuron configs of the network they belong to: it lives here, with
 the composing, because nn builds from what it is given and composes no configs.
 ``spikeyolo.engine.checkpoint.reference_payload`` builds the model from it.

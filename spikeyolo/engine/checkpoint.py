@@ -23,7 +23,7 @@ built by :func:`spikeyolo.models.build_model` from names and checked values only
 
 :func:`read_model_checkpoint` also takes a reference (BICLab/SpikeYOLO, ultralytics-format) checkpoint and a stock
 ultralytics YOLOv8 one, recognised by the classes their pickles name and read by the same reader with an allow-list of
-inert stand-ins (``spikeyolo.nn.reference_pickle``, ``spikeyolo.nn.ultralytics_checkpoint``), and returns them in the
+inert stand-ins (``spikeyolo.checkpoints.reference``, ``spikeyolo.checkpoints.ultralytics``), and returns them in the
 same payload form (model_config inferred from the weights); :func:`init_from_weights` starts a training run
 (fine-tuning) from any of them.
 """
@@ -40,15 +40,14 @@ import torch
 import yaml
 from torch import nn
 
+from spikeyolo.checkpoints.reference import ReferenceCheckpoint, is_reference_checkpoint, load_reference_checkpoint
+from spikeyolo.checkpoints.ultralytics import is_ultralytics_checkpoint, ultralytics_payload
 from spikeyolo.errors import CheckpointError, InputError, ReferenceCheckpointError
 from spikeyolo.io import atomic_write
 from spikeyolo.config.names import refuse_hydra_keys, shown, yaml_data
 from spikeyolo.models import build_model, check_model_config
 from spikeyolo.config.reference import reference_model_config
-from spikeyolo.nn.reference import (GEN1_LIF, convert_reference_state_dict, is_reference_checkpoint,
-                                    load_reference_checkpoint, translate_reference_keys)
-from spikeyolo.nn.reference_checkpoint import ReferenceCheckpoint
-from spikeyolo.nn.ultralytics_checkpoint import is_ultralytics_checkpoint, ultralytics_payload
+from spikeyolo.nn.reference import GEN1_LIF, convert_reference_state_dict, translate_reference_keys
 from spikeyolo.torchfile import Refusal, unpickle_torch_zip
 from spikeyolo.torchfile import read_error as torchfile_read_error
 

@@ -1,4 +1,4 @@
-"""Loading weights of the reference SpikeYOLO implementation (BICLab/SpikeYOLO, ultralytics format).
+"""Reference SpikeYOLO (BICLab/SpikeYOLO, ultralytics format) weights onto spikeyolo modules.
 
 The reference state_dict keys are ``model.<i>[.<j>].<suffix>`` where i is the
 yaml layer index (equal to ours) and j the repeat index. Our modules use
@@ -8,8 +8,9 @@ the module tree applying each level's map. Every translated key must exist in
 our model with the same shape, and every one of our keys must be covered:
 otherwise ``ReferenceKeyError`` lists what did not match.
 
-Reference checkpoints are pickled ``DetectionModel`` objects; :mod:`spikeyolo.nn.reference_pickle`
-reads them without running anything in them. :func:`spikeyolo.config.reference.reference_model_config` derives
+This module reads no files: it takes a state_dict already read. Reference checkpoints are pickled
+``DetectionModel`` objects; :mod:`spikeyolo.checkpoints.reference` reads them without running anything in them
+(and its ``load_reference_weights`` takes a path). :func:`spikeyolo.config.reference.reference_model_config` derives
 the spikeyolo model description (scale, classes, input channels, neuron) from a reference state_dict's shapes
 (it composes the packaged configs, which nn does not), and ``spikeyolo.engine.checkpoint.reference_payload`` turns
 a reference checkpoint into the in-memory form of a spikeyolo checkpoint, so evaluation and fine-tuning take
@@ -18,19 +19,15 @@ either.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping
 
 import torch
 from torch import nn
 
-from spikeyolo.errors import ReferenceCheckpointError, ReferenceKeyError
-from spikeyolo.nn.reference_checkpoint import load_reference_checkpoint
-from spikeyolo.nn.reference_pickle import is_reference_checkpoint
+from spikeyolo.errors import ReferenceKeyError
 
-__all__ = ["ReferenceKeyError", "ReferenceCheckpointError", "reference_to_spikeyolo_key", "translate_reference_keys",
-           "convert_reference_state_dict", "read_reference_checkpoint", "load_reference_weights",
-           "is_reference_checkpoint", "load_reference_checkpoint", "GEN1_LIF"]
+__all__ = ["ReferenceKeyError", "reference_to_spikeyolo_key", "translate_reference_keys",
+           "convert_reference_state_dict", "GEN1_LIF"]
 
 
 def _translate(module: nn.Module, suffix: str) -> str:
@@ -112,18 +109,6 @@ def convert_reference_state_dict(reference: Mapping[str, torch.Tensor], model: n
         raise ReferenceKeyError("reference state_dict does not match this model (wrong scale or num_classes?): "
                                 + " | ".join(lines))
     return converted
-
-
-def read_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state_dict (reference keys, float32) of a reference checkpoint: its ``ema``, else its ``model``."""
-    return load_reference_checkpoint(path).state_dict
-
-
-def load_reference_weights(model: nn.Module, source: str | Path | Mapping[str, torch.Tensor]) -> nn.Module:
-    """Load a reference checkpoint (path) or reference state_dict into ``model`` (strict, shape-checked)."""
-    reference = read_reference_checkpoint(source) if isinstance(source, (str, Path)) else source
-    model.load_state_dict(convert_reference_state_dict(reference, model), strict=True)
-    return model
 
 
 GEN1_LIF = (2.0, True, None, True)  # (tau, decay_input, v_reset, detach_reset) of SpikeYOLO_for_Gen1

@@ -3,9 +3,9 @@
 ultralytics 8.x saves ``torch.save`` of a dict whose ``model`` (and, before ``strip_optimizer``, ``ema``) is a
 pickled fp16 ``DetectionModel``, with ``train_args`` and metadata. Such a file is read by the bounded reader of
 :mod:`spikeyolo.torchfile` with inert stand-ins for exactly the classes below; nothing it names is imported or
-called. The weights are pulled out of the stand-in module tree (:func:`collect_state_dict`, fp16 -> float32)
-and renamed onto :class:`spikeyolo.nn.yolov8.YOLOv8`: ``model.<i>.*`` -> ``layers.<i>.*`` for the layers
-before ``Detect``; Detect's ``cv2`` / ``cv3`` -> ``head.box_branches`` / ``head.cls_branches`` and its fixed
+called. The weights are pulled out of the stand-in module tree (:mod:`spikeyolo.checkpoints.module_tree`,
+fp16 -> float32) and renamed onto :class:`spikeyolo.nn.yolov8.YOLOv8`: ``model.<i>.*`` -> ``layers.<i>.*`` for the
+layers before ``Detect``; Detect's ``cv2`` / ``cv3`` -> ``head.box_branches`` / ``head.cls_branches`` and its fixed
 ``dfl.conv`` -> ``head.dfl.conv``. The scale (n/s/m/l/x) follows from the first conv's width, the class count
 and input channels from the weights' shapes.
 """
@@ -19,8 +19,8 @@ from typing import Any
 import torch
 import yaml
 
+from spikeyolo.checkpoints.module_tree import class_names, collect_state_dict
 from spikeyolo.errors import CheckpointError
-from spikeyolo.nn.reference_checkpoint import class_names, collect_state_dict
 from spikeyolo.torchfile import Refusal, StandIn, pickle_globals, read_error, read_torch_zip, stand_in_classes
 
 __all__ = ["ALLOWED_CLASSES", "is_ultralytics_checkpoint", "ultralytics_payload", "ultralytics_state_dict"]
@@ -30,7 +30,7 @@ WHAT = "ultralytics checkpoint"
 # The classes a YOLOv8 checkpoint written by ultralytics' own trainer pickles. Measured (pickletools) from
 # best.pt / last.pt of `yolo train model=yolov8n.yaml` with ultralytics 8.4 (tests/test_ultralytics_checkpoint.py
 # writes one); older 8.x also pickle model.args as IterableSimpleNamespace and, unstripped, the loss objects
-# (the names measured from ultralytics 8.0.197 files, spikeyolo.nn.reference_pickle).
+# (the names measured from ultralytics 8.0.197 files, spikeyolo.checkpoints.reference).
 ALLOWED_CLASSES: dict[str, tuple[str, ...]] = {
     "ultralytics.nn.tasks": ("DetectionModel",),
     "ultralytics.nn.modules.conv": ("Conv", "Concat"),
