@@ -377,3 +377,49 @@ def test_predict_cli_streams_raw_aedat4_and_hdf5_recordings(gen1, trained, tmp_p
         predict(spikeyolo.compose([f"source={cut}", *common, "window_us=2000", f"run_dir={tmp_path / 'cut'}"],
                                   config_name="predict"))
     assert exit_info.value.code == 2 and not (tmp_path / "cut").exists()
+
+
+def test_training_data_in_other_recording_formats_gives_the_same_samples(gen1, tmp_path):
+    """A Prophesee folder whose events are HDF5 (<name>.hdf5) or EVT 3.0 (<name>_td.raw) beside the same _bbox.npy
+    gives the .dat's samples frame for frame (issue #27: one decoding pass per recording), trains and is scored by
+    the event protocols."""
+    import shutil
+
+    import faery
+    import h5py
+
+    from spikeyolo.engine.trainer import Trainer
+
+    root, _ = gen1
+    converted = {"hdf5": tmp_path / "as_hdf5", "raw": tmp_path / "as_raw"}
+    for split in ("train", "test"):
+        for dat in sorted((root / split).glob("*_td.dat")):
+            name = dat.name[: -len("_td.dat")]
+            events = read_dat(dat)
+            for kind, folder in converted.items():
+                (folder / split).mkdir(parents=True, exist_ok=True)
+                shutil.copy(root / split / f"{name}_bbox.npy", folder / split / f"{name}_bbox.npy")
+            with h5py.File(converted["hdf5"] / split / f"{name}.hdf5", "w") as handle:   # Metavision's layout
+                handle.attrs["width"], handle.attrs["height"] = 304, 240
+                table = np.empty(len(events), [("x", "<u2"), ("y", "<u2"), ("p", "<i2"), ("t", "<i8")])
+                for key in "txyp":
+                    table[key] = events[key]
+                handle.create_group("CD").create_dataset("events", data=table)
+            packet = np.zeros(len(events), faery.EVENTS_DTYPE)
+            packet["t"], packet["x"], packet["y"], packet["on"] = events["t"], events["x"], events["y"], events["p"] != 0
+            with faery.evt.Encoder(converted["raw"] / split / f"{name}_td.raw", "evt3", False, (304, 240),
+                                   True) as encoder:
+                encoder.write({"events": packet})
+    rep = Representation(time_steps=2)
+    reference = Gen1Dataset(root / "test", NAMES, rep, imgsz=64, progress=False)
+    for kind, folder in converted.items():
+        other = Gen1Dataset(folder / "test", NAMES, rep, imgsz=64, progress=False)
+        assert other.im_files == reference.im_files and len(other) == 8, kind
+        for index in range(len(reference)):
+            np.testing.assert_array_equal(other.frames(index), reference.frames(index))
+            assert other.samples[index].num_events == reference.samples[index].num_events
+    torch.manual_seed(0)
+    trainer = Trainer(spikeyolo.compose(_train_overrides(converted["hdf5"], tmp_path / "run")))
+    metrics = trainer.fit()
+    assert len(trainer.train_loader.dataset) == 7 and len(trainer.val_loader.dataset) == 8
+    assert np.isfinite(metrics["map50_95"]) and np.isfinite(metrics["yolo_map50_95"])

@@ -43,7 +43,7 @@ from spikeyolo.api import Detector
 from spikeyolo.cli.common import UserError, friendly_errors, hydra_app, setup_logging, write_json
 from spikeyolo.config import compose, resolve_imgsz
 from spikeyolo.data import get_source
-from spikeyolo.data.events import BOX_DTYPE, open_recording, write_boxes
+from spikeyolo.data.events import BOX_DTYPE, RECORDING_SUFFIXES, open_recording, write_boxes
 from spikeyolo.engine.checkpoint import model_from_payload, read_model_checkpoint, trained_data_config
 from spikeyolo.engine.distributed import select_device
 from spikeyolo.engine.event_stream import EventSettings, last_event_time, stream_recording, window_ends, window_image
@@ -53,8 +53,7 @@ from spikeyolo.io import write_text
 log = logging.getLogger("spikeyolo.predict")
 
 MINIMUM_US = {"window_us": 1, "step_us": 1, "start_us": 0, "end_us": 0}
-# event recordings (Prophesee .dat and .raw, iniVation .aedat4, HDF5: the format itself is read from the content)
-RECORDING_SUFFIXES = (".dat", ".raw", ".aedat4", ".hdf5", ".h5")
+
 
 
 def _output_dir(cfg: DictConfig) -> Path:

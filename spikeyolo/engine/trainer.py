@@ -28,8 +28,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from spikeyolo.config import model_config, resolve_imgsz, resolve_num_classes
-from spikeyolo.data import dataloader_from_config, maybe_close_mosaic, spec_from_config
+from spikeyolo.config import model_config, resolve_imgsz, resolve_num_classes, resolve_time_steps
+from spikeyolo.data import dataloader_from_config, get_source, maybe_close_mosaic, spec_from_config
 from spikeyolo.engine import checkpoint as ckpt
 from spikeyolo.engine.distributed import cleanup_distributed, init_distributed, rank_batch_size, select_device
 from spikeyolo.engine.ema import ModelEMA
@@ -39,7 +39,7 @@ from spikeyolo.engine.validate import validate
 from spikeyolo.errors import TrainingError
 from spikeyolo.evaluation import flat_evaluators
 from spikeyolo.losses import build_training_loss
-from spikeyolo.models import build_model, check_model_config
+from spikeyolo.models import build_model
 from spikeyolo.structures import model_input
 from spikeyolo._ultralytics.data import loader_state, restore_loader_state
 
@@ -127,14 +127,17 @@ class Trainer:
         resolve_imgsz(cfg, self.model)   # data.imgsz, a multiple of the largest stride
         self.total_batch = int(self.tcfg.batch_size)   # over all processes, as the reference's batch
         batch_size = rank_batch_size(self.total_batch, self.dist.world_size)
+        # event clips of the model's T, settled where every command settles it
+        clips = {"time_steps": resolve_time_steps(cfg, self.model)} if get_source(self.spec.source).is_event_data \
+            else {}
         self.train_loader = dataloader_from_config(self.spec, cfg.data, "train", batch_size,
                                                    int(self.tcfg.workers), rank=self.dist.rank, stride=stride,
-                                                   device=self.device)
+                                                   device=self.device, **clips)
         self.val_loader = None
         if self.is_main:
             val_batch = int(self.tcfg.val_batch_size or 2 * batch_size)
             self.val_loader = dataloader_from_config(self.spec, cfg.data, "val", val_batch, int(self.tcfg.workers),
-                                                     stride=stride, device=self.device)
+                                                     stride=stride, device=self.device, **clips)
 
         ocfg = cfg.optim
         self.accumulate = max(round(ocfg.nominal_batch_size / self.total_batch), 1)
@@ -200,8 +203,7 @@ class Trainer:
         if not path.is_file():
             raise TrainingError(f"trainer.resume=true but {path} does not exist (run_dir={self.run_dir})")
         payload = ckpt.read_checkpoint(path, map_location="cpu")
-        if ckpt.stored_model_config(payload, str(path)) != check_model_config(self.model_config):  # data, checked
-            raise TrainingError(f"{path} describes another model than {self.run_dir / 'config.yaml'}")
+        ckpt.stored_model_config(payload, str(path))   # checked as data (names, ranges), though config.yaml builds
         ckpt.load_weights(self.model, {**payload, "ema": None}, source=str(path))
         if self.ema and payload.get("ema") is not None:
             self.ema.module.load_state_dict(payload["ema"])

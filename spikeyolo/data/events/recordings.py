@@ -29,6 +29,8 @@ from spikeyolo.data.events.dat import EVENT_DTYPE, iter_dat, read_dat_header
 from spikeyolo.errors import EventFileError, UserError
 
 FORMATS = ("dat", "evt2", "evt2.1", "evt3", "aedat4", "hdf5")
+# the file names recordings go by (the format itself is read from the content)
+RECORDING_SUFFIXES = (".dat", ".raw", ".aedat4", ".hdf5", ".h5")
 #: the library each format is read with unless ``library=`` says otherwise (chosen by docs/benchmarks.md)
 #: (aedat, not faery, for AEDAT4: faery allocates a packet's declared size before reading it, up to 2 GB for a
 #: hostile 4-byte length; aedat does not, and is only ~10% slower)
@@ -388,3 +390,35 @@ def _stepped_ends(first: int, step: int, state, fill, end_us: int | None) -> Ite
             return
         t_end += step
 
+
+
+def recording_spans(path: str | os.PathLike | RecordingInfo, spans: Iterable[tuple[int, int]], *,
+                    chunk_events: int = 1 << 20, library: str | None = None,
+                    sensor_size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+    """The events of each ``[start, end)`` of ``spans`` (starts and ends each non-decreasing), in one decoding pass.
+
+    What a training cache needs from a recording that has no index (``.raw``, AEDAT4, HDF5): the windows of its
+    label times, which may overlap or be clamped at the start; memory holds the span and one chunk.
+
+    Raises:
+        ValueError: a start or an end that goes back.
+        EventFileError, UserError: as :func:`iter_recording`.
+    """
+    chunks = iter_recording(path, chunk_events=chunk_events, library=library, sensor_size=sensor_size)
+    buffer = np.empty(0, EVENT_DTYPE)
+    exhausted, previous = False, (None, None)
+    for start, end in spans:
+        start, end = int(start), int(end)
+        if previous[0] is not None and (start < previous[0] or end < previous[1]):
+            raise ValueError(f"spans must not go back: [{start}, {end}) after [{previous[0]}, {previous[1]})")
+        previous = (start, end)
+        pending = [buffer]
+        while not exhausted and (not len(pending[-1]) or int(pending[-1]["t"][-1]) < end):
+            chunk = next(chunks, None)
+            if chunk is None:
+                exhausted = True
+            else:
+                pending.append(chunk)
+        buffer = _concatenate(pending) if len(pending) > 1 else buffer
+        buffer = buffer[buffer["t"] >= start]                       # nothing before this span is needed again
+        yield buffer[buffer["t"] < end]

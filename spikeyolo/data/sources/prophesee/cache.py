@@ -32,20 +32,22 @@ from pathlib import Path
 import numpy as np
 
 from spikeyolo.data.cache import cache_key, cache_root
-from spikeyolo.data.events import EventFileError, read_boxes, read_dat_header
+from spikeyolo.data.events import (RECORDING_SUFFIXES, EventFileError, RecordingInfo, open_recording, read_boxes,
+                                   recording_spans)
 from spikeyolo.data.events.cameras import GEN1, Camera, sensor_size
 from spikeyolo.data.sources.prophesee.encoding import CHUNK_EVENTS, Representation
 from spikeyolo.data.sources.prophesee.labels import group_by_time
 from spikeyolo.errors import DatasetError
 from spikeyolo.io import atomic_write
 
-__all__ = ["Recording", "find_recordings", "split_cache_dir", "cache_file", "build_recording", "build_cache",
-           "open_frames"]
+__all__ = ["Recording", "find_recordings", "recording_size", "split_cache_dir", "cache_file", "build_recording",
+           "build_cache", "open_frames"]
 
 
 @dataclass(frozen=True)
 class Recording:
-    """One recording: ``<name>_td.dat`` and ``<name>_bbox.npy`` in a split folder."""
+    """One recording: its events (``<name>_td.dat``, or ``<name>_td.<ext>`` / ``<name>.<ext>`` for the other
+    recording formats: ``.raw``, ``.aedat4``, ``.hdf5``, ``.h5``; ``dat_path``) and ``<name>_bbox.npy``."""
 
     name: str
     dat_path: Path
@@ -66,15 +68,28 @@ def find_recordings(split_dir: str | os.PathLike) -> list[Recording]:
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
         raise DatasetError(f"{split_dir}: split folder does not exist")
-    dats = {p.name[: -len("_td.dat")]: p for p in split_dir.glob("*_td.dat")}
+    dats: dict[str, Path] = {}
+    for path in sorted(split_dir.iterdir()):
+        if path.suffix.lower() not in RECORDING_SUFFIXES or not path.is_file():
+            continue
+        name = path.stem[: -len("_td")] if path.stem.endswith("_td") else path.stem
+        if name in dats:
+            raise DatasetError(f"{path}: a second recording named {name} beside {dats[name].name}")
+        dats[name] = path
     boxes = {p.name[: -len("_bbox.npy")]: p for p in split_dir.glob("*_bbox.npy")}
     for missing, have, suffix in ((set(dats) - set(boxes), dats, "_bbox.npy"),
-                                  (set(boxes) - set(dats), boxes, "_td.dat")):
+                                  (set(boxes) - set(dats), boxes, "_td.dat (or another recording format)")):
         if missing:
             name = sorted(missing)[0]
             raise DatasetError(f"{have[name]}: no matching {name}{suffix} beside it "
                                f"({len(missing)} unpaired file(s) in {split_dir})")
     return [Recording(name, dats[name], boxes[name]) for name in sorted(dats)]
+
+
+def recording_size(info: RecordingInfo, camera: Camera) -> tuple[int, int]:
+    """(width, height) of a recording: its header's; a .dat without one has the camera's (Gen1's files), another
+    format the sensor its header names (:func:`spikeyolo.data.events.open_recording`)."""
+    return (info.width, info.height) if info.format != "dat" else sensor_size(info, camera)
 
 
 def split_cache_dir(split_dir: str | os.PathLike, representation: Representation, camera: str = "gen1",
@@ -103,8 +118,8 @@ def build_recording(recording: Recording, representation: Representation, out_pa
                     chunk_events: int = CHUNK_EVENTS) -> Path:
     """Encode the windows ending at ``times`` (default: every unique label time) of one recording and write its
     cache file atomically, one sample at a time."""
-    header = read_dat_header(recording.dat_path)
-    width, height = sensor_size(header, camera)
+    info = open_recording(recording.dat_path)
+    width, height = recording_size(info, camera)
     if times is None:
         times, _ = group_by_time(read_boxes(recording.box_path))
     times = np.asarray(times, np.int64)
@@ -115,10 +130,17 @@ def build_recording(recording: Recording, representation: Representation, out_pa
         with archive.open("frames.npy", "w", force_zip64=True) as member:        # [S, T, Cs, H, W] uint8
             np.lib.format.write_array_header_1_0(member, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
                                                           "fortran_order": False, "shape": shape})
+            # a .dat is read at each window's offsets; the other formats have no index: one decoding pass
+            windows = None if info.format == "dat" else recording_spans(
+                info, [representation.window(t) for t in times.tolist()], chunk_events=chunk_events)
             for index, t_end in enumerate(times.tolist()):
                 try:
-                    frames, num_events[index] = representation.encode_file(recording.dat_path, t_end, width, height,
-                                                                           chunk_events)
+                    if windows is None:
+                        frames, num_events[index] = representation.encode_file(recording.dat_path, t_end, width,
+                                                                               height, chunk_events)
+                    else:
+                        frames, num_events[index] = representation.encode_chunks([next(windows)], t_end, width,
+                                                                                 height)
                 except ValueError as err:   # an event outside the sensor or a bad polarity
                     raise EventFileError(f"{recording.dat_path}: {err}") from None
                 member.write(frames.tobytes())
