@@ -347,26 +347,11 @@ def recording_windows(path: str | os.PathLike | RecordingInfo, window_us: int, *
         raise ValueError(f"window_us and step_us must be > 0, got {window_us}, {step_us}")
     if (ends is None) == (step_us is None):
         raise ValueError("give either ends or step_us")
-    chunks = iter_recording(path, chunk_events=chunk_events, library=library, sensor_size=sensor_size)
-    buffer = np.empty(0, EVENT_DTYPE)
-    exhausted = False
-
-    def fill(until_us: int) -> None:
-        nonlocal buffer, exhausted
-        pending = [buffer]
-        while not exhausted and (not len(pending[-1]) or int(pending[-1]["t"][-1]) < until_us):
-            chunk = next(chunks, None)
-            if chunk is None:
-                exhausted = True
-            else:
-                pending.append(chunk)
-        buffer = _concatenate(pending) if len(pending) > 1 else buffer
-
+    buffer = _Buffer(iter_recording(path, chunk_events=chunk_events, library=library, sensor_size=sensor_size))
     if ends is None:
-        fill(-1)
-        first = int(buffer["t"][0]) + window_us if len(buffer) else window_us
-        end_iter = _stepped_ends(first if first_end_us is None else int(first_end_us), int(step_us),
-                                 lambda: (exhausted, int(buffer["t"][-1]) if len(buffer) else None), fill, end_us)
+        buffer.fill(-1)
+        first = int(buffer.events["t"][0]) + window_us if len(buffer.events) else window_us
+        end_iter = _stepped_ends(first if first_end_us is None else int(first_end_us), int(step_us), buffer, end_us)
     else:
         end_iter = iter(int(value) for value in ends)
     previous = None
@@ -374,22 +359,47 @@ def recording_windows(path: str | os.PathLike | RecordingInfo, window_us: int, *
         if previous is not None and t_end < previous:
             raise ValueError(f"window ends must be non-decreasing: {t_end} after {previous}")
         previous = t_end
-        fill(t_end)
-        buffer = buffer[buffer["t"] >= t_end - window_us]          # nothing before this window is needed again
-        yield t_end, buffer[buffer["t"] < t_end]
+        yield t_end, buffer.span(t_end - window_us, t_end)
 
 
-def _stepped_ends(first: int, step: int, state, fill, end_us: int | None) -> Iterator[int]:
+class _Buffer:
+    """The decoded events of one pass over a recording, from the oldest still needed: chunks are appended as far
+    as a time asks (:meth:`fill`) and events before a span's start are dropped (:meth:`span`)."""
+
+    def __init__(self, chunks: Iterator[np.ndarray]) -> None:
+        self.chunks, self.events, self.exhausted = chunks, np.empty(0, EVENT_DTYPE), False
+
+    def fill(self, until_us: int) -> None:
+        """Decode until an event at or after ``until_us`` is held (or the recording ends)."""
+        pending = [self.events]
+        while not self.exhausted and (not len(pending[-1]) or int(pending[-1]["t"][-1]) < until_us):
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                self.exhausted = True
+            else:
+                pending.append(chunk)
+        self.events = _concatenate(pending) if len(pending) > 1 else self.events
+
+    def last_time(self) -> int | None:
+        return int(self.events["t"][-1]) if len(self.events) else None
+
+    def span(self, start: int, end: int) -> np.ndarray:
+        """The events of ``[start, end)``; nothing before ``start`` is kept."""
+        self.fill(end)
+        self.events = self.events[self.events["t"] >= start]
+        return self.events[self.events["t"] < end]
+
+
+def _stepped_ends(first: int, step: int, buffer: _Buffer, end_us: int | None) -> Iterator[int]:
     """first, first + step, ... up to the first end past the last event (reading ahead to know where that is)."""
     t_end = first
     while end_us is None or t_end <= end_us:
         yield t_end
-        fill(t_end + 1)
-        exhausted, last_t = state()
-        if exhausted and (last_t is None or t_end > last_t):
+        buffer.fill(t_end + 1)
+        last_t = buffer.last_time()
+        if buffer.exhausted and (last_t is None or t_end > last_t):
             return
         t_end += step
-
 
 
 def recording_spans(path: str | os.PathLike | RecordingInfo, spans: Iterable[tuple[int, int]], *,
@@ -404,21 +414,11 @@ def recording_spans(path: str | os.PathLike | RecordingInfo, spans: Iterable[tup
         ValueError: a start or an end that goes back.
         EventFileError, UserError: as :func:`iter_recording`.
     """
-    chunks = iter_recording(path, chunk_events=chunk_events, library=library, sensor_size=sensor_size)
-    buffer = np.empty(0, EVENT_DTYPE)
-    exhausted, previous = False, (None, None)
+    buffer = _Buffer(iter_recording(path, chunk_events=chunk_events, library=library, sensor_size=sensor_size))
+    previous = (None, None)
     for start, end in spans:
         start, end = int(start), int(end)
         if previous[0] is not None and (start < previous[0] or end < previous[1]):
             raise ValueError(f"spans must not go back: [{start}, {end}) after [{previous[0]}, {previous[1]})")
         previous = (start, end)
-        pending = [buffer]
-        while not exhausted and (not len(pending[-1]) or int(pending[-1]["t"][-1]) < end):
-            chunk = next(chunks, None)
-            if chunk is None:
-                exhausted = True
-            else:
-                pending.append(chunk)
-        buffer = _concatenate(pending) if len(pending) > 1 else buffer
-        buffer = buffer[buffer["t"] >= start]                       # nothing before this span is needed again
-        yield buffer[buffer["t"] < end]
+        yield buffer.span(start, end)
