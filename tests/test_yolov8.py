@@ -93,4 +93,4 @@ def test_yolov8n_trains_evaluates_and_refuses_the_spiking_paths(tmp_path, monkey
     code, out, _ = call_main("summary", ["model=yolov8n", "data.imgsz=64"], monkeypatch, capsys)
     assert code == 0 and "C2f x1" in out and "YOLOv8: total parameters 3,157,200" in out
     code, _, err = call_main("summary", ["model=yolov8n", "model.scale=q"], monkeypatch, capsys)
-    assert "model.scale must be one of n, s, m, l, x, got 'q'" in one_line_error(code, err)
+    assert "model.scale='q' is not one of n, s, m, l, x" in one_line_error(code, err)
