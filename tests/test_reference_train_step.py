@@ -35,6 +35,7 @@ from spikeyolo.engine.trainer import Trainer
 from spikeyolo.losses import build_training_loss
 from spikeyolo.checkpoints.reference import load_reference_weights
 from spikeyolo.nn.reference import reference_to_spikeyolo_key
+from test_training_schedule import TINY_RUN, StubLoader   # the same tiny run and cost-free loader
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference" / "train_step.json"
 TERMS = ("box", "cls", "dfl", "total")
@@ -204,24 +205,6 @@ def test_two_sgd_steps_equal_the_references_in_float64():
 
 
 # --------------------------------------------------------------------------- the schedule
-
-
-TINY_RUN = ["model.width_multiple=0.0625", "data.imgsz=64", "trainer.workers=0", "trainer.device=cpu",
-            "trainer.max_minutes=null", "trainer.close_mosaic=0", "logger=none", "trainer.progress=false"]
-
-
-class StubLoader:
-    """The real loader's length and dataset, and batches that cost nothing."""
-
-    def __init__(self, loader) -> None:
-        self.dataset, self.num_workers, self.length = loader.dataset, 0, len(loader)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __iter__(self):
-        for _ in range(self.length):
-            yield {"img": torch.zeros(2, 3, 8, 8, dtype=torch.uint8)}
 
 
 def project_schedule(trainer: Trainer) -> list[list[float]]:
