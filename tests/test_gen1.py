@@ -380,18 +380,20 @@ def test_predict_cli_streams_raw_aedat4_and_hdf5_recordings(gen1, trained, tmp_p
 
 
 def test_training_data_in_other_recording_formats_gives_the_same_samples(gen1, tmp_path):
-    """A Prophesee folder whose events are HDF5 (<name>.hdf5) or EVT 3.0 (<name>_td.raw) beside the same _bbox.npy
-    gives the .dat's samples frame for frame (issue #27: one decoding pass per recording), trains and is scored by
-    the event protocols."""
+    """A Prophesee folder whose events are HDF5 (<name>.hdf5, Metavision's table), RVT's event download
+    (<name>_td.dat.h5: events/x, y, p, t, Blosc-compressed, polarity -1/+1, no sensor size: the camera's) or EVT 3.0
+    (<name>_td.raw) beside the same _bbox.npy gives the .dat's samples frame for frame (issue #27: one decoding pass
+    per recording), trains and is scored by the event protocols."""
     import shutil
 
     import faery
     import h5py
+    import hdf5plugin
 
     from spikeyolo.engine.trainer import Trainer
 
     root, _ = gen1
-    converted = {"hdf5": tmp_path / "as_hdf5", "raw": tmp_path / "as_raw"}
+    converted = {"hdf5": tmp_path / "as_hdf5", "raw": tmp_path / "as_raw", "rvt": tmp_path / "as_rvt"}
     for split in ("train", "test"):
         for dat in sorted((root / split).glob("*_td.dat")):
             name = dat.name[: -len("_td.dat")]
@@ -405,6 +407,11 @@ def test_training_data_in_other_recording_formats_gives_the_same_samples(gen1, t
                 for key in "txyp":
                     table[key] = events[key]
                 handle.create_group("CD").create_dataset("events", data=table)
+            with h5py.File(converted["rvt"] / split / f"{name}_td.dat.h5", "w") as handle:   # RVT's layout
+                group = handle.create_group("events")
+                for key, values in (("t", events["t"].astype(np.int64)), ("x", events["x"]), ("y", events["y"]),
+                                    ("p", np.where(events["p"] > 0, 1, -1).astype(np.int8))):
+                    group.create_dataset(key, data=values, chunks=True, **hdf5plugin.Blosc(cname="zstd", clevel=1))
             packet = np.zeros(len(events), faery.EVENTS_DTYPE)
             packet["t"], packet["x"], packet["y"], packet["on"] = events["t"], events["x"], events["y"], events["p"] != 0
             with faery.evt.Encoder(converted["raw"] / split / f"{name}_td.raw", "evt3", False, (304, 240),

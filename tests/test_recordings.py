@@ -215,6 +215,34 @@ def test_hostile_recordings_give_one_line_and_write_nothing(tmp_path):
     assert len(read_recording(files["raw_no_size.raw"][0], sensor_size=(1280, 720))) == 219_596
 
 
+def test_rvt_event_h5_size_polarity_and_held_times(tmp_path, monkeypatch):
+    """RVT's _td.dat.h5 (events/x, y, p, t and scalar events/width, height; Blosc): the size from those datasets,
+    p = -1 read as OFF, and a time that steps back held at the latest one before it, across read batches too
+    (RVT's H5Reader._correct_time), so windows stay ordered; without width/height the size must be given."""
+    h5py, hdf5plugin = need("h5py", "hdf5plugin")
+    source = read_dat(DAT)[:5000].copy()
+    t = source["t"].astype(np.int64)
+    t[[10, 2999, 3000]] = t[9] - 7, t[2998] - 1, t[2998] - 3      # back steps; 3000 starts the second batch
+    path = tmp_path / "rec_td.dat.h5"
+    with h5py.File(path, "w") as handle:
+        group = handle.create_group("events")
+        for key, values in (("t", t), ("x", source["x"]), ("y", source["y"]),
+                            ("p", np.where(source["p"] > 0, 1, -1).astype(np.int8))):
+            group.create_dataset(key, data=values, chunks=(1000,), **hdf5plugin.Blosc())
+        group["width"], group["height"] = 1280, 720
+    monkeypatch.setattr(decoders, "_H5_BATCH", 3000)
+    info = open_recording(path)
+    assert (info.format, info.width, info.height, info.size_from_header) == ("hdf5", 1280, 720, True)
+    events = read_recording(path)
+    assert_same(events, source, "xyp")
+    np.testing.assert_array_equal(events["t"], np.maximum.accumulate(t))
+    assert events["t"][10] == t[9] and events["t"][2999] == events["t"][3000] == t[2998]
+    with h5py.File(path, "a") as handle:
+        del handle["events/width"], handle["events/height"]
+    assert "sensor_size" in str(pytest.raises(EventFileError, open_recording, path).value)
+    assert open_recording(path, sensor_size=(1280, 720)).size_from_header is False
+
+
 def test_hdf5_ecf_is_refused_in_one_line(tmp_path):
     h5py = need("h5py")
     path = tmp_path / "metavision.hdf5"

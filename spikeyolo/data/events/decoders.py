@@ -118,7 +118,8 @@ def faery_dat(path: str, version: str, size: tuple[int, int], chunk_bytes: int) 
 
 
 def _hdf5_table(handle, path: str):
-    """The event table of an HDF5 recording: Metavision's ``CD/events`` compound table, or ``events/{t,x,y,p}``."""
+    """The event table of an HDF5 recording: Metavision's ``CD/events`` compound table, or ``events/{t,x,y,p}`` (one
+    dataset per field: RVT's ``_td.dat.h5`` of Gen1 / 1Mpx, DSEC's ``events.h5`` with its ``t_offset``)."""
     if "CD" in handle and "events" in handle["CD"]:
         return handle["CD"]["events"]
     if "events" in handle and all(name in handle["events"] for name in "txyp"):
@@ -146,9 +147,15 @@ def _check_filters(dataset, path: str) -> None:
 
 
 def hdf5_size(path: str) -> tuple[int, int] | None:
-    """(width, height) from an HDF5 recording's attributes (Metavision: ``width``/``height``), or None."""
+    """(width, height) from an HDF5 recording (Metavision: root attributes ``width``/``height`` or ``geometry``;
+    RVT's ``_td.dat.h5``: scalar datasets ``events/width``, ``events/height``), or None."""
     h5py = require("h5py", "reading HDF5 event files")
     with h5py.File(path, "r") as handle:
+        events = handle.get("events")
+        if isinstance(events, h5py.Group) and all(isinstance(events.get(key), h5py.Dataset) and events[key].size == 1
+                                                  for key in ("width", "height")):
+            return int(np.asarray(events["width"][()]).reshape(-1)[0]), \
+                int(np.asarray(events["height"][()]).reshape(-1)[0])
         attrs = handle.attrs
         if "width" in attrs and "height" in attrs:
             return int(np.asarray(attrs["width"]).reshape(-1)[0]), int(np.asarray(attrs["height"]).reshape(-1)[0])
@@ -186,9 +193,19 @@ def h5py_hdf5(path: str, version: str, size: tuple[int, int], chunk_bytes: int) 
             raise EventFileError(f"{path}: events/t, x, y, p have different lengths "
                                  f"{[len(column) for column in columns]}")
         offset = int(np.asarray(handle["t_offset"]).reshape(-1)[0]) if "t_offset" in handle else 0
+        latest = None
         for start in range(0, len(columns[0]), _H5_BATCH):
             t, x, y, p = (column[start:start + _H5_BATCH] for column in columns)
-            yield t.astype(np.int64) + offset, x, y, p
+            # a time that steps back is held at the latest one before it, as RVT's H5Reader._correct_time does
+            # for its _td.dat.h5 files (a no-op on sorted files, e.g. DSEC's)
+            t = t.astype(np.int64)
+            if len(t) == 0:
+                continue
+            if latest is not None:
+                t[0] = max(int(t[0]), latest)
+            t = np.maximum.accumulate(t)
+            latest = int(t[-1])
+            yield t + offset, x, y, p
 
 
 DECODERS = {

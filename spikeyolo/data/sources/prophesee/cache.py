@@ -32,15 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from spikeyolo.data.cache import cache_key, cache_root
-from spikeyolo.data.events import (RECORDING_SUFFIXES, EventFileError, RecordingInfo, open_recording, read_boxes,
-                                   recording_spans)
+from spikeyolo.data.events import (RECORDING_SUFFIXES, EventFileError, RecordingInfo, detect_format, open_recording,
+                                   read_boxes, recording_spans)
 from spikeyolo.data.events.cameras import GEN1, Camera, sensor_size
 from spikeyolo.data.sources.prophesee.encoding import CHUNK_EVENTS, Representation
 from spikeyolo.data.sources.prophesee.labels import group_by_time
 from spikeyolo.errors import DatasetError
 from spikeyolo.io import atomic_write
 
-__all__ = ["Recording", "find_recordings", "recording_size", "split_cache_dir", "cache_file", "build_recording",
+__all__ = ["Recording", "find_recordings", "open_split_recording", "recording_size", "split_cache_dir", "cache_file", "build_recording",
            "build_cache", "open_frames"]
 
 
@@ -72,7 +72,11 @@ def find_recordings(split_dir: str | os.PathLike) -> list[Recording]:
     for path in sorted(split_dir.iterdir()):
         if path.suffix.lower() not in RECORDING_SUFFIXES or not path.is_file():
             continue
-        name = path.stem[: -len("_td")] if path.stem.endswith("_td") else path.stem
+        name = path.stem
+        for tail in ("_td.dat", "_td"):   # <name>_td.dat, <name>_td.raw, ...; RVT's events: <name>_td.dat.h5
+            if name.endswith(tail):
+                name = name[: -len(tail)]
+                break
         if name in dats:
             raise DatasetError(f"{path}: a second recording named {name} beside {dats[name].name}")
         dats[name] = path
@@ -84,6 +88,13 @@ def find_recordings(split_dir: str | os.PathLike) -> list[Recording]:
             raise DatasetError(f"{have[name]}: no matching {name}{suffix} beside it "
                                f"({len(missing)} unpaired file(s) in {split_dir})")
     return [Recording(name, dats[name], boxes[name]) for name in sorted(dats)]
+
+
+def open_split_recording(recording: Recording, camera: Camera) -> RecordingInfo:
+    """:func:`open_recording` of a dataset's recording; an HDF5 file that gives no sensor size has the camera's
+    (RVT's ``_td.dat.h5``, whose reader falls back to the dataset's size the same way)."""
+    fallback = (camera.width, camera.height) if detect_format(recording.dat_path)[0] == "hdf5" else None
+    return open_recording(recording.dat_path, sensor_size=fallback)
 
 
 def recording_size(info: RecordingInfo, camera: Camera) -> tuple[int, int]:
@@ -118,7 +129,7 @@ def build_recording(recording: Recording, representation: Representation, out_pa
                     chunk_events: int = CHUNK_EVENTS) -> Path:
     """Encode the windows ending at ``times`` (default: every unique label time) of one recording and write its
     cache file atomically, one sample at a time."""
-    info = open_recording(recording.dat_path)
+    info = open_split_recording(recording, camera)
     width, height = recording_size(info, camera)
     if times is None:
         times, _ = group_by_time(read_boxes(recording.box_path))

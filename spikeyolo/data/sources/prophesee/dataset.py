@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 from spikeyolo.data.cache import cache_key
-from spikeyolo.data.events import open_recording, read_boxes
+from spikeyolo.data.events import read_boxes
 from spikeyolo.data.events.cameras import GEN1, Camera
 from spikeyolo.data.sources.prophesee.cache import (build_cache, cache_file, find_recordings, open_frames,
-                                                    recording_size, split_cache_dir)
+                                                    open_split_recording, recording_size, split_cache_dir)
 from spikeyolo.data.sources.prophesee.encoding import Representation
 from spikeyolo.data.sources.prophesee.labels import (SAMPLE_TIMES, drop_classes, group_by_time, postprocess_boxes,
                                                      rvt_frame_times)
@@ -234,7 +234,7 @@ class PropheseeDataset(torch.utils.data.Dataset):
     def _plan(self, rec, camera: Camera, sample_times: str, clamp: str, min_size: float, other_classes: str,
               max_box_width: float | None):
         """((width, height), sample times [S], raw boxes per sample, cleaned-up labels per sample) of a recording."""
-        size = recording_size(open_recording(rec.dat_path), camera)
+        size = recording_size(open_split_recording(rec, camera), camera)
         times, groups = group_by_time(read_boxes(rec.box_path))
         # RVT's (9 * W) // 10 for 0.9 (the product rounded first: 0.9 * 1280 is 1152.0000000000002 in binary)
         max_width = None if max_box_width is None else math.floor(round(max_box_width * size[0], 6))
