@@ -101,8 +101,8 @@ CLASSES = [
     ("script", r"^python3? scripts/[\w-]+\.py( |$)", "a script of the repository"),
     ("python -c", r"^python3? -c ", "Python code on the command line"),
     ("module", r"^python3? -m spikeyolo\.[\w.]+( |$)", "a command line of a package module"),
-    ("external", r"^GEN[14]_DIR=/data/gen[14] ", "the Gen1 / 1 Megapixel dataset folders are not here"),
-    ("external", r"\bdata=(coco|gen1|gen4)(\s|$)", "COCO, Gen1 and 1Mpx are not here"),
+    ("external", r"^GEN[14](_RVT)?_DIR=/data/gen[14](_rvt)? ", "the Gen1 / 1 Megapixel dataset folders are not here"),
+    ("external", r"\bdata=(coco|gen1|gen4|gen1_rvt|gen4_rvt)(\s|$)", "COCO, Gen1 and 1Mpx are not here"),
     ("external", r"\bdata\.(yaml|images)=(PATH|DIR)\b", "the reader's own dataset (PATH, DIR)"),
     ("external", r"\btrainer\.device=(0|cuda)\b", "a GPU"),
     ("external", r"^torchrun ", "torchrun on 4 GPUs: here rank 0's command line, run in this process"),
@@ -112,6 +112,7 @@ CLASSES = [
 # what the error of an external command must name, per external rule that matches it (any one of them)
 EXTERNAL_NAMES = [
     (r"^GEN1_DIR=", r"/data/gen1"), (r"^GEN4_DIR=", r"/data/gen4"),
+    (r"^GEN1_RVT_DIR=", r"/data/gen1_rvt"), (r"^GEN4_RVT_DIR=", r"/data/gen4_rvt"),
     (r"\bdata=coco\b", r"coco/coco\.yaml: no such file.*set COCO_DIR"),
     (r"\bdata=gen1\b", r"Gen1 dataset folder does not exist.*set GEN1_DIR"),
     (r"\bdata=gen4\b", r"Gen4 dataset folder does not exist.*set GEN4_DIR"),
@@ -284,7 +285,7 @@ def run_main(words: list[str], cwd: Path, env: dict[str, str], cache: Path) -> R
         with pytest.MonkeyPatch.context() as patch:
             patch.chdir(cwd)
             patch.setattr(torch.cuda, "is_available", lambda: False)
-            for name in ("SPIKEYOLO_DEBUG", "COCO_DIR", "GEN1_DIR", "GEN4_DIR"):
+            for name in ("SPIKEYOLO_DEBUG", "COCO_DIR", "GEN1_DIR", "GEN4_DIR", "GEN1_RVT_DIR", "GEN4_RVT_DIR"):
                 patch.delenv(name, raising=False)
             patch.setenv("SPIKEYOLO_CACHE", str(cache))
             for name, value in env.items():

@@ -17,6 +17,11 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 if not OmegaConf.has_resolver("spikeyolo.coalesce"):
     OmegaConf.register_new_resolver("spikeyolo.coalesce",
                                     lambda *values: next((value for value in values if value is not None), None))
+# ${spikeyolo.slices:T,step_us}: a window of T slices step_us apart (null while T is: spikeyolo-eval takes the
+# checkpoint's T, and the window follows it)
+if not OmegaConf.has_resolver("spikeyolo.slices"):
+    OmegaConf.register_new_resolver("spikeyolo.slices",
+                                    lambda steps, step_us: None if steps is None else int(steps) * int(step_us))
 # ${spikeyolo.sweep_point:num,overrides}: the folder of a sweep point, "<num>_<overrides>" ("/" in a value -> "_")
 if not OmegaConf.has_resolver("spikeyolo.sweep_point"):
     OmegaConf.register_new_resolver("spikeyolo.sweep_point",

@@ -21,6 +21,7 @@ from spikeyolo.data.sources.gen1 import (CLAMP_MODES, GEN1_NAMES, REPRESENTATION
                                          ensure_synthetic_dataset, find_recordings, gen1_dataloader_from_config,
                                          gen1_spec, group_by_time, letterbox_clip, postprocess_boxes,
                                          representation_from_config)
+from spikeyolo.data.sources.prophesee import REPRESENTATION_KEYS
 from spikeyolo.data.sources.yolo import build_dataloader
 from spikeyolo.data.spec import DatasetSpec
 from spikeyolo.errors import DatasetError
@@ -30,6 +31,6 @@ __all__ = ["DatasetError", "DatasetSpec", "cache_root", "coco_image_ids", "embed
            "AUGMENT_DEFAULTS", "augmentation_hyp", "build_dataloader", "close_mosaic", "count_boxes",
            "maybe_close_mosaic",
            "GEN1_NAMES", "Gen1Dataset", "Gen1Sample", "gen1_spec", "ensure_synthetic_dataset",
-           "representation_from_config", "letterbox_clip", "collate_gen1", "build_gen1_dataloader",
-           "gen1_dataloader_from_config", "REPRESENTATIONS", "Representation", "Recording", "find_recordings",
-           "build_cache", "CLAMP_MODES", "group_by_time", "postprocess_boxes"]
+           "representation_from_config", "REPRESENTATION_KEYS", "letterbox_clip", "collate_gen1",
+           "build_gen1_dataloader", "gen1_dataloader_from_config", "REPRESENTATIONS", "Representation", "Recording",
+           "find_recordings", "build_cache", "CLAMP_MODES", "group_by_time", "postprocess_boxes"]

@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from spikeyolo.config import checked_time_steps
-from spikeyolo.data import representation_from_config
+from spikeyolo.data import REPRESENTATION_KEYS, representation_from_config
 from spikeyolo.data.sources.prophesee import clip_input
 from spikeyolo.data.events import (RecordingInfo, open_recording, read_dat, read_dat_header, recording_windows,
                                    spikeyolo_frames)
@@ -63,11 +63,10 @@ class EventSettings:
             UserError: the representation's channels do not match the model's input.
         """
         rep = representation_from_config({
+            **{key: trained.get(key) for key in REPRESENTATION_KEYS},
             "representation": representation or trained["representation"],
             "time_steps": checked_time_steps(None, model, trained),   # T settled where every command settles it
-            "window_us": window_us or trained["window_us"], "voxel_bins": trained.get("voxel_bins"),
-            "voxel_clip": trained.get("voxel_clip"), "downsample": trained.get("downsample"),
-            "downsample_mode": trained.get("downsample_mode")})
+            "window_us": window_us or trained["window_us"]})
         if rep.channels != model.in_chs:
             raise UserError(f"representation {rep.kind!r} has {rep.channels} channels but the checkpoint's model "
                             f"takes {model.in_chs}")

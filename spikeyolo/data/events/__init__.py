@@ -10,7 +10,7 @@ from spikeyolo.data.events.boxes import (BOX_DTYPE, BOX_FILE_DTYPE, BOX_FILE_DTY
 from spikeyolo.data.events.cameras import CAMERAS, GEN1, GEN4, BoxFilter, Camera, get_camera, sensor_size
 from spikeyolo.data.events.dat import (EVENT_DTYPE, EVENT_TYPE_CD, EVENT_TYPE_TD, DatHeader, iter_dat,
                                        read_dat, read_dat_header, write_dat)
-from spikeyolo.data.events.representations import event_histogram, spikeyolo_frames, voxel_grid
+from spikeyolo.data.events.representations import event_histogram, spikeyolo_frames, stacked_histogram, voxel_grid
 from spikeyolo.data.events.recordings import (RECORDING_SUFFIXES, RecordingInfo, detect_format, iter_recording,
                                               open_recording, read_recording, recording_spans, recording_windows)
 
@@ -18,5 +18,5 @@ __all__ = ["CAMERAS", "GEN1", "GEN4", "BoxFilter", "Camera", "get_camera", "sens
            "EventFileError", "EVENT_DTYPE", "EVENT_TYPE_TD", "EVENT_TYPE_CD", "DatHeader",
            "read_dat", "read_dat_header", "iter_dat", "write_dat", "BOX_DTYPE", "BOX_FILE_DTYPE",
            "BOX_FILE_DTYPE_LEGACY", "as_boxes", "read_boxes", "write_boxes", "spikeyolo_frames", "event_histogram",
-           "voxel_grid", "RecordingInfo", "detect_format", "open_recording", "iter_recording", "read_recording",
-           "recording_windows", "recording_spans", "RECORDING_SUFFIXES"]
+           "stacked_histogram", "voxel_grid", "RecordingInfo", "detect_format", "open_recording", "iter_recording",
+           "read_recording", "recording_windows", "recording_spans", "RECORDING_SUFFIXES"]

@@ -128,7 +128,7 @@ def _hdf5_table(handle, path: str):
                          "layout, and events/t,x,y,p)")
 
 
-def _check_filters(dataset, path: str) -> None:
+def check_filters(dataset, path: str) -> None:
     """Refuse, in one line, a dataset compressed with a filter this installation cannot decode, or huge chunks."""
     h5py = require("h5py", "reading HDF5 event files")
     if dataset.chunks is not None and int(np.prod(dataset.chunks)) * dataset.dtype.itemsize > _H5_MAX_CHUNK_BYTES:
@@ -178,7 +178,7 @@ def h5py_hdf5(path: str, version: str, size: tuple[int, int], chunk_bytes: int) 
     with h5py.File(path, "r") as handle:
         table = _hdf5_table(handle, path)
         if isinstance(table, h5py.Dataset):          # Metavision: one compound table x, y, p, t
-            _check_filters(table, path)
+            check_filters(table, path)
             names = table.dtype.names or ()
             if not all(name in names for name in "txyp"):
                 raise EventFileError(f"{path}: CD/events has fields {list(names)}, not t, x, y, p")
@@ -188,7 +188,7 @@ def h5py_hdf5(path: str, version: str, size: tuple[int, int], chunk_bytes: int) 
             return
         columns = [table[name] for name in "txyp"]   # DSEC-like: one dataset per field
         for column in columns:
-            _check_filters(column, path)
+            check_filters(column, path)
         if len({len(column) for column in columns}) != 1:
             raise EventFileError(f"{path}: events/t, x, y, p have different lengths "
                                  f"{[len(column) for column in columns]}")

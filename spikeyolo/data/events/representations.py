@@ -13,7 +13,7 @@ import numpy as np
 
 from spikeyolo.data.events.cameras import GEN1
 
-__all__ = ["SPIKEYOLO_WINDOW_US", "spikeyolo_frames", "event_histogram", "voxel_grid"]
+__all__ = ["SPIKEYOLO_WINDOW_US", "spikeyolo_frames", "event_histogram", "voxel_grid", "stacked_histogram"]
 
 SPIKEYOLO_WINDOW_US = 250_000   # reference `sample_size`: 0.25 s before each label time
 _GREY, _ON = 127, 255
@@ -152,3 +152,54 @@ def voxel_grid(events: np.ndarray, t_end_us: int, *, num_bins: int, width: int, 
     grid += np.bincount((left[has_right] + 1) * height * width + pixel[has_right],
                         weights=polarity[has_right] * right_weight[has_right], minlength=size)
     return grid.astype(np.float32).reshape(num_bins, height, width)        # [B*H*W] -> [B, H, W]
+
+
+def stacked_histogram(events: np.ndarray, t_end_us: int, *, time_steps: int, width: int, height: int,
+                      window_us: int = SPIKEYOLO_WINDOW_US, bins: int = 10, count_cutoff: int = 10,
+                      downsample: int = 1, slice_us: int | None = None) -> np.ndarray:
+    """RVT's stacked histogram (Gehrig & Scaramuzza, CVPR 2023; uzh-rpg/RVT ``StackedHistogram``, its Gen1 / 1Mpx
+    input), one per slice: the slices are the T frames RVT stacks in time.
+
+    Slice i (0 the oldest) ends at ``e_i = t_end_us - (T - 1 - i) * window_us // T`` and holds the events with
+    ``e_i - slice_us <= t <= e_i`` (``slice_us`` defaults to ``window_us // T``: contiguous slices; RVT's Gen1
+    frames are 50 ms long and 125 ms apart: ``slice_us=50000``, ``window_us = T * 125000``): both ends included, as RVT's preprocessing cuts them
+    (``searchsorted(t, e - dt, 'left')`` to ``searchsorted(t, e, 'right')``), so an event on a boundary counts in
+    both slices. Within a slice, with t0 and t1 its first and last event times (``events`` in time order, as RVT
+    assumes), an event goes to bin ``min(floor(float32(t - t0) / float32(max(t1 - t0, 1)) * bins), bins - 1)``
+    (RVT's float32 arithmetic) and channel ``p * bins + bin``; a pixel's count wraps at 256 (RVT's uint8
+    ``fastmode``) and is then clipped to ``count_cutoff``. ``downsample`` d > 1 keeps pixel (x, y) with
+    ``x % d == y % d == d // 2`` at (x // d, y // d): RVT's ``interpolate(mode="nearest-exact")`` of the full-size
+    histogram, whose bins come from the times of *all* the slice's events.
+
+    Returns:
+        [T, 2 * bins, H // d, W // d] uint8.
+    """
+    _check_window(time_steps, window_us)
+    step_us = int(window_us) // int(time_steps)
+    slice_us = int(slice_us or step_us)
+    first_end = int(t_end_us) - (int(time_steps) - 1) * step_us
+    t, x, y, p = _select(events, first_end - slice_us, int(t_end_us) + 1, width, height)
+    grid_w, grid_h = int(width) // int(downsample), int(height) // int(downsample)
+    plane = grid_h * grid_w
+    counts = np.zeros(int(time_steps) * 2 * int(bins) * plane, np.int64)
+    if downsample > 1:
+        centre = int(downsample) // 2
+        kept = (x % downsample == centre) & (y % downsample == centre) & (x < grid_w * downsample) & \
+            (y < grid_h * downsample)
+    else:
+        kept = np.ones(len(t), bool)
+    pixel = (y // downsample) * grid_w + x // downsample
+    for index in range(int(time_steps)):
+        end = first_end + index * step_us
+        inside = (t >= end - slice_us) & (t <= end)
+        times = t[inside]
+        if not len(times):
+            continue
+        span = np.float32(max(int(times[-1]) - int(times[0]), 1))
+        norm = (times - times[0]).astype(np.float32) / span * np.float32(bins)    # float32 as RVT's torch ops
+        which = np.clip(np.floor(norm).astype(np.int64), 0, int(bins) - 1)
+        keep = kept[inside]
+        channel = index * 2 * int(bins) + p[inside][keep] * int(bins) + which[keep]
+        counts += np.bincount(channel * plane + pixel[inside][keep], minlength=len(counts))
+    counts = np.minimum(counts % 256, int(count_cutoff))
+    return counts.astype(np.uint8).reshape(int(time_steps), 2 * int(bins), grid_h, grid_w)

@@ -10,6 +10,8 @@ Gen1 (``source: gen1``, :mod:`spikeyolo.data.sources.gen1`) and the 1 Megapixel 
     cache      every sample's tensor encoded once per recording (parallel, resumable, streamed)
     spec       the data config read: dataset folder, splits, representation
     dataset    the torch Dataset (letterboxed clips), its collate function and loader
+    rvt        RVT's preprocessed folders read as they are (``data.layout: rvt``)
+    loader     a data config read into either dataset and its loader
 """
 
 from __future__ import annotations
@@ -24,19 +26,20 @@ from spikeyolo.data.sources.base import DataSource
 from spikeyolo.data.sources.prophesee.cache import Recording, build_cache, find_recordings, open_frames, split_cache_dir
 from spikeyolo.data.sources.prophesee.dataset import (INPUT_SHAPES, PAD_POSITIONS, EventSample, PropheseeDataset,
                                                       build_event_dataloader, clip_input, collate_events,
-                                                      event_dataloader_from_config, letterbox_clip)
+                                                      letterbox_clip)
+from spikeyolo.data.sources.prophesee.loader import event_dataloader_from_config
 from spikeyolo.data.sources.prophesee.encoding import (DOWNSAMPLE_MODES, REPRESENTATIONS, Representation,
                                                        downsample_events)
 from spikeyolo.data.sources.prophesee.labels import (CLAMP_MODES, SAMPLE_TIMES, drop_classes, group_by_time,
                                                      postprocess_boxes, rvt_frame_times)
-from spikeyolo.data.sources.prophesee.spec import prophesee_spec, representation_from_config
+from spikeyolo.data.sources.prophesee.spec import REPRESENTATION_KEYS, prophesee_spec, representation_from_config
 from spikeyolo.data.spec import DatasetSpec
 from spikeyolo.io import plain
 
 __all__ = ["PropheseeSource", "Camera", "GEN1", "GEN4", "sensor_size", "REPRESENTATIONS", "DOWNSAMPLE_MODES",
            "Representation", "downsample_events", "Recording", "find_recordings", "split_cache_dir", "build_cache",
            "open_frames", "CLAMP_MODES", "SAMPLE_TIMES", "group_by_time", "drop_classes", "postprocess_boxes",
-           "rvt_frame_times", "prophesee_spec", "representation_from_config", "INPUT_SHAPES", "PAD_POSITIONS",
+           "rvt_frame_times", "prophesee_spec", "representation_from_config", "REPRESENTATION_KEYS", "INPUT_SHAPES", "PAD_POSITIONS",
            "EventSample", "PropheseeDataset", "letterbox_clip", "clip_input", "collate_events",
            "build_event_dataloader", "event_dataloader_from_config"]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,13 +37,10 @@ from spikeyolo.data.sources.prophesee.cache import (build_cache, cache_file, fin
 from spikeyolo.data.sources.prophesee.encoding import Representation
 from spikeyolo.data.sources.prophesee.labels import (SAMPLE_TIMES, drop_classes, group_by_time, postprocess_boxes,
                                                      rvt_frame_times)
-from spikeyolo.data.sources.prophesee.spec import representation_from_config
-from spikeyolo.data.spec import DatasetSpec
 from spikeyolo.errors import DatasetError
-from spikeyolo.io import plain
 
-__all__ = ["EventSample", "PropheseeDataset", "INPUT_SHAPES", "PAD_POSITIONS", "letterbox_clip", "clip_input",
-           "collate_events", "build_event_dataloader", "event_dataloader_from_config"]
+__all__ = ["EventSample", "PropheseeDataset", "LAYOUTS", "INPUT_SHAPES", "PAD_POSITIONS", "letterbox_clip", "clip_input",
+           "collate_events", "build_event_dataloader"]
 
 #: ``square``: imgsz x imgsz (the SpikeYOLO reference); ``stride``: the long side imgsz, the other one padded up to
 #: a multiple of the model's largest stride (RVT: 640x360 -> 640x384, config/modifier.py L20-32, L53-61).
@@ -52,6 +49,9 @@ INPUT_SHAPES = ("square", "stride")
 #: (RVT's ``InputPadderFromShape``, utils/padding.py L38-43).
 PAD_POSITIONS = ("center", "corner")
 OTHER_CLASSES = ("error", "drop")
+#: ``data.layout``: ``recordings`` (``<name>_td.<ext>`` + ``<name>_bbox.npy`` per recording, encoded into the cache)
+#: or ``rvt`` (RVT's preprocessed sequence folders, read as they are: :mod:`spikeyolo.data.sources.prophesee.rvt`)
+LAYOUTS = ("recordings", "rvt")
 
 
 @dataclass
@@ -190,19 +190,8 @@ class PropheseeDataset(torch.utils.data.Dataset):
                  camera: Camera = GEN1, other_classes: str = "error", max_box_width: float | None = None,
                  sample_times: str = "all", input_shape: str = "square", pad_position: str = "center",
                  stride: int = 32) -> None:
-        for key, value, choices in (("other_classes", other_classes, OTHER_CLASSES),
-                                    ("sample_times", sample_times, SAMPLE_TIMES),
-                                    ("input_shape", input_shape, INPUT_SHAPES),
-                                    ("pad_position", pad_position, PAD_POSITIONS)):
-            if value not in choices:
-                raise DatasetError(f"data.{key} must be one of {', '.join(choices)}, got {value!r}")
-        self.split_dir = Path(split_dir)
-        self.names = list(names)
-        self.representation = representation
-        self.imgsz = int(imgsz)
-        self.most_recent_first = bool(most_recent_first)
-        self.input_shape, self.pad_position, self.stride = input_shape, pad_position, int(stride)
-        self.hyp = SimpleNamespace(close_mosaic=0)   # read by the trainer's close-mosaic check
+        self._settings(split_dir, names, representation, imgsz, most_recent_first, other_classes=other_classes,
+                       sample_times=sample_times, input_shape=input_shape, pad_position=pad_position, stride=stride)
         recordings = find_recordings(self.split_dir)
         if not recordings:
             raise DatasetError(f"{self.split_dir}: no *_td.dat / *_bbox.npy recordings")
@@ -228,23 +217,42 @@ class PropheseeDataset(torch.utils.data.Dataset):
                 self.index.append((file_index, row))
         self.labels = [self._label_record(sample) for sample in self.samples]
         self.im_files = [sample.im_file for sample in self.samples]
-        self.num_corrupt = 0
         self._frames: dict[int, np.ndarray] = {}
 
-    def _plan(self, rec, camera: Camera, sample_times: str, clamp: str, min_size: float, other_classes: str,
-              max_box_width: float | None):
+    def _settings(self, split_dir: str | os.PathLike, names: Sequence[str], representation: Representation,
+                  imgsz: int, most_recent_first: bool, **choices: Any) -> None:
+        """Check the choices and set the attributes every layout shares."""
+        for key, choices_of in (("other_classes", OTHER_CLASSES), ("sample_times", SAMPLE_TIMES),
+                                ("input_shape", INPUT_SHAPES), ("pad_position", PAD_POSITIONS)):
+            if choices[key] not in choices_of:
+                raise DatasetError(f"data.{key} must be one of {', '.join(choices_of)}, got {choices[key]!r}")
+        self.split_dir = Path(split_dir)
+        self.names = list(names)
+        self.representation = representation
+        self.imgsz = int(imgsz)
+        self.most_recent_first = bool(most_recent_first)
+        self.input_shape, self.pad_position = choices["input_shape"], choices["pad_position"]
+        self.stride = int(choices["stride"])
+        self.hyp = SimpleNamespace(close_mosaic=0)   # read by the trainer's close-mosaic check
+        self.num_corrupt = 0
+
+    def _clean(self, boxes: np.ndarray, size: tuple[int, int], t_us: int, source: object, clamp: str,
+               min_size: float, other_classes: str, max_box_width: float | None) -> np.ndarray:
+        """The labels the model is trained on from one label time's raw boxes (``size``: the sensor's)."""
+        if other_classes == "error" and len(boxes) and int(boxes["class_id"].max()) >= len(self.names):
+            raise DatasetError(f"{source}: class_id {int(boxes['class_id'].max())} at t={t_us} is "
+                               f"out of range for {len(self.names)} classes {self.names}")
+        # RVT's (9 * W) // 10 for 0.9 (the product rounded first: 0.9 * 1280 is 1152.0000000000002 in binary)
+        max_width = None if max_box_width is None else math.floor(round(max_box_width * size[0], 6))
+        return postprocess_boxes(drop_classes(boxes, len(self.names)), width=size[0], height=size[1], clamp=clamp,
+                                 min_size=min_size, max_width=max_width)
+
+    def _plan(self, rec, camera: Camera, sample_times: str, **label_settings: Any):
         """((width, height), sample times [S], raw boxes per sample, cleaned-up labels per sample) of a recording."""
         size = recording_size(open_split_recording(rec, camera), camera)
         times, groups = group_by_time(read_boxes(rec.box_path))
-        # RVT's (9 * W) // 10 for 0.9 (the product rounded first: 0.9 * 1280 is 1152.0000000000002 in binary)
-        max_width = None if max_box_width is None else math.floor(round(max_box_width * size[0], 6))
-        labels = []
-        for t_us, boxes in zip(times.tolist(), groups):
-            if other_classes == "error" and len(boxes) and int(boxes["class_id"].max()) >= len(self.names):
-                raise DatasetError(f"{rec.box_path}: class_id {int(boxes['class_id'].max())} at t={t_us} is "
-                                   f"out of range for {len(self.names)} classes {self.names}")
-            labels.append(postprocess_boxes(drop_classes(boxes, len(self.names)), width=size[0], height=size[1],
-                                            clamp=clamp, min_size=min_size, max_width=max_width))
+        labels = [self._clean(boxes, size, t_us, rec.box_path, **label_settings)
+                  for t_us, boxes in zip(times.tolist(), groups)]
         if sample_times == "rvt":
             kept = times[[len(boxes) > 0 for boxes in labels]] if len(times) else times
             frames = set(rvt_frame_times(kept, source=str(rec.box_path)).tolist())
@@ -329,29 +337,3 @@ def build_event_dataloader(dataset: PropheseeDataset, batch_size: int, workers: 
                                        sampler=sampler, num_workers=workers, collate_fn=collate_events,
                                        pin_memory=device.type == "cuda", drop_last=drop_last,
                                        persistent_workers=workers > 0, generator=generator)
-
-
-def event_dataloader_from_config(spec: DatasetSpec, data_cfg: Mapping[str, Any], split: str, batch_size: int,
-                                 workers: int, rank: int = -1, device: torch.device | str | None = None,
-                                 window_us: int | None = None, progress: bool = True, camera: Camera = GEN1,
-                                 stride: int = 32) -> torch.utils.data.DataLoader:
-    """The loader of one split of a Prophesee spec with the data config's values; ``window_us`` overrides the
-    window. Training splits are shuffled (and get ``train_max_box_width``), validation splits are not; neither is
-    augmented."""
-    paths = spec.split_paths(split)
-    if not paths:
-        raise DatasetError(f"{spec.root}: dataset {spec.name!r} has no {split} split folder")
-    cfg = plain(data_cfg)
-    max_width = cfg.get("train_max_box_width") if split == "train" else None
-    dataset = PropheseeDataset(paths[0], spec.names, representation_from_config(cfg, window_us),
-                               imgsz=int(cfg.get("imgsz") or 320),
-                               most_recent_first=bool(cfg.get("most_recent_first", True)),
-                               label_clamp=str(cfg.get("label_clamp") or "reference"),
-                               min_box_size=float(cfg.get("min_box_size") or 0.0),
-                               preprocess_workers=cfg.get("preprocess_workers"), progress=progress, camera=camera,
-                               other_classes=str(cfg.get("other_classes") or "error"),
-                               max_box_width=None if max_width is None else float(max_width),
-                               sample_times=str(cfg.get("sample_times") or "all"),
-                               input_shape=str(cfg.get("input_shape") or "square"),
-                               pad_position=str(cfg.get("pad_position") or "center"), stride=int(stride))
-    return build_event_dataloader(dataset, batch_size, workers, shuffle=split == "train", rank=rank, device=device)

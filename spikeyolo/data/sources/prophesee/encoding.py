@@ -26,16 +26,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from spikeyolo.data.cache import cache_key
-from spikeyolo.data.events import event_histogram, iter_dat, spikeyolo_frames, voxel_grid
+from spikeyolo.data.events import (EVENT_DTYPE, event_histogram, iter_dat, spikeyolo_frames, stacked_histogram,
+                                   voxel_grid)
 from spikeyolo.errors import DatasetError
 
 __all__ = ["REPRESENTATIONS", "DOWNSAMPLE_MODES", "CHUNK_EVENTS", "Representation", "downsample_events"]
 
 CACHE_VERSION = 1   # bump when the cached arrays change meaning
-REPRESENTATIONS = ("spikeyolo", "histogram", "voxel")
+REPRESENTATIONS = ("spikeyolo", "histogram", "voxel", "stacked_histogram")
 DOWNSAMPLE_MODES = ("nearest", "sum")
 CHUNK_EVENTS = 1 << 20   # events decoded and encoded at a time (about 80 MB of temporaries)
-_EMPTY_VALUE = {"spikeyolo": 114, "histogram": 0, "voxel": 128}   # letterbox padding of each representation
+_EMPTY_VALUE = {"spikeyolo": 114, "histogram": 0, "voxel": 128,   # letterbox padding of each representation
+                "stacked_histogram": 0}
 _GREY = 127                                                        # a spikeyolo pixel without events
 
 
@@ -82,15 +84,22 @@ class Representation:
         kind: ``spikeyolo`` (grey frames, an event paints its pixel 0 / 255, 3 equal channels; reference §6),
             ``histogram`` (per-polarity counts, 2 channels OFF/ON, saturating at 255) or ``voxel`` (a bilinear
             voxel grid of ``voxel_bins`` bins per slice, stored as ``128 + v * 127 / voxel_clip`` clipped to
-            [0, 255], so 128 is "no net event").
+            [0, 255], so 128 is "no net event") or ``stacked_histogram`` (RVT's input: per slice ``2 * stack_bins``
+            channels of counts, polarity-major, clipped to ``count_cutoff``;
+            :func:`~spikeyolo.data.events.representations.stacked_histogram`; RVT's Gen1 / 1Mpx setting is
+            T x 50 ms slices, 10 bins, cutoff 10).
         time_steps: T.
         window_us: window length (reference: 250000).
         voxel_bins: channels of ``voxel``.
         voxel_clip: the |net polarity| per pixel and bin that saturates a ``voxel`` channel.
+        stack_bins, count_cutoff: ``stacked_histogram``'s bins per slice and count ceiling (RVT: 10, 10).
+        stack_slice_us: ``stacked_histogram``'s slice length when slices are not contiguous (0: ``window_us // T``;
+            RVT's Gen1: 50000 with ``window_us = T * 125000``, its frames being 125 ms apart).
         clamp_start: ``spikeyolo`` only: a window that would begin before t = 0 starts at 0 (the reference with
             numpy 1.x, see docs/events.md).
         downsample: d: the tensor is ``W // d`` x ``H // d`` (1: the sensor size; RVT's 1Mpx setting: 2).
-        downsample_mode: ``nearest`` (RVT) or ``sum`` (:func:`downsample_events`).
+        downsample_mode: ``nearest`` (RVT) or ``sum`` (:func:`downsample_events`); ``stacked_histogram``
+            downsamples as RVT only (``nearest``: its bins come from all of a slice's events).
     """
 
     kind: str = "spikeyolo"
@@ -101,6 +110,9 @@ class Representation:
     clamp_start: bool = False
     downsample: int = 1
     downsample_mode: str = "nearest"
+    stack_bins: int = 10
+    count_cutoff: int = 10
+    stack_slice_us: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in REPRESENTATIONS:
@@ -112,6 +124,13 @@ class Representation:
         if self.kind == "voxel" and (int(self.voxel_bins) < 1 or float(self.voxel_clip) <= 0):
             raise DatasetError(f"data.voxel_bins must be >= 1 and data.voxel_clip > 0, got {self.voxel_bins}, "
                                f"{self.voxel_clip}")
+        if self.kind == "stacked_histogram" and (int(self.stack_bins) < 1 or not 1 <= int(self.count_cutoff) <= 255
+                                                 or self.downsample_mode != "nearest" or int(self.stack_slice_us) < 0
+                                                 or int(self.stack_slice_us) > int(self.window_us)):
+            raise DatasetError(f"stacked_histogram needs data.stack_bins >= 1, data.count_cutoff in [1, 255], "
+                               f"data.stack_slice_us in [0, window_us] and data.downsample_mode=nearest, got "
+                               f"{self.stack_bins}, {self.count_cutoff}, {self.stack_slice_us}, "
+                               f"{self.downsample_mode!r}")
         if int(self.downsample) < 1 or self.downsample_mode not in DOWNSAMPLE_MODES:
             raise DatasetError(f"data.downsample must be >= 1 and data.downsample_mode one of "
                                f"{', '.join(DOWNSAMPLE_MODES)}, got {self.downsample}, {self.downsample_mode!r}")
@@ -119,7 +138,13 @@ class Representation:
     @property
     def channels(self) -> int:
         """C, the model's input channels (``model.in_chs``)."""
-        return {"spikeyolo": 3, "histogram": 2, "voxel": int(self.voxel_bins)}[self.kind]
+        return {"spikeyolo": 3, "histogram": 2, "voxel": int(self.voxel_bins),
+                "stacked_histogram": 2 * int(self.stack_bins)}[self.kind]
+
+    @property
+    def slice_us(self) -> int:
+        """A slice's length in µs (``stack_slice_us``, else ``window_us // T``)."""
+        return int(self.stack_slice_us) or int(self.window_us) // int(self.time_steps)
 
     @property
     def stored_channels(self) -> int:
@@ -139,6 +164,8 @@ class Representation:
             parts += [int(self.voxel_bins), float(self.voxel_clip)]
         if self.kind == "spikeyolo":
             parts.append(bool(self.clamp_start))
+        if self.kind == "stacked_histogram":
+            parts += [int(self.stack_bins), int(self.count_cutoff), self.slice_us]
         scale = ""
         if int(self.downsample) != 1:
             parts += ["downsample", int(self.downsample), self.downsample_mode]
@@ -154,6 +181,9 @@ class Representation:
         start, end = int(t_end_us) - int(self.window_us), int(t_end_us)
         if self.kind == "spikeyolo" and self.clamp_start and start < 0:
             start, end = 0, int(self.window_us)
+        if self.kind == "stacked_histogram":   # RVT's slices include their end time
+            start = end - (int(self.window_us) // int(self.time_steps)) * (int(self.time_steps) - 1) - self.slice_us
+            end += 1
         return start, end
 
     def encode(self, events: np.ndarray, t_end_us: int, width: int, height: int) -> np.ndarray:
@@ -179,6 +209,8 @@ class Representation:
         steps, window = int(self.time_steps), int(self.window_us)
         start, end = self.window(t_end_us)
         grid_w, grid_h = self.grid_size(width, height)
+        if self.kind == "stacked_histogram":
+            return self._stack(chunks, t_end_us, width, height, start, end)
         if self.kind == "spikeyolo":
             out = np.full((steps, 1, grid_h, grid_w), _GREY, np.uint8)
         elif self.kind == "histogram":
@@ -201,6 +233,20 @@ class Representation:
             scaled = 128.0 + out * (127.0 / float(self.voxel_clip))                     # [T, B, H, W] float32
             return np.clip(np.rint(scaled), 0, 255).astype(np.uint8), count
         return out, count
+
+    def _stack(self, chunks: Iterable[np.ndarray], t_end_us: int, width: int, height: int, start: int,
+               end: int) -> tuple[np.ndarray, int]:
+        """``stacked_histogram``: a slice's bins depend on its first and last event, so the window's events are
+        gathered first (RVT holds them the same way)."""
+        kept = []
+        for chunk in chunks:
+            t = chunk["t"]
+            kept.append(chunk[(t >= start) & (t < end)] if len(chunk) else chunk)
+        events = np.concatenate(kept) if kept else np.empty(0, EVENT_DTYPE)
+        return stacked_histogram(events, t_end_us, time_steps=int(self.time_steps), width=width, height=height,
+                                 window_us=int(self.window_us), bins=int(self.stack_bins),
+                                 count_cutoff=int(self.count_cutoff), downsample=int(self.downsample),
+                                 slice_us=self.slice_us), len(events)
 
     def _add(self, out: np.ndarray, events: np.ndarray, t_end_us: int, width: int, height: int, steps: int,
              window: int) -> None:

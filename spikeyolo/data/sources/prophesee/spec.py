@@ -16,7 +16,7 @@ from spikeyolo.data.spec import DatasetSpec
 from spikeyolo.errors import DatasetError
 from spikeyolo.io import plain
 
-__all__ = ["prophesee_spec", "representation_from_config"]
+__all__ = ["prophesee_spec", "representation_from_config", "REPRESENTATION_KEYS"]
 
 
 def prophesee_spec(cfg: Mapping[str, Any], camera: Camera = GEN1, root: str | os.PathLike | None = None) -> DatasetSpec:
@@ -45,9 +45,14 @@ def prophesee_spec(cfg: Mapping[str, Any], camera: Camera = GEN1, root: str | os
                        train=[train_dir] if train_dir.is_dir() else [], val=[val_dir], names=names)
 
 
+#: the data config keys a :class:`Representation` is read from (a checkpoint's run config carries them to prediction)
+REPRESENTATION_KEYS = ("representation", "time_steps", "window_us", "voxel_bins", "voxel_clip", "clamp_start",
+                       "downsample", "downsample_mode", "stack_bins", "count_cutoff", "stack_slice_us")
+
+
 def representation_from_config(cfg: Mapping[str, Any], window_us: int | None = None) -> Representation:
-    """The :class:`Representation` of a data config (``representation``, ``time_steps``, ``window_us``,
-    ``voxel_bins``, ``voxel_clip``, ``clamp_start``, ``downsample``, ``downsample_mode``)."""
+    """The :class:`Representation` of a data config (the :data:`REPRESENTATION_KEYS`; a missing or null key takes
+    its default)."""
     cfg = plain(cfg)
     if cfg.get("time_steps") is None:
         raise DatasetError("data.time_steps is not set (it follows neuron.time_steps when training and the "
@@ -56,7 +61,9 @@ def representation_from_config(cfg: Mapping[str, Any], window_us: int | None = N
                          window_us=int(window_us or cfg.get("window_us") or 250_000),
                          voxel_bins=int(cfg.get("voxel_bins") or 3), voxel_clip=float(cfg.get("voxel_clip") or 4.0),
                          clamp_start=bool(cfg.get("clamp_start", False)), downsample=int(cfg.get("downsample") or 1),
-                         downsample_mode=str(cfg.get("downsample_mode") or "nearest"))
+                         downsample_mode=str(cfg.get("downsample_mode") or "nearest"),
+                         stack_bins=int(cfg.get("stack_bins") or 10), count_cutoff=int(cfg.get("count_cutoff") or 10),
+                         stack_slice_us=int(cfg.get("stack_slice_us") or 0))
     if cfg.get("in_chs") is not None and int(cfg["in_chs"]) != rep.channels:
         raise DatasetError(f"data.in_chs={cfg['in_chs']} but representation {rep.kind!r} has {rep.channels} "
                            f"channels: set data.in_chs={rep.channels} (and model.in_chs to match)")
