@@ -141,6 +141,15 @@ def test_training_and_protocols_on_rvt_data(tmp_path, monkeypatch):
                                         config_name="eval"))
     assert set(scores["protocols"]) == {"spikeyolo", "prophesee", "cordone"}
     assert all(np.isfinite(score["map50"]) for score in scores["protocols"].values())
+    # a damaged RVT folder through the command: one line, exit 2, no run folder
+    broken = tmp_path / "broken"
+    shutil.copytree(FIXTURE / "gen1", broken)
+    stamps = next(broken.glob("test/*/event_representations_v2/*/timestamps_us.npy"))
+    stamps.write_bytes(stamps.read_bytes()[:-8])
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate(spikeyolo.compose(["data=gen1_rvt", f"data.root={broken}", f"run_dir={tmp_path / 'ev2'}",
+                                    f"checkpoint={run_dir / 'weights' / 'last.pt'}"], config_name="eval"))
+    assert exit_info.value.code == 2 and not (tmp_path / "ev2").exists()
     # the real events RVT preprocessed, as RVT's event download stores them (<name>_td.dat.h5), streamed: the
     # windows are the same stacked histograms as RVT's frames
     import h5py
@@ -200,6 +209,10 @@ def test_bad_rvt_folders_give_one_line(tmp_path):
     original = labels.read_bytes()
     np.savez(labels, labels=np.array([{"a": 1}], dtype=object), objframe_idx_2_label_idx=np.zeros(4, np.int64))
     with pytest.raises(DatasetError, match="object arrays are refused"):
+        open_rvt_sequence(seq, good, GEN1)
+    np.savez_compressed(labels, labels=np.zeros(10 ** 6, np.load(source / "labels_v2" / "labels.npz")["labels"].dtype),
+                        objframe_idx_2_label_idx=np.zeros(4, np.int64))    # 25 MB of zeros in a few kB
+    with pytest.raises(DatasetError, match="is compressed"):
         open_rvt_sequence(seq, good, GEN1)
     labels.write_bytes(original)
     frame_repr = np.load(repr_dir / "objframe_idx_2_repr_idx.npy")

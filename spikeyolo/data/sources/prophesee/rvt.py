@@ -21,8 +21,9 @@ so the run's ``data.representation: stacked_histogram`` with ``window_us = T * d
 the same input for recordings streamed by ``spikeyolo-predict``. The labels are RVT's (in sensor pixels); RVT
 stores no event counts, so ``num_events`` is unknown (-1) and no window is dropped as empty.
 
-Every file is read as data with bounds: ``.npy`` members whose declared size exceeds their bytes are refused,
-the HDF5 dataset must be [N, C, H, W] uint8 of the expected size with chunks under 256 MB.
+Every file is read as data with bounds: ``.npy`` arrays whose declared size exceeds their bytes, object arrays and
+compressed ``.npz`` members are refused; the HDF5 dataset must be [N, C, H, W] uint8 of the expected size, with
+filters this installation has and chunks under 256 MB.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def _load_npz(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
                     info = archive.getinfo(f"{name}.npy")
                 except KeyError:
                     raise DatasetError(f"{path}: has no array {name!r}") from None
+                if info.compress_type != zipfile.ZIP_STORED:   # np.savez stores; a compressed member could be a bomb
+                    raise DatasetError(f"{path}: array {name!r} is compressed (RVT writes it with np.savez, stored)")
                 with archive.open(info) as member:
                     out[name] = _npy(member, info.file_size, f"{path}:{name}")
             return out
