@@ -2,8 +2,8 @@
 
 Builds one 1280x720 recording of real camera events (the 360,000 events of tests/fixtures/events/gen4_truncated.dat,
 repeated end to end with shifted times up to ``--events``), writes it as .dat (the own writer), EVT 3.0 and
-EVT 2.0 .raw and AEDAT4 (faery's encoders) and HDF5 in Metavision's CD/events layout (h5py; uncompressed and
-gzip), then, for every (format, library) pair, runs a fresh child process pinned to one core that reads the
+EVT 2.0 .raw and AEDAT4 (faery's encoders), HDF5 in Metavision's CD/events layout (h5py; uncompressed and
+gzip) and in RVT's ``_td.dat.h5`` layout (events/t, x, y, p, Blosc zstd level 1 through hdf5plugin), then, for every (format, library) pair, runs a fresh child process pinned to one core that reads the
 whole file with ``iter_recording`` (1M-event chunks into EVENT_DTYPE, discarded) ``--repeats`` times. Prints a
 Markdown table: file size, median wall and CPU seconds, events/s (wall / CPU), the child's peak resident memory
 during the reads (its peak is reset after the imports) and the growth over its resident memory before them::
@@ -33,9 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tests" / "fixtures" / "events" / "gen4_truncated.dat"
 SIZE = (1280, 720)
 FILES = {"dat": "rec.dat", "evt3": "rec_evt3.raw", "evt2": "rec_evt2.raw", "aedat4": "rec.aedat4",
-         "hdf5": "rec.hdf5", "hdf5-gzip": "rec_gzip.hdf5"}
+         "hdf5": "rec.hdf5", "hdf5-gzip": "rec_gzip.hdf5", "hdf5-rvt": "rec_td.dat.h5"}
 PAIRS = [("dat", "spikeyolo"), ("dat", "faery"), ("evt3", "evt3"), ("evt3", "faery"), ("evt2", "faery"),
-         ("aedat4", "faery"), ("aedat4", "aedat"), ("hdf5", "h5py"), ("hdf5-gzip", "h5py")]
+         ("aedat4", "faery"), ("aedat4", "aedat"), ("hdf5", "h5py"), ("hdf5-gzip", "h5py"),
+         ("hdf5-rvt", "h5py")]
 
 
 def status_mb(key: str) -> float:
@@ -82,6 +83,14 @@ def make_files(folder: Path, num_events: int) -> int:
         with h5py.File(folder / FILES[key], "w") as handle:
             handle.attrs["width"], handle.attrs["height"] = SIZE
             handle.create_group("CD").create_dataset("events", data=table, chunks=(16_384,), **options)
+    import hdf5plugin
+
+    with h5py.File(folder / FILES["hdf5-rvt"], "w") as handle:     # RVT's event download: a dataset per column
+        group = handle.create_group("events")
+        for name, dtype in (("t", "<i8"), ("x", "<u2"), ("y", "<u2"), ("p", "u1")):
+            group.create_dataset(name, data=events[name].astype(dtype), chunks=(1 << 16,),
+                                 **hdf5plugin.Blosc(cname="zstd", clevel=1, shuffle=hdf5plugin.Blosc.SHUFFLE))
+        group["width"], group["height"] = SIZE
     return len(events)
 
 
