@@ -1,6 +1,8 @@
 """Every PNG spikeyolo draws, in one style: matplotlib's object API on an Agg canvas (no pyplot state, no
 display, no font download: the bundled DejaVu Sans), written atomically.
 
+    boxes        :func:`draw_detections`: the one way boxes are drawn (predicted pictures and videos, event
+                 windows, the validation mosaic)
     runs         training curves, a validation mosaic with predicted boxes, precision-recall curves
     energy       per-layer firing rate and energy, per-channel firing-rate spread (Spiking-YOLO Fig. 3/4)
     conversion   mAP vs time steps (Spiking-YOLO Fig. 6), per-layer firing rates of converted networks
@@ -20,11 +22,35 @@ import numpy as np
 
 from spikeyolo.io import atomic_path
 
-__all__ = ["plot_training_curves", "plot_val_mosaic", "plot_pr_curve", "plot_energy_layers",
+__all__ = ["draw_detections", "PALETTE", "plot_training_curves", "plot_val_mosaic", "plot_pr_curve", "plot_energy_layers",
            "plot_channel_rates", "plot_firing_rates", "plot_timesteps"]
 
 PathLike = str | os.PathLike
 _MAX_LEGEND_CLASSES = 20
+#: box colours by class index, BGR (ultralytics' palette)
+PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
+           (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0)]
+
+
+def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+                    class_names: Sequence[str]) -> np.ndarray:
+    """A copy of a BGR image with every box, its class name and score drawn."""
+    import cv2
+
+    out = image.copy()
+    thickness = max(1, round(sum(out.shape[:2]) / 600))
+    for (x1, y1, x2, y2), score, cls in zip(boxes, scores, classes):
+        colour = PALETTE[int(cls) % len(PALETTE)]
+        top_left, bottom_right = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
+        cv2.rectangle(out, top_left, bottom_right, colour, thickness, cv2.LINE_AA)
+        name = class_names[int(cls)] if int(cls) < len(class_names) else str(int(cls))
+        label = f"{name} {float(score):.2f}"
+        (width, height), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        text_top = max(top_left[1] - height - 4, 0)
+        cv2.rectangle(out, (top_left[0], text_top), (top_left[0] + width + 2, text_top + height + 4), colour, -1)
+        cv2.putText(out, label, (top_left[0] + 1, text_top + height + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    return out
 
 
 def _figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (7.0, 4.0), **subplots: Any):
@@ -75,7 +101,6 @@ def plot_val_mosaic(im_files: Sequence[str], detections: Sequence[Any], names: S
         detections: per image [N, 6] (x1, y1, x2, y2, score, class) in the image's pixels.
     """
     import cv2
-    from matplotlib.patches import Rectangle
 
     # only real image files (event samples are ids such as "recording@t_us")
     pairs = [(f, d) for f, d in zip(im_files, detections) if Path(str(f)).is_file()][:max_images]
@@ -90,12 +115,9 @@ def plot_val_mosaic(im_files: Sequence[str], detections: Sequence[Any], names: S
         image = cv2.imread(str(file))
         if image is None:
             continue
-        axis.imshow(image[:, :, ::-1])
         dets = np.asarray(dets, dtype=np.float64).reshape(-1, 6)
-        for x1, y1, x2, y2, score, cls in dets[dets[:, 4] >= min_score]:
-            axis.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="lime", linewidth=1))
-            label = names[int(cls)] if int(cls) < len(names) else str(int(cls))
-            axis.text(x1, y1, f"{label} {score:.2f}", color="yellow", fontsize=6, va="bottom")
+        dets = dets[dets[:, 4] >= min_score]
+        axis.imshow(draw_detections(image, dets[:, :4], dets[:, 4], dets[:, 5], names)[:, :, ::-1])
         axis.set_title(Path(file).name, fontsize=7)
     return _save(figure, path, 100)
 

@@ -57,7 +57,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "evaluation": ("data", "nn", "structures"),
     "models": ("config", "conversion"),          # names -> models (config, nn, conversion)
     # the loops, the public API, the commands
-    "engine": ("models", "evaluation", "checkpoints", "version"),
+    "engine": ("models", "evaluation", "checkpoints", "version", "plots"),
     "api": ("engine", "deploy"),
     "cli": ("api", "energy"),
     "spikeyolo": ("api", "version"),

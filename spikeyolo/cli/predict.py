@@ -47,8 +47,9 @@ from spikeyolo.data.events import BOX_DTYPE, RECORDING_SUFFIXES, open_recording,
 from spikeyolo.engine.checkpoint import model_from_payload, read_model_checkpoint, trained_data_config
 from spikeyolo.engine.distributed import select_device
 from spikeyolo.engine.event_stream import EventSettings, last_event_time, stream_recording, window_ends, window_image
-from spikeyolo.engine.media import VideoOut, describe_source, draw_detections, iter_media, yolo_label_lines
+from spikeyolo.engine.media import VideoOut, describe_source, iter_media, yolo_label_lines
 from spikeyolo.io import write_text
+from spikeyolo.plots import draw_detections
 
 log = logging.getLogger("spikeyolo.predict")
 

@@ -34,11 +34,11 @@ from spikeyolo.data.events import (RecordingInfo, open_recording, read_dat, read
 from spikeyolo.engine.predict import detect
 from spikeyolo.errors import UserError
 from spikeyolo.evaluation.predictions import ImageDetections
+from spikeyolo.plots import draw_detections
 
 __all__ = ["EventSettings", "EventWindow", "window_ends", "last_event_time", "event_windows", "stream_recording",
            "window_image"]
 
-_COLOURS = [(0, 200, 255), (255, 90, 90), (120, 255, 120), (255, 220, 0)]
 
 
 @dataclass
@@ -166,14 +166,11 @@ def stream_recording(model: torch.nn.Module, recording: str | Path | RecordingIn
 
 def window_image(events: np.ndarray, t_end: int, window_us: int, width: int, height: int, boxes: np.ndarray,
                  names: list[str]) -> Image.Image:
-    """A window as a PIL image: grey, events white (ON) / black (OFF), boxes [N, 6] in sensor pixels."""
+    """A window as a PIL image: grey, events white (ON) / black (OFF), boxes [N, 6] in sensor pixels drawn as every
+    prediction draws them (:func:`spikeyolo.plots.draw_detections`)."""
     frame = spikeyolo_frames(events, t_end, time_steps=1, width=width, height=height, window_us=window_us)[0]
-    image = Image.fromarray(frame, "RGB")
-    draw = ImageDraw.Draw(image)
-    for x1, y1, x2, y2, score, cls in boxes.tolist():
-        colour = _COLOURS[int(cls) % len(_COLOURS)]
-        draw.rectangle([x1, y1, x2, y2], outline=colour, width=1)
-        label = names[int(cls)] if int(cls) < len(names) else str(int(cls))
-        draw.text((x1 + 1, max(y1 - 10, 0)), f"{label} {score:.2f}", fill=colour)
-    draw.text((2, 2), f"t={t_end / 1e6:.3f}s", fill=(255, 255, 0))
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 6)
+    drawn = draw_detections(frame, boxes[:, :4], boxes[:, 4], boxes[:, 5], names)     # grey: BGR = RGB
+    image = Image.fromarray(np.ascontiguousarray(drawn[:, :, ::-1]), "RGB")            # BGR boxes -> RGB
+    ImageDraw.Draw(image).text((2, 2), f"t={t_end / 1e6:.3f}s", fill=(255, 255, 0))
     return image

@@ -3,7 +3,7 @@
 ``source`` is an image file, a folder (its images, sorted), a glob pattern (``"frames/*.png"``) or a video
 file (read with OpenCV). :func:`iter_media` yields one :class:`Frame` per picture or video frame; a file that
 cannot be read, or a video frame that cannot be decoded, becomes a :class:`Frame` with ``error`` set (one line
-naming it) and the rest goes on. :func:`draw_detections` draws boxes and labels on a BGR image;
+naming it) and the rest goes on (:func:`spikeyolo.plots.draw_detections` draws the boxes);
 :class:`VideoOut` writes annotated frames as a video; :func:`yolo_label_lines` gives a frame's detections as
 YOLO txt lines.
 """
@@ -18,13 +18,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Frame", "describe_source", "iter_media", "draw_detections",
-           "VideoOut", "yolo_label_lines"]
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Frame", "describe_source", "iter_media", "VideoOut",
+           "yolo_label_lines"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
-_PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
-            (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0)]
 
 
 @dataclass
@@ -111,25 +109,6 @@ def _video_frames(path: Path, max_bad_frames: int) -> Iterator[Frame]:
             index += 1
     finally:
         capture.release()
-
-
-def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-                    class_names: Sequence[str]) -> np.ndarray:
-    """A copy of a BGR image with every box, its class name and score drawn."""
-    out = image.copy()
-    thickness = max(1, round(sum(out.shape[:2]) / 600))
-    for (x1, y1, x2, y2), score, cls in zip(boxes, scores, classes):
-        colour = _PALETTE[int(cls) % len(_PALETTE)]
-        top_left, bottom_right = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
-        cv2.rectangle(out, top_left, bottom_right, colour, thickness, cv2.LINE_AA)
-        name = class_names[int(cls)] if int(cls) < len(class_names) else str(int(cls))
-        label = f"{name} {float(score):.2f}"
-        (width, height), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
-        text_top = max(top_left[1] - height - 4, 0)
-        cv2.rectangle(out, (top_left[0], text_top), (top_left[0] + width + 2, text_top + height + 4), colour, -1)
-        cv2.putText(out, label, (top_left[0] + 1, text_top + height + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                    (255, 255, 255), 1, cv2.LINE_AA)
-    return out
 
 
 class VideoOut:
