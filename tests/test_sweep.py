@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,3 +86,25 @@ def test_sweep_points_expand_as_hydra_does():
                       ["neuron.max_level=1", "trainer.epochs=1", "neuron.time_steps=4"],
                       ["neuron.max_level=2", "trainer.epochs=1", "neuron.time_steps=1"],
                       ["neuron.max_level=2", "trainer.epochs=1", "neuron.time_steps=4"]]
+
+
+@pytest.mark.parametrize("overrides", [
+    ["a=1,2", "b=x", "c=range(0,6,2)"], ["+new=1,2", "a=choice(3,4)", "a=5,6"], ["a=[1,2],[3]", "b='q,r'"],
+    ["model=spikeyolo_n,spikeyolo_s", "~data.x", "hydra.job.chdir=true"]])
+def test_sweep_points_equal_hydras_basic_sweeper(overrides):
+    """The package expands sweeps with the public Override API; Hydra's own (internal) sweeper is the oracle."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from spikeyolo.engine.sweep import sweep_points
+
+    parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra.")])
+    assert sweep_points(overrides)[0] == BasicSweeper.split_arguments(parsed, None)[0]
+
+
+def test_an_interval_sweep_is_one_line():
+    from spikeyolo.engine.sweep import sweep_points
+    from spikeyolo.errors import UserError
+
+    with pytest.raises(UserError, match="does not support sweep type : INTERVAL"):
+        sweep_points(["optim.lr0=interval(0.1,0.2)"])

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
-from hydra.errors import HydraException, OverrideParseException
+from hydra.errors import OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -42,10 +42,19 @@ def sweep_points(overrides: Sequence[str]) -> tuple[list[list[str]], list[str]]:
         parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra.")])
     except OverrideParseException as err:
         raise UserError(f"cannot parse override {err.override!r}: {str(err).strip().splitlines()[0]}") from None
-    try:
-        points = [point for batch in BasicSweeper.split_arguments(parsed, None) for point in batch]
-    except HydraException as err:
-        raise UserError(str(err).strip().splitlines()[0]) from None
+    # the basic sweeper's expansion (hydra/_internal/core_plugins/basic_sweeper.py, split_arguments) through the
+    # public Override API: one list of "key=value" per key (a later override of a key replaces it), then their
+    # Cartesian product in command-line order
+    choices: dict[str, list[str]] = {}
+    for override in parsed:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise UserError(f"BasicSweeper does not support sweep type : {override.value_type.name}")
+    points = [list(point) for point in itertools.product(*choices.values())]
     return points, [override.get_key_element() for override in parsed if override.is_sweep_override()]
 
 
