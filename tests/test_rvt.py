@@ -222,3 +222,21 @@ def test_bad_rvt_folders_give_one_line(tmp_path):
     assert len(open_rvt_sequence(source, good, GEN1).frame_times) == 4
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert after == before
+
+
+def test_stacked_histogram_rules_on_a_tiny_window():
+    """The rules RVT's code has and the fixture may not reach: counts wrap at 256 before the cutoff (its uint8
+    fast mode), an event on a slice boundary counts in both slices, and empty slices stay zero."""
+    from spikeyolo.data.events import EVENT_DTYPE
+
+    events = np.zeros(300, EVENT_DTYPE)
+    events["t"], events["x"], events["y"], events["p"] = np.arange(300), 1, 1, 1
+    one = stacked_histogram(events, 299, time_steps=1, width=4, height=4, window_us=300, bins=1, count_cutoff=255)
+    assert one.shape == (1, 2, 4, 4) and one[0, 1, 1, 1] == 300 % 256 and one.sum() == 44
+    assert stacked_histogram(events, 299, time_steps=1, width=4, height=4, window_us=300, bins=1,
+                             count_cutoff=10)[0, 1, 1, 1] == 10
+    edge = np.zeros(1, EVENT_DTYPE)
+    edge["t"] = 100                                             # the end of slice 0 and the start of slice 1
+    two = stacked_histogram(edge, 200, time_steps=2, width=4, height=4, window_us=200, bins=2)
+    assert two[0, 0, 0, 0] == 1 and two[1, 0, 0, 0] == 1 and two.sum() == 2
+    assert not stacked_histogram(edge, 500, time_steps=2, width=4, height=4, window_us=200).any()

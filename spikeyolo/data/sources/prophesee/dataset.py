@@ -99,19 +99,21 @@ def letterbox_clip(frames: np.ndarray, imgsz: int, pad_value: int, channels: int
     out_h, out_w = shape if shape is not None else (imgsz, imgsz)
     ratio = imgsz / max(height, width)
     new_w, new_h = min(math.ceil(width * ratio), imgsz), min(math.ceil(height * ratio), imgsz)
-    planes = np.ascontiguousarray(frames.reshape(steps * stored, height, width).transpose(1, 2, 0))  # [H, W, T*Cs]
+    planes = frames.reshape(steps * stored, height, width)                    # [T*Cs, H, W]
     if (new_h, new_w) != (height, width):
         interpolation = cv2.INTER_LINEAR if ratio > 1 else cv2.INTER_AREA
+        planes = np.ascontiguousarray(planes.transpose(1, 2, 0))              # [H, W, T*Cs], as cv2 takes it
         # cv2's area interpolation takes at most 4 channels: resize them 4 at a time
         planes = np.concatenate([cv2.resize(planes[..., i:i + 4], (new_w, new_h), interpolation=interpolation)
                                  .reshape(new_h, new_w, -1) for i in range(0, planes.shape[-1], 4)], axis=-1)
+        planes = planes.transpose(2, 0, 1)                                      # [T*Cs, new_h, new_w]
     if pad_position == "corner":
         top, left = 0, 0
     else:
         top, left = round((out_h - new_h) / 2 - 0.1), round((out_w - new_w) / 2 - 0.1)
-    out = np.full((out_h, out_w, steps * stored), pad_value, np.uint8)
-    out[top:top + new_h, left:left + new_w] = planes
-    clip = out.transpose(2, 0, 1).reshape(steps, stored, out_h, out_w)        # [S_h, S_w, T*Cs] -> [T, Cs, S_h, S_w]
+    out = np.full((steps * stored, out_h, out_w), pad_value, np.uint8)      # (padded plane by plane: no HWC copy
+    out[:, top:top + new_h, left:left + new_w] = planes                       # when nothing is resized)
+    clip = out.reshape(steps, stored, out_h, out_w)                           # [T*Cs, S_h, S_w] -> [T, Cs, S_h, S_w]
     if stored != channels:
         clip = np.repeat(clip, channels // stored, axis=1)                    # [T, 1, S_h, S_w] -> [T, C, S_h, S_w]
     if most_recent_first and steps > 1:   # (T = 1: a reversed length-1 axis keeps a negative stride that numpy

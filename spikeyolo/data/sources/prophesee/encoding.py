@@ -241,8 +241,9 @@ class Representation:
         kept = []
         for chunk in chunks:
             t = chunk["t"]
-            kept.append(chunk[(t >= start) & (t < end)] if len(chunk) else chunk)
-        events = np.concatenate(kept) if kept else np.empty(0, EVENT_DTYPE)
+            inside = len(chunk) == 0 or (int(t.min()) >= start and int(t.max()) < end)   # (a window's chunks
+            kept.append(chunk if inside else chunk[(t >= start) & (t < end)])          # lie inside it)
+        events = kept[0] if len(kept) == 1 else np.concatenate(kept) if kept else np.empty(0, EVENT_DTYPE)
         return stacked_histogram(events, t_end_us, time_steps=int(self.time_steps), width=width, height=height,
                                  window_us=int(self.window_us), bins=int(self.stack_bins),
                                  count_cutoff=int(self.count_cutoff), downsample=int(self.downsample),
