@@ -125,11 +125,12 @@ def test_training_and_protocols_on_rvt_data(tmp_path, monkeypatch):
     monkeypatch.setenv("SPIKEYOLO_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"
     overrides = ["experiment=gen1_synthetic", "data=gen1_rvt", f"run_dir={run_dir}", f"data.root={FIXTURE / 'gen1'}",
-                 "model.in_chs=20", "neuron.time_steps=2", "data.imgsz=64", "trainer.epochs=1",
+                 "neuron.time_steps=2", "data.imgsz=64", "trainer.epochs=1",
                  "trainer.batch_size=2", "trainer.max_minutes=null", "trainer.progress=false", "logger=none",
                  "optim.warmup_min_iters=1"]
     cfg = spikeyolo.compose(overrides)
     assert cfg.data.window_us == 250_000 and cfg.data.layout == "rvt"      # 2 frames 125 ms apart
+    assert cfg.model.in_chs == 20                                            # the experiment follows data.in_chs
     trainer = Trainer(cfg)
     metrics = trainer.fit()
     assert len(trainer.train_loader.dataset) == 2 and len(trainer.val_loader.dataset) == 3   # RVT's L=2 samples
@@ -240,3 +241,18 @@ def test_stacked_histogram_rules_on_a_tiny_window():
     two = stacked_histogram(edge, 200, time_steps=2, width=4, height=4, window_us=200, bins=2)
     assert two[0, 0, 0, 0] == 1 and two[1, 0, 0, 0] == 1 and two.sum() == 2
     assert not stacked_histogram(edge, 500, time_steps=2, width=4, height=4, window_us=200).any()
+
+
+def test_gen4_rvt_config_reads_rvts_1mpx_folder():
+    """data=gen4_rvt composes RVT's 1Mpx setting (T x 50 ms, 20 channels, 640x360 padded to 640x384 at the corner)
+    and its loader yields RVT's samples of the fixture."""
+    from spikeyolo.data import dataloader_from_config, spec_from_config
+
+    cfg = spikeyolo.compose(["experiment=gen4", "data=gen4_rvt", f"data.root={FIXTURE / 'gen4'}", "data.val_split=test",
+                             "neuron.time_steps=3"])
+    assert (cfg.data.window_us, cfg.data.in_chs, cfg.model.in_chs) == (150_000, 20, 20)
+    spec = spec_from_config(cfg.data)
+    loader = dataloader_from_config(spec, cfg.data, "val", batch_size=4, workers=0, stride=32)
+    batch = next(iter(loader))
+    assert len(loader.dataset) == EXPECTED["sequences"]["gen4/test/fixture_gen4_000"]["SequenceForRandomAccess"]["3"]["len"]
+    assert tuple(batch["img"].shape) == (4, 3, 20, 384, 640) and batch["ori_shape"][0] == (720, 1280)
