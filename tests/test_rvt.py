@@ -254,5 +254,6 @@ def test_gen4_rvt_config_reads_rvts_1mpx_folder():
     spec = spec_from_config(cfg.data)
     loader = dataloader_from_config(spec, cfg.data, "val", batch_size=4, workers=0, stride=32)
     batch = next(iter(loader))
-    assert len(loader.dataset) == EXPECTED["sequences"]["gen4/test/fixture_gen4_000"]["SequenceForRandomAccess"]["3"]["len"]
+    answers = EXPECTED["sequences"]["gen4/test/fixture_gen4_000"]["SequenceForRandomAccess"]["3"]
+    assert len(loader.dataset) == answers["len"]
     assert tuple(batch["img"].shape) == (4, 3, 20, 384, 640) and batch["ori_shape"][0] == (720, 1280)

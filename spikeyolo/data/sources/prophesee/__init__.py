@@ -39,7 +39,8 @@ from spikeyolo.io import plain
 __all__ = ["PropheseeSource", "Camera", "GEN1", "GEN4", "sensor_size", "REPRESENTATIONS", "DOWNSAMPLE_MODES",
            "Representation", "downsample_events", "Recording", "find_recordings", "split_cache_dir", "build_cache",
            "open_frames", "CLAMP_MODES", "SAMPLE_TIMES", "group_by_time", "drop_classes", "postprocess_boxes",
-           "rvt_frame_times", "prophesee_spec", "representation_from_config", "REPRESENTATION_KEYS", "INPUT_SHAPES", "PAD_POSITIONS",
+           "rvt_frame_times", "prophesee_spec", "representation_from_config", "REPRESENTATION_KEYS", "INPUT_SHAPES",
+           "PAD_POSITIONS",
            "EventSample", "PropheseeDataset", "letterbox_clip", "clip_input", "collate_events",
            "build_event_dataloader", "event_dataloader_from_config"]
 

@@ -40,8 +40,8 @@ from spikeyolo.data.sources.prophesee.labels import group_by_time
 from spikeyolo.errors import DatasetError
 from spikeyolo.io import atomic_write
 
-__all__ = ["Recording", "find_recordings", "open_split_recording", "recording_size", "split_cache_dir", "cache_file", "build_recording",
-           "build_cache", "open_frames"]
+__all__ = ["Recording", "find_recordings", "open_split_recording", "recording_size", "split_cache_dir", "cache_file",
+           "build_recording", "build_cache", "open_frames"]
 
 
 @dataclass(frozen=True)

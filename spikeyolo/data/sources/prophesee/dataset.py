@@ -39,8 +39,8 @@ from spikeyolo.data.sources.prophesee.labels import (SAMPLE_TIMES, drop_classes,
                                                      rvt_frame_times)
 from spikeyolo.errors import DatasetError
 
-__all__ = ["EventSample", "PropheseeDataset", "LAYOUTS", "INPUT_SHAPES", "PAD_POSITIONS", "letterbox_clip", "clip_input",
-           "collate_events", "build_event_dataloader"]
+__all__ = ["EventSample", "PropheseeDataset", "LAYOUTS", "INPUT_SHAPES", "PAD_POSITIONS", "letterbox_clip",
+           "clip_input", "collate_events", "build_event_dataloader"]
 
 #: ``square``: imgsz x imgsz (the SpikeYOLO reference); ``stride``: the long side imgsz, the other one padded up to
 #: a multiple of the model's largest stride (RVT: 640x360 -> 640x384, config/modifier.py L20-32, L53-61).
