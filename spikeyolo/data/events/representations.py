@@ -160,14 +160,14 @@ def stacked_histogram(events: np.ndarray, t_end_us: int, *, time_steps: int, wid
     """RVT's stacked histogram (Gehrig & Scaramuzza, CVPR 2023; uzh-rpg/RVT ``StackedHistogram``, its Gen1 / 1Mpx
     input), one per slice: the slices are the T frames RVT stacks in time.
 
-    Slice i (0 the oldest) ends at ``e_i = t_end_us - (T - 1 - i) * window_us // T`` and holds the events with
-    ``e_i - slice_us <= t <= e_i`` (``slice_us`` defaults to ``window_us // T``: contiguous slices; RVT's Gen1
-    frames are 50 ms long and 125 ms apart: ``slice_us=50000``, ``window_us = T * 125000``): both ends included,
-    as RVT's preprocessing cuts them (``searchsorted(t, e - dt, 'left')`` to ``searchsorted(t, e, 'right')``), so
-    an event on a boundary counts in both slices. Within a slice, with t0 and t1 its first and last event times
-    (``events`` in time order, as RVT assumes), an event goes to bin ``min(floor(float32(t - t0) / float32(max(t1 - t0, 1)) * bins), bins - 1)``
-    (RVT's float32 arithmetic) and channel ``p * bins + bin``; a pixel's count wraps at 256 (RVT's uint8
-    ``fastmode``) and is then clipped to ``count_cutoff``. ``downsample`` d > 1 keeps pixel (x, y) with
+    Slice i (0 the oldest) ends at ``e_i = t_end_us - (T - 1 - i) * window_us // T`` and holds the events with ``e_i
+    - slice_us <= t <= e_i`` (``slice_us`` defaults to ``window_us // T``: contiguous slices; RVT's Gen1 frames are
+    50 ms long and 125 ms apart: ``slice_us=50000``, ``window_us = T * 125000``): both ends included, as RVT's
+    preprocessing cuts them (``searchsorted(t, e - dt, 'left')`` to ``searchsorted(t, e, 'right')``), so an event on
+    a boundary counts in both slices. Within a slice, with t0 and t1 its first and last event times (``events`` in
+    time order, as RVT assumes), an event goes to bin ``min(floor(float32(t - t0) / float32(max(t1 - t0, 1)) *
+    bins), bins - 1)`` (RVT's float32 arithmetic) and channel ``p * bins + bin``; a pixel's count wraps at 256
+    (RVT's uint8 ``fastmode``) and is then clipped to ``count_cutoff``. ``downsample`` d > 1 keeps pixel (x, y) with
     ``x % d == y % d == d // 2`` at (x // d, y // d): RVT's ``interpolate(mode="nearest-exact")`` of the full-size
     histogram, whose bins come from the times of *all* the slice's events.
 
