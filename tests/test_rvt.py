@@ -16,6 +16,7 @@ import pytest
 import spikeyolo
 from spikeyolo.data.events import GEN1, GEN4, read_dat, stacked_histogram
 from spikeyolo.data.sources.prophesee.encoding import Representation
+from spikeyolo.data.sources.prophesee.dataset import PropheseeDataset
 from spikeyolo.data.sources.prophesee.rvt import RvtDataset, open_rvt_sequence
 from spikeyolo.errors import DatasetError
 
@@ -221,6 +222,8 @@ def test_bad_rvt_folders_give_one_line(tmp_path):
     with pytest.raises(DatasetError, match="out of order|differ"):
         open_rvt_sequence(seq, good, GEN1)
     assert len(open_rvt_sequence(source, good, GEN1).frame_times) == 4
+    with pytest.raises(DatasetError, match="RVT's preprocessed sequences: data=gen1_rvt"):   # the wrong layout
+        PropheseeDataset(FIXTURE / "gen1" / "test", list(GEN1.names), good)
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert after == before
 

@@ -196,7 +196,10 @@ class PropheseeDataset(torch.utils.data.Dataset):
                        sample_times=sample_times, input_shape=input_shape, pad_position=pad_position, stride=stride)
         recordings = find_recordings(self.split_dir)
         if not recordings:
-            raise DatasetError(f"{self.split_dir}: no *_td.dat / *_bbox.npy recordings")
+            rvt = any((path / "event_representations_v2").is_dir() for path in self.split_dir.iterdir())
+            raise DatasetError(f"{self.split_dir}: no *_td.dat / *_bbox.npy recordings" + (
+                " (it holds RVT's preprocessed sequences: data=gen1_rvt or data=gen4_rvt, or data.layout=rvt)"
+                if rvt else ""))
         label_settings = dict(clamp=label_clamp, min_size=float(min_box_size), other_classes=other_classes,
                               max_box_width=max_box_width)
         plans = [self._plan(rec, camera, sample_times, **label_settings) for rec in recordings]
