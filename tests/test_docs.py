@@ -46,6 +46,7 @@ import re
 import runpy
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -95,6 +96,8 @@ SCRIPTS = console_scripts()
 # EXTERNAL_NAMES), then the spikeyolo commands that run here.
 CLASSES = [
     ("docker", r"^docker (build|run) ", "no container engine runs here (docs/docker.md)"),
+    ("device", r'^(run\(command="|(DEVICE=cpu |DEMO=1 )?bash scripts/gpu_)',
+     "the GPU machine of the device tool and its wheels (no GPU here): the scripts are syntax-checked"),
     ("install", r"^(python3 -m venv \.venv|(\.venv/bin/)?pip install )", "a virtual environment and the package"),
     ("suite", r"^(\.venv/bin/)?python -m pytest( |$)", "this test suite (CI runs it; not from inside itself)"),
     ("shell", r"^mkdir -p [\w ./-]+$", "the folders docker run mounts"),
@@ -640,6 +643,16 @@ def test_docker_volumes_are_the_documented_ones():
     table = set(re.findall(r"^\| `(/workspace/\w+)` \|", (ROOT / "docs" / "docker.md").read_text(), flags=re.M))
     volumes = set(json.loads(re.search(r"^VOLUME (\[.*\])", _dockerfile(), flags=re.M)[1]))
     assert table == volumes, (table, volumes)
+
+
+@pytest.mark.parametrize("command", _static("device"), ids=lambda c: c.where)
+def test_device_lines(command):
+    """The GPU session's commands (docs/benchmarks.md): the script they name exists and parses (bash -n)."""
+    script = re.search(r"scripts/[\w-]+\.sh", command.text)[0]
+    assert (ROOT / script).is_file(), command.where
+    assert subprocess.run(["bash", "-n", str(ROOT / script)], capture_output=True).returncode == 0, command.where
+    if command.text.startswith("run("):
+        assert 'carry=[".whl"]' in command.text, command.where
 
 
 @pytest.mark.parametrize("command", _static("shell"), ids=lambda c: c.where)
