@@ -168,13 +168,20 @@ def hdf5_size(path: str) -> tuple[int, int] | None:
     return None
 
 
-def h5py_hdf5(path: str, version: str, size: tuple[int, int], chunk_bytes: int) -> Iterator[Columns]:
-    """HDF5 event tables through h5py (+ hdf5plugin's filters when installed), ``_H5_BATCH`` rows at a time."""
-    h5py = require("h5py", "reading HDF5 event files")
+def h5py_with_filters(purpose: str):
+    """h5py (or one line naming the extra), with hdf5plugin's filters registered when it is installed (Blosc,
+    Zstd, LZ4, ...: what Metavision's and RVT's files are compressed with, ECF aside)."""
+    h5py = require("h5py", purpose)
     try:
-        importlib.import_module("hdf5plugin")       # registers Blosc, Zstd, LZ4, ... with HDF5 (no ECF)
+        importlib.import_module("hdf5plugin")
     except ImportError:
         pass
+    return h5py
+
+
+def h5py_hdf5(path: str, version: str, size: tuple[int, int], chunk_bytes: int) -> Iterator[Columns]:
+    """HDF5 event tables through h5py (+ hdf5plugin's filters when installed), ``_H5_BATCH`` rows at a time."""
+    h5py = h5py_with_filters("reading HDF5 event files")
     with h5py.File(path, "r") as handle:
         table = _hdf5_table(handle, path)
         if isinstance(table, h5py.Dataset):          # Metavision: one compound table x, y, p, t

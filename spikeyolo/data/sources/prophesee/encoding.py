@@ -73,6 +73,17 @@ def downsample_events(events: np.ndarray, factor: int, mode: str, width: int, he
     return out
 
 
+def _in_window(chunks: Iterable[np.ndarray], start: int, end: int) -> Iterable[np.ndarray]:
+    """The events of ``chunks`` with ``start <= t < end``, chunk by chunk; empty chunks are skipped (a window's
+    chunks usually lie inside it and pass unfiltered)."""
+    for chunk in chunks:
+        t = chunk["t"]
+        if len(chunk) and (int(t.min()) < start or int(t.max()) >= end):
+            chunk = chunk[(t >= start) & (t < end)]
+        if len(chunk):
+            yield chunk
+
+
 @dataclass(frozen=True)
 class Representation:
     """How a window of events becomes a [T, C, H, W] uint8 tensor.
@@ -218,13 +229,8 @@ class Representation:
         else:
             out = np.zeros((steps, int(self.voxel_bins), grid_h, grid_w), np.float32)
         count = 0
-        for chunk in chunks:
-            t = chunk["t"]
-            if len(chunk) and (int(t.min()) < start or int(t.max()) >= end):   # (a window's chunks lie inside it)
-                chunk = chunk[(t >= start) & (t < end)]
+        for chunk in _in_window(chunks, start, end):
             count += len(chunk)
-            if not len(chunk):
-                continue
             chunk = downsample_events(chunk, int(self.downsample), self.downsample_mode, width, height)
             self._add(out, chunk, t_end_us, grid_w, grid_h, steps, window)
         if self.kind == "histogram":
@@ -238,11 +244,7 @@ class Representation:
                end: int) -> tuple[np.ndarray, int]:
         """``stacked_histogram``: a slice's bins depend on its first and last event, so the window's events are
         gathered first (RVT holds them the same way)."""
-        kept = []
-        for chunk in chunks:
-            t = chunk["t"]
-            inside = len(chunk) == 0 or (int(t.min()) >= start and int(t.max()) < end)   # (a window's chunks
-            kept.append(chunk if inside else chunk[(t >= start) & (t < end)])          # lie inside it)
+        kept = list(_in_window(chunks, start, end))
         events = kept[0] if len(kept) == 1 else np.concatenate(kept) if kept else np.empty(0, EVENT_DTYPE)
         return stacked_histogram(events, t_end_us, time_steps=int(self.time_steps), width=width, height=height,
                                  window_us=int(self.window_us), bins=int(self.stack_bins),
