@@ -1,5 +1,6 @@
 """File I/O shared across spikeyolo: the one atomic writer (checkpoints, caches, results, event files,
-configs, reports) and plain-data conversion of configs.
+configs, reports), the bounded reader of ``.npy`` arrays from files users download, and plain-data conversion of
+configs.
 
 Every file spikeyolo writes goes through :func:`atomic_write` (or its path form :func:`atomic_path`, for
 libraries that write by file name): a temp file beside the target, fsync, then a rename over it, so a crash
@@ -14,9 +15,11 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
-__all__ = ["atomic_write", "atomic_path", "write_text", "write_json", "plain"]
+import numpy as np
+
+__all__ = ["atomic_write", "atomic_path", "write_text", "write_json", "read_npy", "plain"]
 
 
 @contextlib.contextmanager
@@ -70,6 +73,30 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, payload: Any, indent: int | None = 2) -> Path:
     """Write JSON atomically (numpy/torch scalars as floats); returns the path."""
     return write_text(path, json.dumps(payload, indent=indent, default=float))
+
+
+def read_npy(handle: IO[bytes], available: int) -> np.ndarray:
+    """The ``.npy`` array at ``handle``, read as data: its header may not declare more bytes than ``available`` (the
+    file's or the archive member's size), so a hostile header costs no memory; object arrays (pickles) are refused.
+
+    Raises:
+        ValueError: not a ``.npy`` array (numpy's own complaint), an object array, a declared size beyond
+            ``available``, or fewer bytes than declared.
+    """
+    version = np.lib.format.read_magic(handle)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f".npy format version {version} is not read")
+    shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                             np.lib.format.read_array_header_2_0)(handle)
+    if dtype.hasobject:
+        raise ValueError("object arrays are refused")
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size > available:
+        raise ValueError(f"its header declares {shape} {dtype}, more than the file holds")
+    data = handle.read(size)
+    if len(data) != size:
+        raise ValueError(f"truncated: {len(data)} of the {size} bytes its header declares")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
 
 
 def plain(node: Any) -> Any:

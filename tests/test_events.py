@@ -264,6 +264,16 @@ def test_bad_box_files_raise(tmp_path):
     np.save(tmp_path / "d.npy", float_t)
     with pytest.raises(EventFileError, match="field t must be an integer"):
         read_boxes(tmp_path / "d.npy")
+    # a header that claims 30 TB of boxes in a file of 200 bytes: refused from the header, nothing allocated
+    with open(tmp_path / "e.npy", "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": BOX_FILE_DTYPE.descr, "fortran_order": False,
+                                                      "shape": (10 ** 12,)})
+    with pytest.raises(EventFileError, match="e.npy: cannot read .* more than the file holds"):
+        read_boxes(tmp_path / "e.npy")
+    np.save(tmp_path / "f.npy", np.array(BOX_ROWS, dtype=BOX_FILE_DTYPE))
+    (tmp_path / "f.npy").write_bytes((tmp_path / "f.npy").read_bytes()[:-3])   # cut inside the last box
+    with pytest.raises(EventFileError, match="f.npy: cannot read .* truncated"):
+        read_boxes(tmp_path / "f.npy")
 
 
 # ------------------------------------------------------------------------------------------------ representations

@@ -29,7 +29,6 @@ filters this installation has and chunks under 256 MB.
 from __future__ import annotations
 
 import os
-import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,16 +37,15 @@ import numpy as np
 
 from spikeyolo.data.events import as_boxes
 from spikeyolo.data.events.cameras import GEN1, Camera
-from spikeyolo.data.events.decoders import check_filters, require
+from spikeyolo.data.events.decoders import check_filters, h5py_with_filters
 from spikeyolo.data.sources.prophesee.dataset import EventSample, PropheseeDataset
 from spikeyolo.data.sources.prophesee.encoding import Representation
 from spikeyolo.errors import DatasetError
+from spikeyolo.io import read_npy
 
 __all__ = ["RvtSequence", "RvtDataset", "rvt_folder_name", "find_rvt_sequences", "open_rvt_sequence"]
 
 _REPR_ROOT = "event_representations_v2"
-_MAX_CHUNK_BYTES = 256 << 20
-_NAME = re.compile(r"stacked_histogram_dt=(\d+)_nbins=(\d+)$")
 
 
 def rvt_folder_name(rep: Representation) -> str:
@@ -66,17 +64,9 @@ def _check_representation(rep: Representation, where: Path) -> None:
 
 
 def _npy(handle, available: int, source: str) -> np.ndarray:
-    """A ``.npy`` array from ``handle`` whose declared size fits in the ``available`` bytes (no pickles)."""
+    """:func:`spikeyolo.io.read_npy` with its complaint as one DatasetError line naming ``source``."""
     try:
-        version = np.lib.format.read_magic(handle)
-        shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
-                                 np.lib.format.read_array_header_2_0)(handle)
-        if dtype.hasobject:
-            raise ValueError("object arrays are refused")
-        if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > available:
-            raise ValueError(f"its header declares {shape} {dtype}, more than the file holds")
-        data = handle.read(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
-        return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+        return read_npy(handle, available)
     except (OSError, ValueError, EOFError, TypeError, zipfile.BadZipFile) as exc:
         raise DatasetError(f"{source}: cannot read as a .npy array: {' '.join(str(exc).split())[:200]}") from None
 
@@ -126,7 +116,6 @@ class RvtSequence:
         frame_repr: [F] the representation index ending at each frame.
         frame_labels: F arrays of boxes (:data:`~spikeyolo.data.events.BOX_DTYPE`, sensor pixels).
         repr_times: [N] µs at which each representation ends.
-        shape: (N, C, H, W) of the HDF5 ``data`` dataset.
     """
 
     name: str
@@ -135,15 +124,10 @@ class RvtSequence:
     frame_repr: np.ndarray
     frame_labels: tuple[np.ndarray, ...]
     repr_times: np.ndarray
-    shape: tuple[int, int, int, int]
 
     def frames(self, repr_index: int, time_steps: int) -> np.ndarray:
         """[T, C, H, W] uint8: the T representations ending at ``repr_index``, oldest first."""
-        import h5py
-        try:
-            import hdf5plugin  # noqa: F401  (RVT compresses with Blosc)
-        except ImportError:
-            pass
+        h5py = h5py_with_filters("reading RVT's preprocessed .h5 files")   # RVT compresses with Blosc
         start = int(repr_index) - int(time_steps) + 1
         with h5py.File(self.h5_path, "r") as handle:
             return np.asarray(handle["data"][start:int(repr_index) + 1], np.uint8)
@@ -190,11 +174,7 @@ def open_rvt_sequence(folder: str | os.PathLike, rep: Representation, camera: Ca
         raise DatasetError(f"{folder}: RVT's frames here are {int(np.median(spacing))} µs apart but the run's slices "
                            f"{step} µs (data.window_us / T): set data.window_us = {rep.time_steps} x "
                            f"{int(round(float(np.median(spacing)), -3))}")
-    h5py = require("h5py", "reading RVT's preprocessed .h5 files")
-    try:
-        import hdf5plugin  # noqa: F401
-    except ImportError:
-        pass
+    h5py = h5py_with_filters("reading RVT's preprocessed .h5 files")
     if not h5_path.is_file():
         raise DatasetError(f"{h5_path}: missing (data.downsample={rep.downsample} reads this file)")
     grid_w, grid_h = rep.grid_size(camera.width, camera.height)
@@ -215,7 +195,7 @@ def open_rvt_sequence(folder: str | os.PathLike, rep: Representation, camera: Ca
     for frame, (t_us, rows) in enumerate(zip(frame_times.tolist(), labels)):
         if len(rows) and np.any(rows["t"] != t_us):
             raise DatasetError(f"{labels_dir / 'labels.npz'}: frame {frame}'s boxes are not all at t={t_us}")
-    return RvtSequence(folder.name, h5_path, frame_times, frame_repr, labels, repr_times, expected)
+    return RvtSequence(folder.name, h5_path, frame_times, frame_repr, labels, repr_times)
 
 
 def find_rvt_sequences(split_dir: str | os.PathLike, rep: Representation, camera: Camera) -> list[RvtSequence]:
